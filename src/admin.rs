@@ -1,0 +1,174 @@
+//! The admin listener (SPEC §6): `/metrics` and `/healthz` are open; `/admin/*` needs
+//! `Authorization: Bearer <admin token>`, compared in constant time.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use crate::edge::Edge;
+
+/// Largest admin request body accepted.
+const MAX_BODY: usize = 1 << 20;
+
+/// The admin HTTP app.
+pub struct AdminApp {
+    edge: Arc<Edge>,
+}
+
+impl AdminApp {
+    /// An admin app over the edge state.
+    pub fn new(edge: Arc<Edge>) -> AdminApp {
+        AdminApp { edge }
+    }
+}
+
+/// `POST /admin/purge` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    #[serde(default)]
+    paths: Vec<String>,
+    #[serde(default)]
+    prefixes: Vec<String>,
+}
+
+fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let len = resp.body().len();
+    let headers = resp.headers_mut();
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        headers.insert(http::header::CONTENT_TYPE, v);
+    }
+    headers.insert(http::header::CONTENT_LENGTH, len.into());
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<Vec<u8>> {
+    let mut body = value.to_string().into_bytes();
+    body.push(b'\n');
+    reply(status, "application/json", body)
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Vec<u8>> {
+    json(status, serde_json::json!({ "error": message }))
+}
+
+/// Whether the request carries the admin token. No configured token → admin API disabled.
+fn authorized(session: &ServerSession, token: Option<&str>) -> bool {
+    let Some(token) = token else {
+        return false;
+    };
+    let presented = session
+        .req_header()
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| crate::proxy::request::bearer_token(v.as_bytes()))
+        .unwrap_or("");
+    bool::from(presented.as_bytes().ct_eq(token.as_bytes()))
+}
+
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err("request body too large".into());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(format!("reading body: {e}")),
+        }
+    }
+}
+
+impl AdminApp {
+    async fn purge(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let body = match read_body(session).await {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        };
+        let req: PurgeRequest = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("expected {{\"paths\": [...], \"prefixes\": [...]}}: {e}"),
+                )
+            }
+        };
+        if req.paths.is_empty() && req.prefixes.is_empty() {
+            return error(StatusCode::BAD_REQUEST, "give at least one of paths, prefixes");
+        }
+        let mut paths = Vec::with_capacity(req.paths.len());
+        for p in &req.paths {
+            match crate::proxy::request::normalize_path(p) {
+                Ok(n) => paths.push(n.into_owned()),
+                Err(why) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("path {p:?} is not a valid path ({})", why.as_str()),
+                    )
+                }
+            }
+        }
+        if let Some(bad) = req.prefixes.iter().find(|p| !p.starts_with('/')) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("prefix {bad:?} must start with '/'"),
+            );
+        }
+        let purged = self.edge.purge(&paths, &req.prefixes);
+        log::info!("purged {purged} objects (paths {paths:?}, prefixes {:?})", req.prefixes);
+        json(StatusCode::OK, serde_json::json!({ "purged": purged }))
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_owned();
+        match (method.as_str(), path.as_str()) {
+            ("GET", "/metrics") => {
+                let edge = &self.edge;
+                edge.metrics
+                    .token_cache_entries
+                    .set(edge.tokens.len() as i64);
+                reply(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    edge.metrics.render(),
+                )
+            }
+            ("GET", "/healthz") => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            (_, p) if p.starts_with("/admin/") => {
+                if !authorized(session, self.edge.config.admin.as_ref().and_then(|a| a.token.as_deref())) {
+                    let mut r = error(StatusCode::UNAUTHORIZED, "admin token required");
+                    r.headers_mut().insert(
+                        http::header::WWW_AUTHENTICATE,
+                        http::HeaderValue::from_static("Bearer realm=\"tollgate-admin\""),
+                    );
+                    return r;
+                }
+                match (method.as_str(), p) {
+                    ("POST", "/admin/purge") => self.purge(session).await,
+                    (_, "/admin/purge") => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
+                    _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+                }
+            }
+            _ => error(StatusCode::NOT_FOUND, "not found"),
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Builds the Pingora server from a validated config: the proxy on every listener, the admin
+//! listener, and the background services (key reload, token-cache sweep).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::{Server, ShutdownWatch};
+use pingora_core::services::background::{background_service, BackgroundService};
+use pingora_core::services::listening::Service;
+
+use crate::admin::AdminApp;
+use crate::config::Config;
+use crate::edge::{unix_now, Edge};
+use crate::proxy::TollgateProxy;
+
+/// Pingora process flags (SPEC §4: `-d`, `-u`, `-t`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunFlags {
+    /// Daemonize.
+    pub daemon: bool,
+    /// Graceful upgrade: take the listening sockets from the running process.
+    pub upgrade: bool,
+    /// Test the configuration and exit.
+    pub test: bool,
+}
+
+fn server_conf(config: &Config, flags: RunFlags) -> ServerConf {
+    let p = &config.pingora;
+    // Per-node defaults so that several nodes (tests, demo) never share a pid file or socket.
+    let tag = config
+        .listeners
+        .first()
+        .map(|l| l.addr.port().to_string())
+        .unwrap_or_else(|| "0".into());
+    let tmp = std::env::temp_dir();
+    let mut conf = ServerConf {
+        daemon: flags.daemon || p.daemon,
+        pid_file: p
+            .pid_file
+            .clone()
+            .unwrap_or_else(|| tmp.join(format!("tollgate-{tag}.pid")))
+            .to_string_lossy()
+            .into_owned(),
+        upgrade_sock: p
+            .upgrade_sock
+            .clone()
+            .unwrap_or_else(|| tmp.join(format!("tollgate-{tag}-upgrade.sock")))
+            .to_string_lossy()
+            .into_owned(),
+        error_log: p
+            .error_log
+            .as_ref()
+            .map(|e| e.to_string_lossy().into_owned()),
+        threads: p
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        grace_period_seconds: p.grace_period_seconds,
+        graceful_shutdown_timeout_seconds: p.graceful_shutdown_timeout_seconds,
+        ..ServerConf::default()
+    };
+    conf.work_stealing = true;
+    conf
+}
+
+/// Build the server with every service; `run_forever` it to serve.
+pub fn build(edge: Arc<Edge>, flags: RunFlags) -> anyhow::Result<Server> {
+    let config = edge.config.clone();
+    let opt = Opt {
+        upgrade: flags.upgrade,
+        daemon: flags.daemon,
+        test: flags.test,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config, flags));
+    server.bootstrap();
+
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        TollgateProxy::new(edge.clone()),
+        "tollgate edge",
+    );
+    for l in &config.listeners {
+        proxy.add_tcp(&l.addr.to_string());
+    }
+    server.add_service(proxy);
+
+    if let Some(admin) = &config.admin {
+        let mut svc = Service::new("tollgate admin".to_string(), AdminApp::new(edge.clone()));
+        svc.add_tcp(&admin.addr.to_string());
+        server.add_service(svc);
+    }
+
+    server.add_service(background_service(
+        "key reload and token sweep",
+        Housekeeping {
+            edge,
+            interval: Duration::from_secs(config.keys.reload_interval_seconds.max(1)),
+        },
+    ));
+    Ok(server)
+}
+
+/// Periodic work off the request path: reload keys when their files change, drop expired
+/// tokens from the token cache.
+struct Housekeeping {
+    edge: Arc<Edge>,
+    interval: Duration,
+}
+
+/// A cheap fingerprint of the key files: modification times and sizes.
+fn key_files_stamp(edge: &Edge) -> Vec<Option<(SystemTime, u64)>> {
+    let (jwks, pem) = &edge.key_sources;
+    jwks.iter()
+        .chain(pem.iter().map(|p| &p.path))
+        .map(|p| {
+            std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
+        .collect()
+}
+
+#[async_trait]
+impl BackgroundService for Housekeeping {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut stamp = key_files_stamp(&self.edge);
+        let mut ticker = tokio::time::interval(self.interval);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = ticker.tick() => {}
+            }
+            let now_stamp = key_files_stamp(&self.edge);
+            if now_stamp != stamp {
+                stamp = now_stamp;
+                match self.edge.reload_keys() {
+                    Ok(n) => log::info!("key set reloaded: {n} keys"),
+                    Err(e) => log::error!("key set reload failed, keeping the previous keys: {e}"),
+                }
+            }
+            let swept = self.edge.tokens.sweep(unix_now());
+            if swept > 0 {
+                log::debug!("token cache: {swept} expired entries dropped");
+            }
+            self.edge
+                .metrics
+                .token_cache_entries
+                .set(self.edge.tokens.len() as i64);
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The verified-token cache: a returning reader costs a hash lookup, not a
+//! signature check.
+//!
+//! Only successful verifications are cached, keyed by the exact token string;
+//! a forged or malleated token just misses and is verified (and refused) in
+//! full, so nothing a client sends can poison an entry. On a hit the entry is
+//! re-checked against the *current* inputs: `exp`/`nbf` with the policy's
+//! leeway at `now`, and the key that verified it must still be in the key set
+//! with the same [`VerifyKey::id`](crate::auth::keys::VerifyKey::id) — so a
+//! token never outlives its key, whether the key was removed or replaced
+//! under the same `kid`.
+//!
+//! The [`Policy`] is assumed fixed for a cache's lifetime (Tollgate changes
+//! it only by restarting); if it ever changes, call [`TokenCache::clear`].
+//!
+//! Revocation hook: the cache does not know about revoked sessions. The
+//! caller checks `claims.sid` against its revocation list after
+//! [`TokenCache::verify`] returns, on hits and misses alike; on revocation it
+//! may also call [`TokenCache::invalidate_sid`] to drop the entries early.
+//!
+//! Bound: never more than `capacity` entries. A slot is reserved (atomic
+//! counter) before each insert, so concurrent inserts cannot overshoot. When
+//! full, one inserter (the others skip caching meanwhile) makes a single pass
+//! that drops every expired entry and about one in eight of the rest, spread
+//! over all shards; the O(n) pass is thus paid once per ~n/8 inserts. If the
+//! cache is still full the new token is simply not cached — it was verified,
+//! so the request is unaffected. Inserts need a valid signature, so only
+//! genuine tokens can ever fill it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use crate::auth::jwt::{self, Claims, Denial, Policy};
+use crate::auth::keys::KeySet;
+
+/// Fraction of live entries dropped by an eviction pass: one in this many.
+const EVICT_ONE_IN: usize = 8;
+
+#[derive(Clone)]
+struct Entry {
+    claims: Arc<Claims>,
+    /// `exp + leeway` at insert time, for [`TokenCache::sweep`].
+    expires_at: u64,
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Requests answered from the cache.
+    pub hits: u64,
+    /// Requests that ran a full verification (success or denial).
+    pub misses: u64,
+    /// Entries dropped to make room (not counting expiry sweeps).
+    pub evictions: u64,
+}
+
+/// A bounded, concurrent cache of verified tokens.
+pub struct TokenCache {
+    map: DashMap<Box<str>, Entry, ahash::RandomState>,
+    capacity: usize,
+    /// Reserved slots; always `>= map.len()` and `<= capacity`.
+    reserved: AtomicUsize,
+    evicting: AtomicBool,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: AtomicU64,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl TokenCache {
+    /// A cache holding at most `capacity` tokens (0 disables caching).
+    pub fn new(capacity: usize) -> TokenCache {
+        TokenCache {
+            map: DashMap::with_hasher(ahash::RandomState::new()),
+            capacity,
+            reserved: AtomicUsize::new(0),
+            evicting: AtomicBool::new(false),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    /// Returns cached claims if present, still within exp(+leeway)/nbf at
+    /// `now`, and the key that verified it is still in `keys` with the same
+    /// `id`; otherwise verifies with [`jwt::verify`] and, on success, inserts.
+    ///
+    /// A hit takes no allocation: a `&str` lookup and an `Arc` clone.
+    pub fn verify(
+        &self,
+        token: &str,
+        keys: &KeySet,
+        policy: &Policy,
+        now_unix: u64,
+    ) -> Result<Arc<Claims>, Denial> {
+        if let Some(claims) = self.map.view(token, |_, e| Arc::clone(&e.claims)) {
+            if still_valid(&claims, keys, policy, now_unix) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(claims);
+            }
+            // Stale: drop exactly this entry (not one a racing thread just
+            // re-inserted), then fall through to a full verification.
+            if self
+                .map
+                .remove_if(token, |_, e| Arc::ptr_eq(&e.claims, &claims))
+                .is_some()
+            {
+                self.reserved.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let claims = Arc::new(jwt::verify(token, keys, policy, now_unix)?);
+        self.insert(token, &claims, policy, now_unix);
+        Ok(claims)
+    }
+
+    fn insert(&self, token: &str, claims: &Arc<Claims>, policy: &Policy, now: u64) {
+        let reserved = self.reserve_slot() || (self.evict(policy, now) && self.reserve_slot());
+        if !reserved {
+            return;
+        }
+        let entry = Entry {
+            claims: Arc::clone(claims),
+            expires_at: claims.exp.saturating_add(policy.leeway_secs),
+        };
+        if self.map.insert(token.into(), entry).is_some() {
+            // Replaced a concurrent insert of the same token: one slot freed.
+            self.reserved.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Take one slot if the cache is not full.
+    fn reserve_slot(&self) -> bool {
+        self.reserved
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.capacity).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// One eviction pass; `false` if another thread is already running one.
+    fn evict(&self, policy: &Policy, now: u64) -> bool {
+        if self.capacity == 0
+            || self
+                .evicting
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return false;
+        }
+        let mut seen = 0usize;
+        let mut expired = 0usize;
+        let mut dropped = 0usize;
+        self.map.retain(|_, e| {
+            if now > e.claims.exp.saturating_add(policy.leeway_secs) {
+                expired += 1;
+                return false;
+            }
+            seen += 1;
+            if seen % EVICT_ONE_IN == 1 {
+                dropped += 1;
+                return false;
+            }
+            true
+        });
+        self.reserved.fetch_sub(expired + dropped, Ordering::AcqRel);
+        self.evictions.fetch_add(dropped as u64, Ordering::Relaxed);
+        self.evicting.store(false, Ordering::Release);
+        true
+    }
+
+    /// Number of cached tokens (summed shard by shard, so only approximate
+    /// while other threads insert and evict; never above `capacity` at rest).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True if nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The configured bound.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Drop every entry (e.g. after a policy change).
+    pub fn clear(&self) {
+        self.remove_where(|_| true);
+    }
+
+    /// Remove entries whose `exp` (plus the leeway in force when they were
+    /// inserted) has passed; returns how many. Called periodically by a
+    /// background task; hits re-check expiry anyway, this only frees memory.
+    pub fn sweep(&self, now_unix: u64) -> usize {
+        self.remove_where(|e| now_unix > e.expires_at)
+    }
+
+    /// Drop cached entries for session `sid` (revocation); returns how many.
+    /// Callers must still check revocation on every request: a token
+    /// verified again after this call is cached again.
+    pub fn invalidate_sid(&self, sid: &str) -> usize {
+        self.remove_where(|e| e.claims.sid.as_deref() == Some(sid))
+    }
+
+    /// Hit/miss/eviction counters since creation.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+        }
+    }
+
+    fn remove_where(&self, mut pred: impl FnMut(&Entry) -> bool) -> usize {
+        let mut removed = 0usize;
+        self.map.retain(|_, e| {
+            if pred(e) {
+                removed += 1;
+                false
+            } else {
+                true
+            }
+        });
+        self.reserved.fetch_sub(removed, Ordering::AcqRel);
+        removed
+    }
+}
+
+/// The hit-path re-check: time window and key liveness.
+fn still_valid(claims: &Claims, keys: &KeySet, policy: &Policy, now: u64) -> bool {
+    now <= claims.exp.saturating_add(policy.leeway_secs)
+        && claims
+            .nbf
+            .is_none_or(|nbf| nbf <= now.saturating_add(policy.leeway_secs))
+        && keys.get(&claims.kid).map(|k| k.id) == Some(claims.key_id)
+}
+
+#[cfg(test)]
+#[path = "cache_tests.rs"]
+mod tests;

@@ -1,0 +1,266 @@
+//! Tests for `cache.rs`: hits skip verification, expiry, key removal and
+//! replacement, and the capacity bound.
+
+use super::*;
+use crate::auth::keys::{Alg, KeySet};
+use crate::auth::mint::{jwks_json, SigningKey};
+use serde_json::json;
+
+const NOW: u64 = 1_700_000_000;
+
+fn es(kid: &str) -> SigningKey {
+    SigningKey::generate(Alg::ES256, kid).unwrap()
+}
+
+fn set(keys: &[&SigningKey]) -> KeySet {
+    KeySet::from_jwks_json(&jwks_json(keys)).unwrap()
+}
+
+fn token(key: &SigningKey, exp: u64, extra: &str) -> String {
+    key.sign(&json!({"sub": extra, "exp": exp, "sid": format!("s-{extra}"), "subs": ["premium"]}))
+        .unwrap()
+}
+
+#[test]
+fn hit_skips_verification() {
+    let k = es("k1");
+    let keys = set(&[&k]);
+    let p = Policy::default();
+    let cache = TokenCache::new(100);
+    let t = token(&k, NOW + 600, "u1");
+    let a = cache.verify(&t, &keys, &p, NOW).unwrap();
+    let b = cache.verify(&t, &keys, &p, NOW + 1).unwrap();
+    assert!(
+        Arc::ptr_eq(&a, &b),
+        "second call must return the cached Arc"
+    );
+    assert_eq!(
+        cache.stats(),
+        CacheStats {
+            hits: 1,
+            misses: 1,
+            evictions: 0
+        }
+    );
+    assert_eq!(cache.len(), 1);
+    assert_eq!(a.subs, ["premium"]);
+}
+
+#[test]
+fn denials_are_not_cached() {
+    let k = es("k1");
+    let keys = set(&[&k]);
+    let p = Policy::default();
+    let cache = TokenCache::new(100);
+    let forged = es("k1").sign(&json!({"exp": NOW + 600})).unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            cache.verify(&forged, &keys, &p, NOW),
+            Err(Denial::BadSignature)
+        );
+    }
+    assert_eq!(cache.len(), 0);
+    assert_eq!(cache.stats().misses, 3);
+}
+
+#[test]
+fn entry_expires_at_exp_plus_leeway() {
+    let k = es("k1");
+    let keys = set(&[&k]);
+    let p = Policy::default();
+    let cache = TokenCache::new(100);
+    let exp = NOW + 60;
+    let t = token(&k, exp, "u1");
+    cache.verify(&t, &keys, &p, NOW).unwrap();
+    assert!(cache.verify(&t, &keys, &p, exp + 30).is_ok());
+    assert_eq!(cache.stats().hits, 1);
+    assert_eq!(cache.verify(&t, &keys, &p, exp + 31), Err(Denial::Expired));
+    assert_eq!(cache.len(), 0, "stale entry dropped");
+    // With zero leeway the boundary is exp itself.
+    let strict = Policy {
+        leeway_secs: 0,
+        ..Policy::default()
+    };
+    let cache = TokenCache::new(100);
+    cache.verify(&t, &keys, &strict, NOW).unwrap();
+    assert!(cache.verify(&t, &keys, &strict, exp).is_ok());
+    assert_eq!(
+        cache.verify(&t, &keys, &strict, exp + 1),
+        Err(Denial::Expired)
+    );
+}
+
+#[test]
+fn removed_key_invalidates_entries() {
+    let k1 = es("k1");
+    let k2 = es("k2");
+    let both = set(&[&k1, &k2]);
+    let p = Policy::default();
+    let cache = TokenCache::new(100);
+    let t1 = token(&k1, NOW + 600, "a");
+    let t2 = token(&k2, NOW + 600, "b");
+    cache.verify(&t1, &both, &p, NOW).unwrap();
+    cache.verify(&t2, &both, &p, NOW).unwrap();
+    // Reload without k1; k2 is unchanged and carried over (same id).
+    let only_k2 = set(&[&k2]).carry_over(&both);
+    assert_eq!(only_k2.get("k2").unwrap().id, both.get("k2").unwrap().id);
+    assert_eq!(
+        cache.verify(&t1, &only_k2, &p, NOW),
+        Err(Denial::UnknownKid)
+    );
+    let before = cache.stats().hits;
+    assert!(cache.verify(&t2, &only_k2, &p, NOW).is_ok());
+    assert_eq!(cache.stats().hits, before + 1, "k2 tokens still hit");
+    assert_eq!(cache.len(), 1);
+    // Re-adding k1 gives it a new id: the old entry is gone, the token is
+    // verified afresh (and cached again).
+    let readded = set(&[&k1, &k2]);
+    assert!(cache.verify(&t1, &readded, &p, NOW).is_ok());
+}
+
+#[test]
+fn key_replaced_under_same_kid_invalidates_entries() {
+    let old = es("k1");
+    let keys = set(&[&old]);
+    let p = Policy::default();
+    let cache = TokenCache::new(100);
+    let t = token(&old, NOW + 600, "a");
+    cache.verify(&t, &keys, &p, NOW).unwrap();
+    let replaced = set(&[&es("k1")]).carry_over(&keys);
+    assert_ne!(replaced.get("k1").unwrap().id, keys.get("k1").unwrap().id);
+    assert_eq!(
+        cache.verify(&t, &replaced, &p, NOW),
+        Err(Denial::BadSignature)
+    );
+    assert_eq!(cache.len(), 0);
+    // The same material re-parsed without carry-over also has a new id:
+    // a miss, then verified and cached again.
+    let reparsed = set(&[&old]);
+    let misses = cache.stats().misses;
+    assert!(cache.verify(&t, &reparsed, &p, NOW).is_ok());
+    assert_eq!(cache.stats().misses, misses + 1);
+    assert!(cache.verify(&t, &reparsed, &p, NOW).is_ok());
+    assert_eq!(cache.stats().misses, misses + 1);
+}
+
+#[test]
+fn capacity_bound_holds_under_unique_token_flood() {
+    let k = es("k1");
+    let keys = set(&[&k]);
+    let p = Policy::default();
+    let cap = 32;
+    let cache = TokenCache::new(cap);
+    let tokens: Vec<String> = (0..cap * 10)
+        .map(|i| token(&k, NOW + 600, &i.to_string()))
+        .collect();
+    for t in &tokens {
+        assert!(cache.verify(t, &keys, &p, NOW).is_ok());
+        assert!(cache.len() <= cap, "len {} > cap {cap}", cache.len());
+    }
+    assert!(cache.stats().evictions > 0);
+    assert!(cache.len() > cap / 2, "cache keeps being useful");
+    assert_eq!(cache.len(), cache.reserved.load(Ordering::Acquire));
+    // Concurrent flood from two threads.
+    let cache = TokenCache::new(cap);
+    std::thread::scope(|s| {
+        for half in tokens.chunks(tokens.len() / 2) {
+            let (cache, keys, p) = (&cache, &keys, &p);
+            s.spawn(move || {
+                for t in half {
+                    assert!(cache.verify(t, keys, p, NOW).is_ok());
+                    // `len()` sums shards one at a time, so under concurrent
+                    // churn it is not a snapshot; the reservation counter is
+                    // the bound that entries can never exceed.
+                    assert!(cache.reserved.load(Ordering::Acquire) <= cap);
+                }
+            });
+        }
+    });
+    assert!(cache.len() <= cap);
+    // At rest the bookkeeping is exact.
+    assert_eq!(cache.len(), cache.reserved.load(Ordering::Acquire));
+}
+
+#[test]
+fn full_cache_evicts_expired_entries_first() {
+    let k = es("k1");
+    let keys = set(&[&k]);
+    let p = Policy::default();
+    let cache = TokenCache::new(4);
+    for i in 0..4 {
+        cache
+            .verify(&token(&k, NOW + 10, &format!("old{i}")), &keys, &p, NOW)
+            .unwrap();
+    }
+    assert_eq!(cache.len(), 4);
+    let later = NOW + 1000;
+    let fresh = token(&k, later + 600, "new");
+    cache.verify(&fresh, &keys, &p, later).unwrap();
+    assert_eq!(
+        cache.len(),
+        1,
+        "all expired entries dropped, new one inserted"
+    );
+    assert_eq!(
+        cache.stats().evictions,
+        0,
+        "expiry is not counted as eviction"
+    );
+}
+
+#[test]
+fn zero_capacity_never_caches() {
+    let k = es("k1");
+    let keys = set(&[&k]);
+    let cache = TokenCache::new(0);
+    let t = token(&k, NOW + 600, "a");
+    for _ in 0..3 {
+        assert!(cache.verify(&t, &keys, &Policy::default(), NOW).is_ok());
+    }
+    assert_eq!(cache.len(), 0);
+    assert_eq!(cache.stats().misses, 3);
+}
+
+#[test]
+fn sweep_clear_and_invalidate_sid() {
+    let k = es("k1");
+    let keys = set(&[&k]);
+    let p = Policy::default();
+    let cache = TokenCache::new(100);
+    for (i, exp) in [NOW + 10, NOW + 20, NOW + 1000].into_iter().enumerate() {
+        cache
+            .verify(&token(&k, exp, &i.to_string()), &keys, &p, NOW)
+            .unwrap();
+    }
+    assert_eq!(cache.sweep(NOW + 40), 0, "valid through exp + leeway");
+    assert_eq!(
+        cache.sweep(NOW + 41),
+        1,
+        "exp+leeway passed only for the first"
+    );
+    assert_eq!(cache.sweep(NOW + 51), 1);
+    assert_eq!(cache.len(), 1);
+    assert_eq!(cache.invalidate_sid("s-nope"), 0);
+    assert_eq!(cache.invalidate_sid("s-2"), 1);
+    assert!(cache.is_empty());
+    cache
+        .verify(&token(&k, NOW + 60, "x"), &keys, &p, NOW)
+        .unwrap();
+    cache.clear();
+    assert!(cache.is_empty());
+    // Slots freed by sweep/clear are reusable up to capacity.
+    let small = TokenCache::new(2);
+    for i in 0..2 {
+        small
+            .verify(&token(&k, NOW + 5, &i.to_string()), &keys, &p, NOW)
+            .unwrap();
+    }
+    small.clear();
+    for i in 0..2 {
+        small
+            .verify(&token(&k, NOW + 5, &format!("b{i}")), &keys, &p, NOW)
+            .unwrap();
+    }
+    assert_eq!(small.len(), 2);
+    assert_eq!(small.stats().evictions, 0);
+}

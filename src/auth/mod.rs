@@ -1,0 +1,26 @@
+//! Token authentication at the edge (SPEC §3).
+//!
+//! - [`keys`]: the JWK Set / PEM key set, each key pinned to one algorithm.
+//! - [`jwks`]: the RFC 7517 JWK Set parser behind [`KeySet::from_jwks_json`].
+//! - [`jwt`]: strict JWS compact parsing, signature check and claims policy;
+//!   a refused token is a [`Denial`] value with a stable metric label.
+//! - [`cache`]: verified-token cache, so a returning reader costs a lookup
+//!   instead of a signature check; it never lets a token outlive its key.
+//! - [`mint`]: key generation and token signing for the CLI, the demo and tests.
+//! - [`pem`]: the small PEM/DER reader the key loaders share.
+//!
+//! Typical request path: `cache.verify(token, &keys.load(), &policy, now)`,
+//! then the caller checks `claims.sid` against revocations and
+//! `claims.entitled(&route.require)`.
+
+pub mod cache;
+pub mod jwks;
+pub mod jwt;
+pub mod keys;
+pub mod mint;
+pub mod pem;
+
+pub use cache::{CacheStats, TokenCache};
+pub use jwt::{verify, verify_with_key, Claims, Denial, Policy};
+pub use keys::{Alg, KeyError, KeySet, PemKeySpec, VerifyKey};
+pub use mint::{MintError, SigningKey, TokenSpec};

@@ -1,0 +1,532 @@
+//! The in-memory cache tier: a size-bounded [`pingora_cache::Storage`] on TinyUFO.
+//!
+//! Why not `pingora_cache::MemCache`: it is a test store (unbounded) and every hit deserializes
+//! the stored header blob and copies the body. Here a hit clones the *parsed* response header and
+//! hands out the body as a shared [`Bytes`] slice, so the hit path does no parsing and no body
+//! copy. Eviction is TinyUFO's (S3-FIFO + TinyLFU); its weights are `u16`, so objects are
+//! weighed in KiB, which caps one object at 64 MiB.
+//!
+//! Purge needs "every variant, every host, every query of this path". The cache key is a hash,
+//! so the store keeps a small index from normalized path to the keys stored under it; the path is
+//! read back from the key's primary bytes on a fill (see [`crate::cache::key::path_of`]).
+
+use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
+use pingora_cache::key::{CacheHashKey, HashBinary};
+use pingora_cache::storage::{HandleHit, HandleMiss, MissFinishType};
+use pingora_cache::trace::SpanHandle;
+use pingora_cache::{
+    CacheKey, CacheMeta, HitHandler, MissHandler, PurgeOutcome, PurgeTarget, PurgeType, Storage,
+};
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
+use tinyufo::TinyUfo;
+
+/// TinyUFO weighs objects in `u16` units; one unit is this many bytes.
+const WEIGHT_UNIT: u64 = 1024;
+/// The largest object the memory tier can hold (`u16::MAX` weight units).
+pub const MAX_OBJECT_BYTES: u64 = WEIGHT_UNIT * u16::MAX as u64;
+/// Rough per-object bookkeeping overhead counted against the size bound.
+const OBJECT_OVERHEAD: usize = 256;
+
+/// Gauges and counters the store keeps up to date (labelled `tier="memory"` by the caller).
+#[derive(Clone)]
+pub struct TierMetrics {
+    /// Objects currently stored.
+    pub objects: prometheus::IntGauge,
+    /// Bytes currently stored.
+    pub bytes: prometheus::IntGauge,
+    /// Objects evicted by the size bound.
+    pub evictions: prometheus::IntCounter,
+}
+
+/// The parsed metadata of a stored response, kept as is so a hit does not re-parse anything.
+struct StoredMeta {
+    header: ResponseHeader,
+    fresh_until: SystemTime,
+    updated: SystemTime,
+    stale_while_revalidate_sec: u32,
+    stale_if_error_sec: u32,
+    variance: Option<HashBinary>,
+    epoch_override: Option<SystemTime>,
+}
+
+impl StoredMeta {
+    fn from_meta(meta: &CacheMeta) -> StoredMeta {
+        StoredMeta {
+            header: meta.response_header_copy(),
+            fresh_until: meta.fresh_until(),
+            updated: meta.updated(),
+            stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
+            stale_if_error_sec: meta.stale_if_error_sec(),
+            variance: meta.variance(),
+            epoch_override: meta.epoch_override(),
+        }
+    }
+
+    /// Rebuild a [`CacheMeta`]. `updated` is passed as the creation time so that `Age` counts
+    /// from the last (re)validation, as pingora's own meta does.
+    fn to_meta(&self) -> CacheMeta {
+        let mut meta = CacheMeta::new(
+            self.fresh_until,
+            self.updated,
+            self.stale_while_revalidate_sec,
+            self.stale_if_error_sec,
+            self.header.clone(),
+        );
+        if let Some(v) = self.variance {
+            meta.set_variance_key(v);
+        }
+        if let Some(epoch) = self.epoch_override {
+            meta.set_epoch_override(epoch);
+        }
+        meta
+    }
+
+    fn header_size(&self) -> usize {
+        self.header
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+            + 32
+    }
+}
+
+/// One stored object.
+struct Stored {
+    hash: HashBinary,
+    path: Arc<str>,
+    meta: StoredMeta,
+    body: Bytes,
+    /// Bytes accounted for this object (body + headers + overhead).
+    size: u64,
+}
+
+/// The memory tier. Create one per process with [`MemoryStore::leak`]: pingora wants
+/// `&'static` storage.
+pub struct MemoryStore {
+    ufo: TinyUfo<HashBinary, Arc<Stored>>,
+    /// normalized path → keys stored under it (every host, query and variant)
+    index: DashMap<Arc<str>, Vec<HashBinary>, ahash::RandomState>,
+    objects: AtomicU64,
+    bytes: AtomicU64,
+    max_object_size: u64,
+    metrics: Option<TierMetrics>,
+}
+
+impl MemoryStore {
+    /// A store bounded to `max_size` bytes, refusing objects above `max_object_size`.
+    pub fn new(max_size: u64, max_object_size: u64, metrics: Option<TierMetrics>) -> MemoryStore {
+        let units = (max_size / WEIGHT_UNIT).max(1) as usize;
+        // TinyUFO sizes its frequency sketch by the expected object count; assume ~8 KiB objects.
+        let estimated = ((max_size / 8192) as usize).clamp(1024, 4_000_000);
+        MemoryStore {
+            ufo: TinyUfo::new(units, estimated),
+            index: DashMap::with_hasher(ahash::RandomState::new()),
+            objects: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            max_object_size: max_object_size.min(MAX_OBJECT_BYTES),
+            metrics,
+        }
+    }
+
+    /// Leak a store to get the `&'static` reference pingora's cache needs.
+    pub fn leak(self) -> &'static MemoryStore {
+        Box::leak(Box::new(self))
+    }
+
+    /// The largest object this store admits.
+    pub fn max_object_size(&self) -> u64 {
+        self.max_object_size
+    }
+
+    /// Objects currently stored.
+    pub fn objects(&self) -> u64 {
+        self.objects.load(Ordering::Relaxed)
+    }
+
+    /// Bytes currently stored (bodies, headers and bookkeeping).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Remove every object stored under exactly this normalized path (all hosts, queries and
+    /// variants). Returns how many objects were removed.
+    pub fn purge_path(&self, path: &str) -> usize {
+        let Some((_, hashes)) = self.index.remove(path) else {
+            return 0;
+        };
+        hashes.iter().filter(|h| self.remove_hash(h)).count()
+    }
+
+    /// Remove every object whose normalized path starts with `prefix`.
+    pub fn purge_prefix(&self, prefix: &str) -> usize {
+        let paths: Vec<Arc<str>> = self
+            .index
+            .iter()
+            .filter(|e| e.key().starts_with(prefix))
+            .map(|e| e.key().clone())
+            .collect();
+        paths.iter().map(|p| self.purge_path(p)).sum()
+    }
+
+    fn remove_hash(&self, hash: &HashBinary) -> bool {
+        match self.ufo.remove(hash) {
+            Some(old) => {
+                self.account_removed(&old);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn account_removed(&self, old: &Stored) {
+        self.objects.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(old.size, Ordering::Relaxed);
+        self.publish();
+    }
+
+    fn publish(&self) {
+        if let Some(m) = &self.metrics {
+            m.objects.set(self.objects() as i64);
+            m.bytes.set(self.bytes() as i64);
+        }
+    }
+
+    fn unindex(&self, path: &Arc<str>, hash: &HashBinary) {
+        let now_empty = match self.index.get_mut(path) {
+            Some(mut hashes) => {
+                hashes.retain(|h| h != hash);
+                hashes.is_empty()
+            }
+            None => false,
+        };
+        if now_empty {
+            self.index.remove_if(path, |_, v| v.is_empty());
+        }
+    }
+
+    /// Store an object, replacing any previous one under the same key.
+    fn insert(&self, stored: Stored) {
+        let hash = stored.hash;
+        let path = stored.path.clone();
+        let size = stored.size;
+        let weight = size.div_ceil(WEIGHT_UNIT).clamp(1, u16::MAX as u64) as u16;
+        if let Some(old) = self.ufo.remove(&hash) {
+            self.account_removed(&old);
+        }
+        // force_put: a fill that readers are waiting on (cache lock) must become visible to them;
+        // TinyLFU admission still ranks it for eviction afterwards.
+        let evicted = self.ufo.force_put(hash, Arc::new(stored), weight);
+        self.objects.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        // Index after the put: a purge racing with this fill either removes the new object or
+        // finds it in the index afterwards; it can never be stored yet unfindable.
+        self.index.entry(path).or_default().push(hash);
+        for kv in evicted {
+            let old = kv.data;
+            self.account_removed(&old);
+            self.unindex(&old.path, &old.hash);
+            if let Some(m) = &self.metrics {
+                m.evictions.inc();
+            }
+        }
+        self.publish();
+    }
+
+    fn get(&self, hash: &HashBinary) -> Option<Arc<Stored>> {
+        // TinyUFO buckets by a 64-bit hash of the key; compare the full 128-bit key as well.
+        self.ufo.get(hash).filter(|s| &s.hash == hash)
+    }
+}
+
+fn key_path(key: &CacheKey) -> Arc<str> {
+    Arc::from(super::key::path_of(key.primary_key()).unwrap_or(""))
+}
+
+#[async_trait]
+impl Storage for MemoryStore {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let Some(stored) = self.get(&key.combined_bin()) else {
+            return Ok(None);
+        };
+        let meta = stored.meta.to_meta();
+        let end = stored.body.len();
+        let hit = MemoryHit {
+            body: stored.body.clone(),
+            start: 0,
+            end,
+            done: false,
+        };
+        Ok(Some((meta, Box::new(hit))))
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        Ok(Box::new(MemoryMiss {
+            store: self,
+            hash: key.combined_bin(),
+            path: key_path(key),
+            meta: Some(StoredMeta::from_meta(meta)),
+            chunks: Vec::new(),
+            size: 0,
+        }))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        let hash = target.key().combined_bin();
+        Ok(match self.ufo.remove(&hash) {
+            Some(old) => {
+                self.account_removed(&old);
+                self.unindex(&old.path, &old.hash);
+                PurgeOutcome::Purged(None)
+            }
+            None => PurgeOutcome::NotFound,
+        })
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        let hash = key.combined_bin();
+        let Some(old) = self.get(&hash) else {
+            return Ok(false);
+        };
+        let meta = StoredMeta::from_meta(meta);
+        let size = old.body.len() as u64 + (meta.header_size() + OBJECT_OVERHEAD) as u64;
+        self.insert(Stored {
+            hash,
+            path: old.path.clone(),
+            meta,
+            body: old.body.clone(),
+            size,
+        });
+        Ok(true)
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}
+
+/// A hit: the whole body (or the sought range) as one shared slice.
+struct MemoryHit {
+    body: Bytes,
+    start: usize,
+    end: usize,
+    done: bool,
+}
+
+#[async_trait]
+impl HandleHit for MemoryHit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        self.done = true;
+        Ok(Some(self.body.slice(self.start..self.end)))
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        let len = self.body.len();
+        let end = end.unwrap_or(len).min(len);
+        if start > end {
+            return Error::e_explain(ErrorType::InternalError, "seek range out of bounds");
+        }
+        self.start = start;
+        self.end = end;
+        self.done = false;
+        Ok(())
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// A fill in progress: chunks are collected and become one `Bytes` on `finish`. Dropping the
+/// handler without `finish` (origin error, client gone) stores nothing.
+struct MemoryMiss {
+    store: &'static MemoryStore,
+    hash: HashBinary,
+    path: Arc<str>,
+    meta: Option<StoredMeta>,
+    chunks: Vec<Bytes>,
+    size: u64,
+}
+
+#[async_trait]
+impl HandleMiss for MemoryMiss {
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        self.size += data.len() as u64;
+        if self.size > self.store.max_object_size {
+            // The proxy keeps streaming to the client; only the cache write is abandoned.
+            return Error::e_explain(ErrorType::InternalError, "object exceeds cache max size");
+        }
+        if !data.is_empty() {
+            self.chunks.push(data);
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
+        let body = match self.chunks.len() {
+            0 => Bytes::new(),
+            1 => self.chunks.pop().unwrap_or_default(),
+            _ => {
+                let mut buf = BytesMut::with_capacity(self.size as usize);
+                for c in &self.chunks {
+                    buf.extend_from_slice(c);
+                }
+                buf.freeze()
+            }
+        };
+        let Some(meta) = self.meta.take() else {
+            return Error::e_explain(ErrorType::InternalError, "miss handler finished twice");
+        };
+        let size = body.len() as u64 + (meta.header_size() + OBJECT_OVERHEAD) as u64;
+        let body_len = body.len();
+        self.store.insert(Stored {
+            hash: self.hash,
+            path: self.path.clone(),
+            meta,
+            body,
+            size,
+        });
+        Ok(MissFinishType::Created(body_len))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn meta(body_len: usize) -> CacheMeta {
+        let mut h = ResponseHeader::build(200, None).unwrap();
+        h.insert_header("content-length", body_len.to_string())
+            .unwrap();
+        let now = SystemTime::now();
+        CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, h)
+    }
+
+    fn key(path: &str, variant: &str) -> CacheKey {
+        CacheKey::new(format!("h\0{path}\0\0{variant}"), "")
+    }
+
+    async fn fill(store: &'static MemoryStore, k: &CacheKey, body: &[u8]) {
+        let span = pingora_cache::trace::Span::inactive().handle();
+        let mut miss = store
+            .get_miss_handler(k, &meta(body.len()), &span)
+            .await
+            .unwrap();
+        miss.write_body(Bytes::copy_from_slice(body), true)
+            .await
+            .unwrap();
+        miss.finish().await.unwrap();
+    }
+
+    async fn read(store: &'static MemoryStore, k: &CacheKey) -> Option<Vec<u8>> {
+        let span = pingora_cache::trace::Span::inactive().handle();
+        let (_, mut hit) = store.lookup(k, &span).await.unwrap()?;
+        let mut out = Vec::new();
+        while let Some(b) = hit.read_body().await.unwrap() {
+            out.extend_from_slice(&b);
+        }
+        Some(out)
+    }
+
+    #[tokio::test]
+    async fn stores_and_serves_and_purges_every_variant() {
+        let store = MemoryStore::new(1 << 20, 1 << 16, None).leak();
+        let (a, b, c) = (
+            key("/p/a", "anonymous"),
+            key("/p/a", "subscriber"),
+            key("/p/b", "anonymous"),
+        );
+        fill(store, &a, b"teaser").await;
+        fill(store, &b, b"full").await;
+        fill(store, &c, b"other").await;
+        assert_eq!(read(store, &a).await.as_deref(), Some(&b"teaser"[..]));
+        assert_eq!(read(store, &b).await.as_deref(), Some(&b"full"[..]));
+        assert_eq!(store.objects(), 3);
+        assert_eq!(store.purge_path("/p/a"), 2);
+        assert!(read(store, &a).await.is_none());
+        assert!(read(store, &b).await.is_none());
+        assert_eq!(read(store, &c).await.as_deref(), Some(&b"other"[..]));
+        assert_eq!(store.purge_prefix("/p/"), 1);
+        assert_eq!(store.objects(), 0);
+        assert_eq!(store.bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn stays_within_its_bound() {
+        let max = 256 * 1024;
+        let store = MemoryStore::new(max, 64 * 1024, None).leak();
+        let body = vec![7u8; 8 * 1024];
+        for i in 0..200 {
+            fill(store, &key(&format!("/o/{i}"), "public"), &body).await;
+        }
+        // weights are rounded up to whole KiB, so allow one unit of slack per object
+        assert!(store.bytes() <= max + 64 * 1024, "bytes {}", store.bytes());
+        assert!(store.objects() < 200);
+    }
+
+    #[tokio::test]
+    async fn refuses_objects_over_the_max_and_seeks() {
+        let store = MemoryStore::new(1 << 20, 16, None).leak();
+        let k = key("/big", "public");
+        let span = pingora_cache::trace::Span::inactive().handle();
+        let mut miss = store.get_miss_handler(&k, &meta(32), &span).await.unwrap();
+        assert!(miss.write_body(Bytes::from(vec![1u8; 32]), true).await.is_err());
+        drop(miss);
+        assert!(read(store, &k).await.is_none());
+
+        let k = key("/small", "public");
+        fill(store, &k, b"0123456789").await;
+        let (_, mut hit) = store.lookup(&k, &span).await.unwrap().unwrap();
+        hit.seek(2, Some(5)).unwrap();
+        assert_eq!(hit.read_body().await.unwrap().unwrap(), &b"234"[..]);
+        assert!(hit.read_body().await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,167 @@
+//! Configuration: `conf/tollgate.yaml` → a validated [`Config`].
+//!
+//! Two layers. [`raw`] mirrors the YAML with serde (`deny_unknown_fields`, so a misspelt key is
+//! an error with its line, column and the keys allowed there). [`validate`] turns the raw tree
+//! into a [`Config`]: it applies the `DEFAULT_*` values, resolves relative paths against the
+//! config file's directory, reads secret and token files, and reports **every** problem in one
+//! pass, each with its key path and a fix — what `tollgate check` prints.
+//!
+//! ```text
+//! routes[2].origin: unknown origin 'nwes'; defined origins are: news. Fix: use one of them or add it under origins:
+//! ```
+//!
+//! Submodules: `raw` (serde structs, defaults), `validate` (entry point; listeners, admin,
+//! cache) with `origin`, `auth` (keys, auth) and `routes`, `types` (the validated structs),
+//! `units` (sizes, durations), `glob` (route patterns).
+
+mod auth;
+mod glob;
+mod origin;
+pub mod raw;
+mod routes;
+mod types;
+mod units;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use glob::Glob;
+pub use types::{
+    is_tchar, AccessMode, Admin, AuthSettings, CacheSettings, Config, KeysSettings, Listener,
+    LoggingSettings, Origin, PemKeyConf, PingoraSettings, Route, RouteCache, TokenSource,
+};
+pub use units::{format_duration, format_size, parse_duration, parse_size};
+pub use validate::validate;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file itself could not be read (secret and key files become [`Problem`]s).
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file that could not be read.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// YAML syntax error, unknown key or wrong value type, with its key path and location.
+    #[error("{0}")]
+    Parse(String),
+    /// The file parsed but has problems; all of them, in file order per section.
+    #[error("{} problem(s) in the configuration:\n{}", .0.len(), ProblemList(.0))]
+    Invalid(Vec<Problem>),
+}
+
+/// One validation problem: where (`routes[2].origin`), what is wrong and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path, e.g. `routes[2].origin` or `origins.news.secret_file`.
+    pub path: String,
+    /// What is wrong and the fix.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Formats problems one per line, indented, for [`ConfigError::Invalid`].
+struct ProblemList<'a>(&'a [Problem]);
+
+impl fmt::Display for ProblemList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads, parses and validates the config file at `path`.
+///
+/// Relative paths inside it (keys, secrets, state) are resolved against the file's directory.
+/// Secret files, the admin token file and `secret_env` variables are read now, so a running
+/// edge never fails later on a missing secret.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let yaml = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base_dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    from_yaml_str(&yaml, &base_dir).map_err(|err| match err {
+        ConfigError::Parse(msg) => ConfigError::Parse(format!("{}: {msg}", path.display())),
+        other => other,
+    })
+}
+
+/// Parses and validates YAML text; relative paths are resolved against `base_dir`.
+pub fn from_yaml_str(yaml: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+    from_yaml_str_with_env(yaml, base_dir, &|name| std::env::var(name).ok())
+}
+
+/// [`from_yaml_str`] with an explicit environment lookup for `secret_env` (for tests and for
+/// callers that sandbox the environment).
+pub fn from_yaml_str_with_env(
+    yaml: &str,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let raw = parse_raw(yaml)?;
+    validate(raw, base_dir, env).map_err(ConfigError::Invalid)
+}
+
+/// Parses YAML into the raw tree without validating it.
+///
+/// A file with no content (empty, or comments only) is an empty configuration, so the
+/// validator can say what is missing instead of serde's "EOF while parsing a value".
+pub fn parse_raw(yaml: &str) -> Result<raw::RawConfig, ConfigError> {
+    let has_content = yaml.lines().any(|line| {
+        let line = line.trim();
+        !line.is_empty() && !line.starts_with('#') && line != "---"
+    });
+    if !has_content {
+        return Ok(raw::RawConfig::default());
+    }
+    serde_yaml::from_str(yaml).map_err(|err| ConfigError::Parse(explain_serde_error(&err)))
+}
+
+/// serde_yaml's message already carries the key path, the location and, for unknown keys, the
+/// allowed ones; add the fix.
+fn explain_serde_error(err: &serde_yaml::Error) -> String {
+    let msg = err.to_string();
+    let fix = if msg.contains("unknown field") {
+        "Fix: correct the key's spelling (the keys allowed there are listed after 'expected') or \
+         remove it;
+         conf/tollgate.yaml documents every key"
+    } else if msg.contains("duplicate") {
+        "Fix: keep one copy of the key"
+    } else if msg.contains("invalid type") || msg.contains("invalid value") {
+        "Fix: give the key a value of the expected type; conf/tollgate.yaml documents every key"
+    } else {
+        "Fix: correct the YAML at that position"
+    };
+    format!("invalid configuration: {msg}. {fix}")
+}

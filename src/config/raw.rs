@@ -1,0 +1,249 @@
+//! Raw configuration: serde structs that mirror `conf/tollgate.yaml` key for key.
+//!
+//! These types only describe the *shape* of the file. serde rejects unknown keys
+//! (`deny_unknown_fields` everywhere) and wrong scalar types, with line and column. Everything
+//! else — required keys, value ranges, cross references, files on disk — is checked by
+//! `validate`, which reports every problem in one pass. That is why most fields are `Option`s
+//! and values with units (sizes, durations) are kept as text here.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+/// Default key reload interval (`keys.reload_interval_seconds`).
+pub const DEFAULT_KEYS_RELOAD_INTERVAL_SECONDS: u64 = 5;
+/// Default clock leeway for `exp`/`nbf` (`auth.leeway_seconds`).
+pub const DEFAULT_LEEWAY_SECONDS: u64 = 30;
+/// Largest accepted `auth.leeway_seconds`: more than an hour defeats short-lived tokens.
+pub const MAX_LEEWAY_SECONDS: u64 = 3600;
+/// Default name of the subscriptions claim (`auth.subscriptions_claim`).
+pub const DEFAULT_SUBSCRIPTIONS_CLAIM: &str = "subs";
+/// Default token sources, in precedence order (`auth.token_sources`).
+pub const DEFAULT_TOKEN_SOURCES: [&str; 4] = ["path", "query:token", "bearer", "cookie:token"];
+/// Default cap on a token's length in bytes (`auth.max_token_bytes`).
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;
+/// Smallest accepted `auth.max_token_bytes`: a signed ES256 JWT is already ~200 bytes.
+pub const MIN_MAX_TOKEN_BYTES: usize = 256;
+/// Largest accepted `auth.max_token_bytes`: beyond this, header limits bite first.
+pub const MAX_MAX_TOKEN_BYTES: usize = 65536;
+/// Default number of verified tokens remembered (`auth.token_cache_entries`; 0 disables).
+pub const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 100_000;
+/// Default memory cache size (`cache.memory.max_size`): 256 MiB.
+pub const DEFAULT_CACHE_MEMORY_MAX_SIZE: u64 = 256 * 1024 * 1024;
+/// Default largest cacheable object (`cache.max_object_size`): 16 MiB.
+pub const DEFAULT_CACHE_MAX_OBJECT_SIZE: u64 = 16 * 1024 * 1024;
+/// Default cache lock timeout (`cache.lock_timeout`), in seconds.
+pub const DEFAULT_CACHE_LOCK_TIMEOUT_SECONDS: u64 = 10;
+/// Default route TTL when the origin sends no freshness (`routes[].cache.default_ttl`): 5 minutes.
+pub const DEFAULT_ROUTE_DEFAULT_TTL_SECONDS: u64 = 5 * 60;
+/// Default lower TTL bound (`routes[].cache.min_ttl`).
+pub const DEFAULT_ROUTE_MIN_TTL_SECONDS: u64 = 0;
+/// Default upper TTL bound (`routes[].cache.max_ttl`): 1 day.
+pub const DEFAULT_ROUTE_MAX_TTL_SECONDS: u64 = 24 * 60 * 60;
+/// Highest accepted `pingora.threads`.
+pub const MAX_THREADS: usize = 256;
+/// Minimum length of the admin token read from `admin.token_file`.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+/// Default log filter (`logging.level`).
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub pingora: RawPingora,
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub origins: BTreeMap<String, RawOrigin>,
+    #[serde(default)]
+    pub keys: RawKeys,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub cache: RawCache,
+    pub state_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub logging: RawLogging,
+}
+
+/// `pingora:` — passed on to Pingora's `ServerConf`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPingora {
+    pub threads: Option<usize>,
+    pub pid_file: Option<PathBuf>,
+    pub upgrade_sock: Option<PathBuf>,
+    pub error_log: Option<PathBuf>,
+    pub grace_period_seconds: Option<u64>,
+    pub graceful_shutdown_timeout_seconds: Option<u64>,
+    pub daemon: Option<bool>,
+}
+
+/// `listeners[]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub addr: Option<String>,
+    pub tls: Option<RawTls>,
+}
+
+/// `listeners[].tls` (parsed, not yet supported).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `admin:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub addr: Option<String>,
+    pub token_file: Option<PathBuf>,
+}
+
+/// `origins.<name>`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOrigin {
+    pub url: Option<String>,
+    pub secret_header: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    pub secret_env: Option<String>,
+}
+
+/// `keys:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeys {
+    pub jwks_file: Option<PathBuf>,
+    #[serde(default)]
+    pub pem: Vec<RawPemKey>,
+    pub reload_interval_seconds: Option<u64>,
+}
+
+/// `keys.pem[]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPemKey {
+    pub kid: Option<String>,
+    pub alg: Option<String>,
+    pub path: Option<PathBuf>,
+}
+
+/// `auth:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub leeway_seconds: Option<u64>,
+    pub subscriptions_claim: Option<String>,
+    pub token_sources: Option<Vec<String>>,
+    pub max_token_bytes: Option<usize>,
+    pub token_cache_entries: Option<usize>,
+}
+
+/// `routes[]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    #[serde(rename = "match")]
+    pub pattern: Option<String>,
+    pub origin: Option<String>,
+    pub access: Option<String>,
+    pub require: Option<Vec<String>>,
+    pub realm: Option<String>,
+    pub cache: Option<RawRouteCache>,
+}
+
+/// `routes[].cache`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteCache {
+    pub default_ttl: Option<UnitValue>,
+    pub min_ttl: Option<UnitValue>,
+    pub max_ttl: Option<UnitValue>,
+    pub enabled: Option<bool>,
+}
+
+/// `cache:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    pub memory: Option<RawCacheMemory>,
+    pub disk: Option<RawCacheDisk>,
+    pub max_object_size: Option<UnitValue>,
+    pub lock_timeout: Option<UnitValue>,
+}
+
+/// `cache.memory`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCacheMemory {
+    pub max_size: Option<UnitValue>,
+}
+
+/// `cache.disk` (parsed, not yet supported).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCacheDisk {
+    pub path: Option<PathBuf>,
+    pub max_size: Option<UnitValue>,
+}
+
+/// `logging:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogging {
+    pub level: Option<String>,
+    pub access_log: Option<bool>,
+}
+
+/// A size or duration as written: `256MiB`, `5m`, or a bare number (`1024`, `30`).
+///
+/// YAML gives bare numbers as integers; they are kept as text so that `validate` parses both
+/// forms with the same function and reports problems with the key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitValue(pub String);
+
+impl<'de> Deserialize<'de> for UnitValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct UnitVisitor;
+
+        impl Visitor<'_> for UnitVisitor {
+            type Value = UnitValue;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number or a string with a unit, like 256MiB or 5m")
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<UnitValue, E> {
+                Ok(UnitValue(v.to_string()))
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<UnitValue, E> {
+                Ok(UnitValue(v.to_string()))
+            }
+
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<UnitValue, E> {
+                Ok(UnitValue(v.to_string()))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<UnitValue, E> {
+                Ok(UnitValue(v.to_owned()))
+            }
+        }
+
+        deserializer.deserialize_any(UnitVisitor)
+    }
+}

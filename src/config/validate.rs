@@ -1,0 +1,448 @@
+//! Validation: raw YAML tree → [`Config`], reporting every problem in one pass.
+//!
+//! Each check pushes a [`Problem`] and carries on with a placeholder value, so one run of
+//! `tollgate check` lists everything that is wrong. Messages follow one shape: what is wrong,
+//! then `Fix:` and what to do.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::auth::{validate_auth, validate_keys};
+use super::origin::validate_origins;
+use super::raw::*;
+use super::routes::validate_routes;
+use super::types::*;
+use super::units::{format_size, parse_duration, parse_size};
+use super::Problem;
+
+/// Collects problems while validation continues.
+pub(super) struct Problems(pub(super) Vec<Problem>);
+
+impl Problems {
+    pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem::new(path, message));
+    }
+}
+
+/// Validates a parsed file. `base_dir` resolves relative paths; `env` looks up `secret_env`.
+pub fn validate(
+    raw: RawConfig,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Vec<Problem>> {
+    let mut p = Problems(Vec::new());
+    // Cross references are checked against what the file *declares*, so a broken origin or a
+    // missing key file is reported once, where it is, not again at every route using it.
+    let declared_origins: BTreeSet<String> = raw.origins.keys().cloned().collect();
+    let keys_declared = raw.keys.jwks_file.is_some() || !raw.keys.pem.is_empty();
+    let pingora = validate_pingora(raw.pingora, base_dir, &mut p);
+    let listeners = validate_listeners(raw.listeners, &mut p);
+    let admin = raw
+        .admin
+        .and_then(|admin| validate_admin(admin, &listeners, base_dir, &mut p));
+    let origins = validate_origins(raw.origins, base_dir, env, &mut p);
+    let keys = validate_keys(raw.keys, base_dir, &mut p);
+    let auth = validate_auth(raw.auth, &mut p);
+    let routes = validate_routes(raw.routes, &declared_origins, keys_declared, &mut p);
+    let cache = validate_cache(raw.cache, &mut p);
+    let state_dir = raw
+        .state_dir
+        .and_then(|dir| validate_state_dir(&dir, base_dir, &mut p));
+    let logging = validate_logging(raw.logging, &mut p);
+
+    if !p.0.is_empty() {
+        return Err(p.0);
+    }
+    Ok(Config {
+        pingora,
+        listeners,
+        admin,
+        origins,
+        keys,
+        auth,
+        routes,
+        cache,
+        state_dir,
+        logging,
+    })
+}
+
+/// Resolves `path` against the config directory unless it is absolute.
+pub(super) fn resolve(base_dir: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base_dir.join(path)
+    }
+}
+
+/// Resolves a path that must name an existing regular file.
+pub(super) fn existing_file(
+    base_dir: &Path,
+    path: &Path,
+    key: &str,
+    what: &str,
+    p: &mut Problems,
+) -> Option<PathBuf> {
+    if path.as_os_str().is_empty() {
+        p.add(key, format!("empty path. Fix: set it to the {what}"));
+        return None;
+    }
+    let full = resolve(base_dir, path);
+    match std::fs::metadata(&full) {
+        Ok(meta) if meta.is_file() => Some(full),
+        Ok(_) => {
+            p.add(
+                key,
+                format!(
+                    "{} is not a regular file. Fix: point it at the {what}",
+                    full.display()
+                ),
+            );
+            None
+        }
+        Err(err) => {
+            p.add(
+                key,
+                format!(
+                    "cannot use {}: {err}. Fix: create the {what} there or correct the path \
+                     (relative paths are resolved against {})",
+                    full.display(),
+                    base_dir.display()
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn validate_pingora(raw: RawPingora, base_dir: &Path, p: &mut Problems) -> PingoraSettings {
+    if let Some(threads) = raw.threads {
+        if threads == 0 || threads > MAX_THREADS {
+            p.add(
+                "pingora.threads",
+                format!(
+                    "{threads} is out of range. Fix: use 1 to {MAX_THREADS}, or remove the key \
+                     to use one thread per core"
+                ),
+            );
+        }
+    }
+    let path = |opt: Option<PathBuf>, key: &str, p: &mut Problems| {
+        let path = opt?;
+        if path.as_os_str().is_empty() {
+            p.add(key, "empty path. Fix: set a path or remove the key");
+            return None;
+        }
+        Some(resolve(base_dir, &path))
+    };
+    PingoraSettings {
+        threads: raw.threads,
+        pid_file: path(raw.pid_file, "pingora.pid_file", p),
+        upgrade_sock: path(raw.upgrade_sock, "pingora.upgrade_sock", p),
+        error_log: path(raw.error_log, "pingora.error_log", p),
+        grace_period_seconds: raw.grace_period_seconds,
+        graceful_shutdown_timeout_seconds: raw.graceful_shutdown_timeout_seconds,
+        daemon: raw.daemon.unwrap_or(false),
+    }
+}
+
+/// Would binding both addresses fail? Port 0 (ephemeral, used by tests) never conflicts.
+fn addrs_conflict(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() == 0 || a.port() != b.port() {
+        return false;
+    }
+    a.ip() == b.ip()
+        || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified()))
+}
+
+fn parse_addr(text: &str, key: &str, example: &str, p: &mut Problems) -> Option<SocketAddr> {
+    match text.trim().parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            p.add(
+                key,
+                format!(
+                    "'{text}' is not an IP:port address. Fix: write an IP address and a port, \
+                     e.g. {example} or [::]:{} (host names are not resolved here)",
+                    example.rsplit(':').next().unwrap_or("8080")
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn validate_listeners(raw: Vec<RawListener>, p: &mut Problems) -> Vec<Listener> {
+    if raw.is_empty() {
+        p.add(
+            "listeners",
+            "no listener is configured, so the edge would accept no traffic. \
+             Fix: add one, e.g. listeners: [{ addr: 0.0.0.0:8080 }]",
+        );
+    }
+    let mut listeners: Vec<(usize, Listener)> = Vec::new();
+    for (i, listener) in raw.into_iter().enumerate() {
+        let key = format!("listeners[{i}].addr");
+        if listener.tls.is_some() {
+            p.add(
+                format!("listeners[{i}].tls"),
+                "TLS listeners arrive in a later release. Fix: remove tls: and terminate TLS \
+                 in front of Tollgate for now",
+            );
+        }
+        let Some(text) = listener.addr else {
+            p.add(
+                &key,
+                "missing. Fix: add addr: 0.0.0.0:8080 (IP:port to listen on)",
+            );
+            continue;
+        };
+        let Some(addr) = parse_addr(&text, &key, "0.0.0.0:8080", p) else {
+            continue;
+        };
+        if let Some((j, other)) = listeners.iter().find(|(_, l)| addrs_conflict(l.addr, addr)) {
+            let why = if other.addr == addr {
+                "is also used by".to_owned()
+            } else {
+                format!("overlaps {} of", other.addr)
+            };
+            p.add(
+                &key,
+                format!(
+                    "{addr} {why} listeners[{j}]; both cannot be bound. Fix: give each \
+                     listener its own port, or remove one"
+                ),
+            );
+            continue;
+        }
+        listeners.push((i, Listener { addr }));
+    }
+    listeners.into_iter().map(|(_, l)| l).collect()
+}
+
+fn validate_admin(
+    raw: RawAdmin,
+    listeners: &[Listener],
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<Admin> {
+    let token = raw.token_file.and_then(|file| {
+        let full = existing_file(base_dir, &file, "admin.token_file", "admin token file", p)?;
+        let text = match std::fs::read_to_string(&full) {
+            Ok(text) => text,
+            Err(err) => {
+                p.add(
+                    "admin.token_file",
+                    format!(
+                        "cannot read {}: {err}. Fix: make it readable by the service user",
+                        full.display()
+                    ),
+                );
+                return None;
+            }
+        };
+        let token = text.trim();
+        let fix = format!(
+            "Fix: write a random token of at least {MIN_ADMIN_TOKEN_LEN} printable characters, \
+             e.g. openssl rand -hex 24 > {}",
+            full.display()
+        );
+        if token.is_empty() {
+            p.add(
+                "admin.token_file",
+                format!("{} is empty. {fix}", full.display()),
+            );
+            None
+        } else if token.chars().any(|c| !c.is_ascii_graphic()) {
+            p.add(
+                "admin.token_file",
+                format!(
+                    "the token in {} contains spaces, control or non-ASCII characters, which \
+                     cannot travel in an Authorization header. {fix}",
+                    full.display()
+                ),
+            );
+            None
+        } else if token.len() < MIN_ADMIN_TOKEN_LEN {
+            p.add(
+                "admin.token_file",
+                format!(
+                    "the token in {} is only {} characters, too short to resist guessing. {fix}",
+                    full.display(),
+                    token.len()
+                ),
+            );
+            None
+        } else {
+            Some(token.to_owned())
+        }
+    });
+    let Some(text) = raw.addr else {
+        p.add(
+            "admin.addr",
+            "missing. Fix: add addr: 127.0.0.1:9100, or remove admin: to run without it",
+        );
+        return None;
+    };
+    let addr = parse_addr(&text, "admin.addr", "127.0.0.1:9100", p)?;
+    if let Some(i) = listeners.iter().position(|l| addrs_conflict(l.addr, addr)) {
+        p.add(
+            "admin.addr",
+            format!(
+                "{addr} conflicts with listeners[{i}] ({}); the admin API needs its own \
+                 address. Fix: use another port, e.g. 127.0.0.1:9100",
+                listeners[i].addr
+            ),
+        );
+    }
+    Some(Admin { addr, token })
+}
+pub(super) fn duration_or(
+    value: Option<UnitValue>,
+    default: Duration,
+    key: &str,
+    p: &mut Problems,
+) -> Duration {
+    match value {
+        None => default,
+        Some(UnitValue(text)) => parse_duration(&text).unwrap_or_else(|err| {
+            p.add(key, err);
+            default
+        }),
+    }
+}
+
+fn size_or(value: Option<UnitValue>, default: u64, key: &str, p: &mut Problems) -> Option<u64> {
+    match value {
+        None => Some(default),
+        Some(UnitValue(text)) => match parse_size(&text) {
+            Ok(size) => Some(size),
+            Err(err) => {
+                p.add(key, err);
+                None
+            }
+        },
+    }
+}
+
+fn validate_cache(raw: RawCache, p: &mut Problems) -> CacheSettings {
+    if raw.disk.is_some() {
+        p.add(
+            "cache.disk",
+            "the disk tier arrives in a later release. Fix: remove cache.disk; the memory tier \
+             (cache.memory.max_size) is used",
+        );
+    }
+    let memory = size_or(
+        raw.memory.unwrap_or_default().max_size,
+        DEFAULT_CACHE_MEMORY_MAX_SIZE,
+        "cache.memory.max_size",
+        p,
+    );
+    if memory == Some(0) {
+        p.add(
+            "cache.memory.max_size",
+            "0 leaves no room for any object. Fix: give it a size such as 256MiB; to stop \
+             caching a route set cache: { enabled: false } on it",
+        );
+    }
+    let max_object = size_or(
+        raw.max_object_size,
+        DEFAULT_CACHE_MAX_OBJECT_SIZE,
+        "cache.max_object_size",
+        p,
+    );
+    if let (Some(memory), Some(object)) = (memory, max_object) {
+        if memory > 0 && object > memory {
+            p.add(
+                "cache.max_object_size",
+                format!(
+                    "{} is larger than cache.memory.max_size ({}). Fix: lower max_object_size \
+                     or raise the memory size",
+                    format_size(object),
+                    format_size(memory)
+                ),
+            );
+        }
+    }
+    CacheSettings {
+        memory_max_size: memory.unwrap_or(DEFAULT_CACHE_MEMORY_MAX_SIZE),
+        max_object_size: max_object.unwrap_or(DEFAULT_CACHE_MAX_OBJECT_SIZE),
+        lock_timeout: duration_or(
+            raw.lock_timeout,
+            Duration::from_secs(DEFAULT_CACHE_LOCK_TIMEOUT_SECONDS),
+            "cache.lock_timeout",
+            p,
+        ),
+    }
+}
+
+/// `state_dir` may not exist yet (the edge creates it), but must not be a file, nor sit under
+/// one.
+fn validate_state_dir(dir: &Path, base_dir: &Path, p: &mut Problems) -> Option<PathBuf> {
+    if dir.as_os_str().is_empty() {
+        p.add(
+            "state_dir",
+            "empty path. Fix: set a directory or remove the key",
+        );
+        return None;
+    }
+    let full = resolve(base_dir, dir);
+    let existing = full.ancestors().find(|a| a.exists());
+    match existing {
+        Some(found) if !found.is_dir() => {
+            p.add(
+                "state_dir",
+                format!(
+                    "{} is a file, not a directory. Fix: point state_dir at a directory (it is \
+                     created if missing)",
+                    found.display()
+                ),
+            );
+            None
+        }
+        _ => Some(full),
+    }
+}
+
+fn validate_logging(raw: RawLogging, p: &mut Problems) -> LoggingSettings {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let level = raw.level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned());
+    let bad = level
+        .split(',')
+        .map(str::trim)
+        .find(|directive| !valid_log_directive(directive, &LEVELS));
+    if let Some(directive) = bad {
+        p.add(
+            "logging.level",
+            format!(
+                "'{directive}' is not a log directive. Fix: use a level ({}) or target=level \
+                 pairs, e.g. info,tollgate=debug",
+                LEVELS.join(", ")
+            ),
+        );
+    }
+    LoggingSettings {
+        level,
+        access_log: raw.access_log.unwrap_or(true),
+    }
+}
+
+/// `level` or `target=level`. (`env_logger` also reads a bare `target`, but here a bare word
+/// that is not a level is far more likely a misspelt level.)
+fn valid_log_directive(directive: &str, levels: &[&str]) -> bool {
+    let is_level = |l: &str| levels.contains(&l.to_ascii_lowercase().as_str());
+    match directive.split_once('=') {
+        Some((target, level)) => {
+            !target.is_empty()
+                && target
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                && is_level(level)
+        }
+        None => is_level(directive),
+    }
+}

@@ -1,0 +1,251 @@
+//! The edge's runtime state, built once from a validated [`Config`]: keys, token cache, cache
+//! store, resolved origins and metrics. Shared by the proxy, the admin listener and the
+//! background services through an `Arc<Edge>`.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+
+use crate::auth::{Alg, KeySet, PemKeySpec, Policy, TokenCache};
+use crate::cache::{MemoryStore, TierMetrics};
+use crate::config::{Config, TokenSource};
+use crate::metrics::Metrics;
+
+/// The header that carries the entitlement variant to the origin.
+pub const VARIANT_HEADER: &str = "x-tollgate-variant";
+
+/// Why the edge could not be built from a (valid) config.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// A key file could not be loaded.
+    #[error("loading keys: {0}")]
+    Keys(#[from] crate::auth::KeyError),
+    /// An origin host did not resolve.
+    #[error("origin '{name}': cannot resolve {addr}: {reason}")]
+    Resolve {
+        /// origin name
+        name: String,
+        /// host:port
+        addr: String,
+        /// resolver message
+        reason: String,
+    },
+    /// Metric registration failed.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// A PEM key names an algorithm the verifier does not know.
+    #[error("keys.pem: unsupported alg {0:?} (use ES256 or RS256)")]
+    Alg(String),
+    /// A configured header value is not valid in HTTP.
+    #[error("origin '{0}': the secret or host is not a valid header value")]
+    HeaderValue(String),
+}
+
+/// An origin, ready for the request path.
+pub struct OriginRuntime {
+    /// Origin name from the config.
+    pub name: String,
+    /// Resolved address (resolved once at start-up).
+    pub addr: SocketAddr,
+    /// Whether to speak TLS to it.
+    pub tls: bool,
+    /// Host name for SNI and the `Host` header.
+    pub host: String,
+    /// The `Host` header value sent to the origin.
+    pub host_header: HeaderValue,
+    /// The secret header and its value.
+    pub secret: Option<(http::HeaderName, HeaderValue)>,
+}
+
+/// Everything the request path needs, shared by all workers.
+pub struct Edge {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Verification keys; swapped whole on reload.
+    pub keys: ArcSwap<KeySet>,
+    /// Where the keys came from, for reloads.
+    pub key_sources: (Option<PathBuf>, Vec<PemKeySpec>),
+    /// Claim checks.
+    pub policy: Policy,
+    /// Verified-token cache.
+    pub tokens: TokenCache,
+    /// The memory cache tier.
+    pub store: &'static MemoryStore,
+    /// Request coalescing for cache fills.
+    pub cache_lock: &'static CacheKeyLockImpl,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Origins by name.
+    pub origins: HashMap<String, OriginRuntime>,
+    /// Headers removed from every client request (variant + every origin secret header).
+    pub strip_headers: Vec<http::HeaderName>,
+    /// Query parameter names that carry tokens (never in the key, never forwarded).
+    pub query_token_names: Vec<String>,
+    /// Cookie names that carry tokens (never forwarded).
+    pub cookie_token_names: Vec<String>,
+    /// Whether `Authorization: Bearer` is a token source (then it is never forwarded).
+    pub bearer_source: bool,
+    /// Whether path tokens are a source.
+    pub path_source: bool,
+}
+
+impl Edge {
+    /// Build the runtime state: load keys, resolve origins, size the cache.
+    pub fn new(config: Config) -> Result<Arc<Edge>, EdgeError> {
+        let metrics = Arc::new(Metrics::new()?);
+        let mut pem = Vec::with_capacity(config.keys.pem.len());
+        for p in &config.keys.pem {
+            pem.push(PemKeySpec {
+                kid: p.kid.clone(),
+                alg: Alg::parse(&p.alg).ok_or_else(|| EdgeError::Alg(p.alg.clone()))?,
+                path: p.path.clone(),
+            });
+        }
+        let jwks = config.keys.jwks_file.clone();
+        let keys = KeySet::load(jwks.as_deref(), &pem)?;
+        metrics.keys_loaded.set(keys.len() as i64);
+
+        let policy = Policy {
+            issuer: config.auth.issuer.clone(),
+            audience: config.auth.audience.clone(),
+            leeway_secs: config.auth.leeway_seconds,
+            subscriptions_claim: config.auth.subscriptions_claim.clone(),
+            max_token_bytes: config.auth.max_token_bytes,
+        };
+
+        let tier = TierMetrics {
+            objects: metrics.cache_objects.with_label_values(&["memory"]),
+            bytes: metrics.cache_bytes.with_label_values(&["memory"]),
+            evictions: metrics.cache_evictions.with_label_values(&["memory"]),
+        };
+        let store = MemoryStore::new(
+            config.cache.memory_max_size,
+            config.cache.max_object_size,
+            Some(tier),
+        )
+        .leak();
+        let lock: &'static CacheKeyLockImpl =
+            Box::leak(CacheLock::new_boxed(config.cache.lock_timeout));
+
+        let mut origins = HashMap::new();
+        let mut strip_headers = vec![http::HeaderName::from_static(VARIANT_HEADER)];
+        for (name, o) in &config.origins {
+            let addr = o
+                .addr
+                .to_socket_addrs()
+                .map_err(|e| e.to_string())
+                .and_then(|mut it| it.next().ok_or_else(|| "no address".to_string()))
+                .map_err(|reason| EdgeError::Resolve {
+                    name: name.clone(),
+                    addr: o.addr.clone(),
+                    reason,
+                })?;
+            let default_port = if o.scheme_https { 443 } else { 80 };
+            let host_header = if o.port == default_port {
+                o.host.clone()
+            } else {
+                format!("{}:{}", o.host, o.port)
+            };
+            let host_header = HeaderValue::from_str(&host_header)
+                .map_err(|_| EdgeError::HeaderValue(name.clone()))?;
+            let secret = match (&o.secret_header, &o.secret) {
+                (Some(h), Some(s)) => {
+                    let hn = http::HeaderName::from_bytes(h.as_bytes())
+                        .map_err(|_| EdgeError::HeaderValue(name.clone()))?;
+                    let hv = HeaderValue::from_str(s)
+                        .map_err(|_| EdgeError::HeaderValue(name.clone()))?;
+                    if !strip_headers.contains(&hn) {
+                        strip_headers.push(hn.clone());
+                    }
+                    Some((hn, hv))
+                }
+                _ => None,
+            };
+            origins.insert(
+                name.clone(),
+                OriginRuntime {
+                    name: name.clone(),
+                    addr,
+                    tls: o.scheme_https,
+                    host: o.host.clone(),
+                    host_header,
+                    secret,
+                },
+            );
+        }
+
+        let mut query_token_names = Vec::new();
+        let mut cookie_token_names = Vec::new();
+        let mut bearer_source = false;
+        let mut path_source = false;
+        for s in &config.auth.token_sources {
+            match s {
+                TokenSource::Query(n) => query_token_names.push(n.clone()),
+                TokenSource::Cookie(n) => cookie_token_names.push(n.clone()),
+                TokenSource::Bearer => bearer_source = true,
+                TokenSource::Path => path_source = true,
+            }
+        }
+
+        Ok(Arc::new(Edge {
+            tokens: TokenCache::new(config.auth.token_cache_entries),
+            keys: ArcSwap::from_pointee(keys),
+            key_sources: (jwks, pem),
+            policy,
+            store,
+            cache_lock: lock,
+            metrics,
+            origins,
+            strip_headers,
+            query_token_names,
+            cookie_token_names,
+            bearer_source,
+            path_source,
+            config: Arc::new(config),
+        }))
+    }
+
+    /// Reload the key set from its files. On error the old keys stay and the error metric rises.
+    pub fn reload_keys(&self) -> Result<usize, crate::auth::KeyError> {
+        let (jwks, pem) = &self.key_sources;
+        match KeySet::load(jwks.as_deref(), pem) {
+            Ok(keys) => {
+                // Unchanged keys keep their identity, so their verified tokens stay cached.
+                let keys = keys.carry_over(&self.keys.load());
+                let n = keys.len();
+                self.keys.store(Arc::new(keys));
+                self.metrics.keys_loaded.set(n as i64);
+                Ok(n)
+            }
+            Err(e) => {
+                self.metrics.key_reload_errors.inc();
+                Err(e)
+            }
+        }
+    }
+
+    /// Purge every variant of the given exact paths and path prefixes; returns objects removed.
+    pub fn purge(&self, paths: &[String], prefixes: &[String]) -> usize {
+        let n = paths.iter().map(|p| self.store.purge_path(p)).sum::<usize>()
+            + prefixes
+                .iter()
+                .map(|p| self.store.purge_prefix(p))
+                .sum::<usize>();
+        self.metrics.cache_purged.inc_by(n as u64);
+        n
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}

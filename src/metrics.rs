@@ -1,0 +1,168 @@
+//! Every metric Tollgate exports, in one place (SPEC §7).
+//!
+//! Names carry the `tollgate_` prefix and base units (seconds, bytes). Label values always come
+//! from bounded sets: route patterns from the config, `as_str()` of enums, status classes. The
+//! registry is per [`Metrics`] instance rather than the process-global default so that tests can
+//! build several edges in one process without name clashes.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Histogram buckets that resolve sub-millisecond cache hits as well as slow origin fills.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The node's metrics and the registry that serves them on `/metrics`.
+pub struct Metrics {
+    registry: Registry,
+    /// `tollgate_requests_total{route,variant,cache_status,status_class}`
+    pub requests: IntCounterVec,
+    /// `tollgate_auth_decisions_total{result}`
+    pub auth_decisions: IntCounterVec,
+    /// `tollgate_request_duration_seconds`
+    pub request_duration: Histogram,
+    /// `tollgate_upstream_duration_seconds{origin}`
+    pub upstream_duration: HistogramVec,
+    /// `tollgate_cache_objects{tier}`
+    pub cache_objects: IntGaugeVec,
+    /// `tollgate_cache_bytes{tier}`
+    pub cache_bytes: IntGaugeVec,
+    /// `tollgate_cache_evictions_total{tier}`
+    pub cache_evictions: IntCounterVec,
+    /// `tollgate_keys_loaded`
+    pub keys_loaded: IntGauge,
+    /// `tollgate_key_reload_errors_total`
+    pub key_reload_errors: IntCounter,
+    /// `tollgate_revoked_sessions`
+    pub revoked_sessions: IntGauge,
+    /// `tollgate_token_cache_entries`
+    pub token_cache_entries: IntGauge,
+    /// `tollgate_cache_purged_total`
+    pub cache_purged: IntCounter,
+}
+
+impl Metrics {
+    /// Register every metric in a fresh registry.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "tollgate_requests_total",
+                "Requests answered, by route pattern, entitlement variant, cache status and status class.",
+            ),
+            &["route", "variant", "cache_status", "status_class"],
+        )?;
+        let auth_decisions = IntCounterVec::new(
+            Opts::new(
+                "tollgate_auth_decisions_total",
+                "Access decisions on routes that check tokens, by result.",
+            ),
+            &["result"],
+        )?;
+        let request_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "tollgate_request_duration_seconds",
+                "Time from request start to the end of the response, in seconds.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "tollgate_upstream_duration_seconds",
+                "Time from choosing the origin to its response header, in seconds.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["origin"],
+        )?;
+        let cache_objects = IntGaugeVec::new(
+            Opts::new("tollgate_cache_objects", "Objects stored, by cache tier."),
+            &["tier"],
+        )?;
+        let cache_bytes = IntGaugeVec::new(
+            Opts::new(
+                "tollgate_cache_bytes",
+                "Bytes stored (bodies and headers), by cache tier.",
+            ),
+            &["tier"],
+        )?;
+        let cache_evictions = IntCounterVec::new(
+            Opts::new(
+                "tollgate_cache_evictions_total",
+                "Objects evicted to stay within the size bound, by cache tier.",
+            ),
+            &["tier"],
+        )?;
+        let keys_loaded = IntGauge::new(
+            "tollgate_keys_loaded",
+            "Token verification keys currently loaded.",
+        )?;
+        let key_reload_errors = IntCounter::new(
+            "tollgate_key_reload_errors_total",
+            "Key set reloads that failed; the previous keys stay in force.",
+        )?;
+        let revoked_sessions = IntGauge::new(
+            "tollgate_revoked_sessions",
+            "Sessions currently on the revocation list.",
+        )?;
+        let token_cache_entries = IntGauge::new(
+            "tollgate_token_cache_entries",
+            "Verified tokens held in the token cache.",
+        )?;
+        let cache_purged = IntCounter::new(
+            "tollgate_cache_purged_total",
+            "Objects removed by /admin/purge.",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(auth_decisions.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(cache_objects.clone()))?;
+        registry.register(Box::new(cache_bytes.clone()))?;
+        registry.register(Box::new(cache_evictions.clone()))?;
+        registry.register(Box::new(keys_loaded.clone()))?;
+        registry.register(Box::new(key_reload_errors.clone()))?;
+        registry.register(Box::new(revoked_sessions.clone()))?;
+        registry.register(Box::new(token_cache_entries.clone()))?;
+        registry.register(Box::new(cache_purged.clone()))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            auth_decisions,
+            request_duration,
+            upstream_duration,
+            cache_objects,
+            cache_bytes,
+            cache_evictions,
+            keys_loaded,
+            key_reload_errors,
+            revoked_sessions,
+            token_cache_entries,
+            cache_purged,
+        })
+    }
+
+    /// Render every metric in the Prometheus text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 * 1024);
+        // Encoding into a Vec cannot fail for well-formed families.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            log::error!("encoding metrics failed: {e}");
+        }
+        out
+    }
+}
+
+/// The status class label for a status code: `2xx`, `4xx`, ...
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

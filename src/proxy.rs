@@ -1,0 +1,461 @@
+//! The Pingora proxy: each phase is a few lines that call pure functions.
+//!
+//! - `request_filter`: normalize, extract and strip the token, route, decide access → variant.
+//!   Runs before the cache lookup, so a hit is never served without a decision.
+//! - `request_cache_filter` / `cache_key_callback`: cache GET/HEAD keyed by content + variant.
+//! - `upstream_request_filter` (misses only): origin `Host`, secret header, variant header.
+//! - `response_cache_filter`: origin freshness clamped to the route's TTL bounds.
+//! - `response_filter`: `Cache-Status`, `Age`, never the secret.
+
+pub mod request;
+pub mod respond;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use http::{HeaderValue, Method};
+use pingora_cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
+use pingora_cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
+use pingora_proxy::{ProxyHttp, Session};
+
+use crate::access::{self, Decision};
+use crate::cache::{cache_key, Variant};
+use crate::config::{AccessMode, Route};
+use crate::edge::{unix_now, Edge, VARIANT_HEADER};
+use crate::metrics::status_class;
+use request::{find_token, normalize_path, split_path_token, strip_query_params, RequestParts};
+
+/// The Tollgate proxy logic.
+pub struct TollgateProxy {
+    edge: Arc<Edge>,
+}
+
+impl TollgateProxy {
+    /// A proxy over the given edge state.
+    pub fn new(edge: Arc<Edge>) -> TollgateProxy {
+        TollgateProxy { edge }
+    }
+}
+
+/// Per-request state.
+pub struct Ctx {
+    start: Instant,
+    route: Option<usize>,
+    variant: Variant,
+    host: String,
+    path: String,
+    query: String,
+    stored: bool,
+    local_status: Option<u16>,
+    upstream_start: Option<Instant>,
+}
+
+impl Ctx {
+    fn route<'a>(&self, edge: &'a Edge) -> Option<&'a Route> {
+        self.route.and_then(|i| edge.config.routes.get(i))
+    }
+}
+
+/// Status codes cacheable by default when the origin gives no explicit freshness (RFC 9110
+/// §15.1 "heuristically cacheable"); the route's `default_ttl` applies to them.
+fn heuristically_cacheable(status: u16) -> bool {
+    matches!(
+        status,
+        200 | 203 | 204 | 206 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+fn request_host(session: &Session) -> String {
+    let req = session.req_header();
+    let raw = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    raw.to_ascii_lowercase()
+}
+
+impl TollgateProxy {
+    /// Steps 1–3 of the request flow. Returns the status to answer locally, if any.
+    fn admit(&self, session: &mut Session, ctx: &mut Ctx) -> Option<u16> {
+        let edge = &*self.edge;
+        let req = session.req_header();
+        let raw_path = req.uri.path();
+        let raw_query = req.uri.query().unwrap_or("");
+        let normalized = match normalize_path(raw_path) {
+            Ok(p) => p,
+            Err(why) => {
+                log::debug!("refused path {raw_path:?}: {}", why.as_str());
+                return Some(400);
+            }
+        };
+        let (path_token, path): (Option<(&str, Option<&str>)>, &str) = match edge
+            .path_source
+            .then(|| split_path_token(&normalized))
+            .flatten()
+        {
+            Some((tok, sid, rest)) => (Some((tok, sid)), rest),
+            None => (None, &normalized),
+        };
+        let Some((route_index, route)) = edge
+            .config
+            .routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.glob.matches(path))
+        else {
+            return Some(404);
+        };
+        let names: Vec<&str> = edge.query_token_names.iter().map(String::as_str).collect();
+        let query = strip_query_params(raw_query, &names);
+
+        let decision: Decision = match route.access {
+            AccessMode::Public => access::public(),
+            AccessMode::Paywall => {
+                let cookies: Vec<&[u8]> = req
+                    .headers
+                    .get_all(http::header::COOKIE)
+                    .iter()
+                    .map(HeaderValue::as_bytes)
+                    .collect();
+                let parts = RequestParts {
+                    path_token,
+                    query: raw_query,
+                    authorization: req
+                        .headers
+                        .get(http::header::AUTHORIZATION)
+                        .map(HeaderValue::as_bytes),
+                    cookies: &cookies,
+                };
+                let verified = find_token(&edge.config.auth.token_sources, &parts).map(|t| {
+                    edge.tokens
+                        .verify(&t.token, &edge.keys.load(), &edge.policy, unix_now())
+                });
+                access::paywall(&route.require, verified)
+            }
+            // Validation refuses the other modes until they are implemented; fail closed anyway.
+            _ => return Some(403),
+        };
+        if let Some(result) = decision.result {
+            edge.metrics
+                .auth_decisions
+                .with_label_values(&[result.as_str()])
+                .inc();
+        }
+        ctx.route = Some(route_index);
+        ctx.variant = decision.variant;
+        ctx.path = path.to_owned();
+        ctx.query = query.into_owned();
+        let uri_changed = ctx.path != raw_path || ctx.query != raw_query;
+        ctx.host = request_host(session);
+        self.sanitize(session, ctx, uri_changed);
+        None
+    }
+
+    /// Remove every client-sent copy of the variant and secret headers and the token itself,
+    /// and rewrite the URI to the normalized, token-free form the cache and origin see.
+    fn sanitize(&self, session: &mut Session, ctx: &Ctx, uri_changed: bool) {
+        let edge = &*self.edge;
+        let req = session.req_header_mut();
+        for h in &edge.strip_headers {
+            req.remove_header(h);
+        }
+        if edge.bearer_source {
+            let is_bearer = req
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .is_some_and(|v| request::bearer_token(v.as_bytes()).is_some());
+            if is_bearer {
+                req.remove_header(&http::header::AUTHORIZATION);
+            }
+        }
+        if !edge.cookie_token_names.is_empty() && req.headers.contains_key(http::header::COOKIE) {
+            let names: Vec<&str> = edge.cookie_token_names.iter().map(String::as_str).collect();
+            let joined: Vec<u8> = req
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .map(HeaderValue::as_bytes)
+                .collect::<Vec<_>>()
+                .join(&b"; "[..]);
+            req.remove_header(&http::header::COOKIE);
+            if let Some(kept) = request::strip_cookies(&joined, &names) {
+                if let Ok(v) = HeaderValue::from_str(&kept) {
+                    let _ = req.insert_header(http::header::COOKIE, v);
+                }
+            }
+        }
+        if uri_changed {
+            let pq = if ctx.query.is_empty() {
+                Cow::Borrowed(ctx.path.as_str())
+            } else {
+                Cow::Owned(format!("{}?{}", ctx.path, ctx.query))
+            };
+            match http::Uri::builder().path_and_query(pq.as_ref()).build() {
+                Ok(uri) => req.set_uri(uri),
+                Err(e) => log::warn!("cannot rewrite uri {pq}: {e}"),
+            }
+        }
+    }
+
+    fn freshness(&self, route: &Route, resp: &ResponseHeader) -> RespCacheable {
+        let status = resp.status.as_u16();
+        if resp.headers.contains_key(http::header::SET_COOKIE) {
+            return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+        }
+        let cc = CacheControl::from_resp_headers(resp);
+        if let Some(cc) = &cc {
+            if cc.is_cacheable() == Cacheable::No {
+                return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+            }
+        }
+        let now = SystemTime::now();
+        let explicit = cc
+            .as_ref()
+            .and_then(|c| c.fresh_duration())
+            .or_else(|| expires_ttl(resp, now));
+        let ttl = match explicit {
+            Some(ttl) => ttl,
+            None if heuristically_cacheable(status) => route.cache.default_ttl,
+            None => return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache),
+        };
+        let ttl = ttl.clamp(route.cache.min_ttl, route.cache.max_ttl);
+        let (swr, sie) = cc
+            .as_ref()
+            .map(|c| {
+                (
+                    secs_u32(c.serve_stale_while_revalidate_duration()),
+                    secs_u32(c.serve_stale_if_error_duration()),
+                )
+            })
+            .unwrap_or((0, 0));
+        let mut header = resp.clone();
+        if let Some(cc) = &cc {
+            cc.strip_private_headers(&mut header);
+        }
+        // A zero TTL is stored already stale, so the next request revalidates.
+        let fresh_until = if ttl.is_zero() {
+            now.checked_sub(Duration::from_secs(1)).unwrap_or(now)
+        } else {
+            now + ttl
+        };
+        RespCacheable::Cacheable(CacheMeta::new(fresh_until, now, swr, sie, header))
+    }
+}
+
+fn secs_u32(d: Option<Duration>) -> u32 {
+    d.map(|d| d.as_secs().min(u32::MAX as u64) as u32)
+        .unwrap_or(0)
+}
+
+/// Freshness from `Expires` relative to now (an invalid date means "already expired").
+fn expires_ttl(resp: &ResponseHeader, now: SystemTime) -> Option<Duration> {
+    pingora_cache::filters::calculate_expires_header_time(resp)
+        .map(|t| t.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[async_trait]
+impl ProxyHttp for TollgateProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            route: None,
+            variant: Variant::Public,
+            host: String::new(),
+            path: String::new(),
+            query: String::new(),
+            stored: false,
+            local_status: None,
+            upstream_start: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        match self.admit(session, ctx) {
+            None => Ok(false),
+            Some(status) => {
+                ctx.local_status = Some(status);
+                respond::local(session, status).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let Some(route) = ctx.route(&self.edge) else {
+            return Ok(());
+        };
+        let method = &session.req_header().method;
+        if !route.cache.enabled || !(method == Method::GET || method == Method::HEAD) {
+            return Ok(());
+        }
+        let edge = &*self.edge;
+        session
+            .cache
+            .enable(edge.store, None, None, Some(edge.cache_lock), None);
+        session
+            .cache
+            .set_max_file_size_bytes(edge.store.max_object_size() as usize);
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, _session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
+        Ok(cache_key(&ctx.host, &ctx.path, &ctx.query, ctx.variant))
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<RespCacheable> {
+        let Some(route) = ctx.route(&self.edge) else {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
+        };
+        // A client Authorization header that reached the origin (not our bearer token, which is
+        // stripped) makes the response private unless the origin says otherwise.
+        if session
+            .req_header()
+            .headers
+            .contains_key(http::header::AUTHORIZATION)
+        {
+            let cc = CacheControl::from_resp_headers(resp);
+            if !cc.is_some_and(|c| c.allow_caching_authorized_req()) {
+                return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
+            }
+        }
+        let verdict = self.freshness(route, resp);
+        ctx.stored = matches!(verdict, RespCacheable::Cacheable(_));
+        Ok(verdict)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let origin = ctx
+            .route(&self.edge)
+            .and_then(|r| self.edge.origins.get(&r.origin))
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no origin"))?;
+        ctx.upstream_start = Some(Instant::now());
+        let mut peer = HttpPeer::new(origin.addr, origin.tls, origin.host.clone());
+        peer.options.connection_timeout = Some(Duration::from_secs(5));
+        peer.options.read_timeout = Some(Duration::from_secs(60));
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut pingora_http::RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let origin = ctx
+            .route(&self.edge)
+            .and_then(|r| self.edge.origins.get(&r.origin))
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no origin"))?;
+        if !ctx.host.is_empty() {
+            upstream_request.insert_header("x-forwarded-host", ctx.host.as_str())?;
+        }
+        upstream_request.insert_header(http::header::HOST, origin.host_header.clone())?;
+        if let Some((name, value)) = &origin.secret {
+            upstream_request.insert_header(name.clone(), value.clone())?;
+        }
+        upstream_request.insert_header(VARIANT_HEADER, ctx.variant.as_str())?;
+        if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
+            upstream_request.insert_header("x-forwarded-for", addr.ip().to_string())?;
+        }
+        upstream_request.insert_header("x-forwarded-proto", "http")?;
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(start) = ctx.upstream_start.take() {
+            let origin = ctx
+                .route(&self.edge)
+                .map(|r| r.origin.as_str())
+                .unwrap_or("");
+            self.edge
+                .metrics
+                .upstream_duration
+                .with_label_values(&[origin])
+                .observe(start.elapsed().as_secs_f64());
+        }
+        // Never store or return the origin secret, whatever header the origin echoes it in.
+        if let Some(origin) = ctx
+            .route(&self.edge)
+            .and_then(|r| self.edge.origins.get(&r.origin))
+        {
+            if let Some((name, value)) = &origin.secret {
+                upstream_response.remove_header(name);
+                let leaking: Vec<http::HeaderName> = upstream_response
+                    .headers
+                    .iter()
+                    .filter(|(_, v)| {
+                        v.as_bytes()
+                            .windows(value.len().max(1))
+                            .any(|w| w == value.as_bytes())
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in leaking {
+                    log::warn!("origin echoed its secret in response header {k}; removed");
+                    upstream_response.remove_header(&k);
+                }
+            }
+        }
+        upstream_response.remove_header(VARIANT_HEADER);
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let (_, status) = respond::cache_status(session.cache.phase(), ctx.stored);
+        upstream_response.insert_header("cache-status", status)?;
+        if !upstream_response.headers.contains_key(http::header::AGE) {
+            upstream_response.insert_header(http::header::AGE, "0")?;
+        }
+        if ctx.variant == Variant::Subscriber {
+            // Entitled content must not land in shared caches downstream of the edge.
+            upstream_response.insert_header(http::header::CACHE_CONTROL, "private")?;
+        }
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.local_status)
+            .unwrap_or(0);
+        let route = ctx
+            .route(&self.edge)
+            .map(|r| r.pattern.as_str())
+            .unwrap_or("none");
+        let cache_status = if ctx.local_status.is_some() {
+            "edge"
+        } else {
+            respond::cache_status(session.cache.phase(), ctx.stored).0
+        };
+        let m = &self.edge.metrics;
+        m.requests
+            .with_label_values(&[route, ctx.variant.as_str(), cache_status, status_class(status)])
+            .inc();
+        m.request_duration
+            .observe(ctx.start.elapsed().as_secs_f64());
+    }
+}

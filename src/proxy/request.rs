@@ -1,0 +1,357 @@
+//! Pure request parsing: path normalization, token extraction and token stripping.
+//!
+//! Everything here is a plain function over strings so it can be unit-tested and benchmarked
+//! without a proxy. Normalization matters for security: routing, the cache key and the origin
+//! request all use the same normalized path, so `/%70remium/a` cannot slip past `/premium/*`.
+
+use std::borrow::Cow;
+
+use crate::config::TokenSource;
+
+/// Why a request was refused before routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadRequest {
+    /// Path is not origin-form (`/...`).
+    NotOriginForm,
+    /// Invalid percent-encoding.
+    BadEscape,
+    /// `%2F`, `%5C`, `%00` or a backslash: ambiguous between edge and origin.
+    AmbiguousPath,
+    /// `..` above the root.
+    EscapesRoot,
+}
+
+impl BadRequest {
+    /// Label for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BadRequest::NotOriginForm => "not_origin_form",
+            BadRequest::BadEscape => "bad_escape",
+            BadRequest::AmbiguousPath => "ambiguous_path",
+            BadRequest::EscapesRoot => "escapes_root",
+        }
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Normalize a request path (RFC 3986 §6.2.2): decode percent-encoded unreserved characters,
+/// upper-case the hex of the rest, remove `.`/`..` segments and merge repeated slashes.
+/// Encoded slashes, backslashes and NULs are refused rather than guessed at.
+pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, BadRequest> {
+    let bytes = raw.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(BadRequest::NotOriginForm);
+    }
+    if bytes.contains(&b'\\') {
+        return Err(BadRequest::AmbiguousPath);
+    }
+    let needs_work = bytes.contains(&b'%') || raw.contains("//") || raw.contains("/.");
+    if !needs_work {
+        return Ok(Cow::Borrowed(raw));
+    }
+    // 1. percent-decoding of unreserved characters
+    let mut decoded = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let (Some(h), Some(l)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) else {
+                return Err(BadRequest::BadEscape);
+            };
+            let v = h * 16 + l;
+            if matches!(v, b'/' | b'\\' | 0) {
+                return Err(BadRequest::AmbiguousPath);
+            }
+            if is_unreserved(v) {
+                decoded.push(v as char);
+            } else {
+                decoded.push('%');
+                decoded.push(char::from(b"0123456789ABCDEF"[(v >> 4) as usize]));
+                decoded.push(char::from(b"0123456789ABCDEF"[(v & 15) as usize]));
+            }
+            i += 3;
+        } else {
+            decoded.push(b as char);
+            i += 1;
+        }
+    }
+    // 2. dot segments and empty segments
+    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    let mut out: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                if out.pop().is_none() {
+                    return Err(BadRequest::EscapesRoot);
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let mut path = String::with_capacity(decoded.len());
+    for seg in &out {
+        path.push('/');
+        path.push_str(seg);
+    }
+    if trailing || path.is_empty() {
+        path.push('/');
+    }
+    Ok(Cow::Owned(path))
+}
+
+/// A token found in a request, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundToken {
+    /// The compact JWS.
+    pub token: String,
+    /// The source label (`path`, `query`, `bearer`, `cookie`).
+    pub source: &'static str,
+    /// The session id prefix of a path token (`<sid>.<jwt>`), if any.
+    pub path_sid: Option<String>,
+}
+
+/// If the first path segment is a token (`[<sid>.]<jwt>`), split it off: returns the token, the
+/// sid prefix and the remaining path.
+pub fn split_path_token(path: &str) -> Option<(&str, Option<&str>, &str)> {
+    let rest = path.strip_prefix('/')?;
+    let (seg, remainder) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let dots = seg.bytes().filter(|&b| b == b'.').count();
+    let (sid, jwt) = match dots {
+        2 => (None, seg),
+        3 => {
+            let i = seg.find('.')?;
+            (Some(&seg[..i]), &seg[i + 1..])
+        }
+        _ => return None,
+    };
+    if !jwt.starts_with("eyJ") || sid.is_some_and(str::is_empty) {
+        return None;
+    }
+    Some((jwt, sid, remainder))
+}
+
+/// The value of the first query parameter called `name`, raw (tokens are base64url and need no
+/// decoding; a `%`-escaped token is decoded).
+pub fn query_param<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_encoding::percent_decode_str(v).decode_utf8_lossy())
+    })
+}
+
+/// The query without any parameter named in `names`, preserving the order of the rest.
+pub fn strip_query_params<'a>(query: &'a str, names: &[&str]) -> Cow<'a, str> {
+    if names.is_empty() {
+        return Cow::Borrowed(query);
+    }
+    let is_token = |pair: &str| {
+        let k = pair.split_once('=').map_or(pair, |(k, _)| k);
+        names.contains(&k)
+    };
+    if !query.split('&').any(is_token) {
+        return Cow::Borrowed(query);
+    }
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !is_token(p))
+        .collect();
+    Cow::Owned(kept.join("&"))
+}
+
+/// The token of an `Authorization: Bearer <token>` header value.
+pub fn bearer_token(value: &[u8]) -> Option<&str> {
+    let v = std::str::from_utf8(value).ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The value of cookie `name` in a `Cookie` header value.
+pub fn cookie_value<'a>(header: &'a [u8], name: &str) -> Option<&'a str> {
+    let v = std::str::from_utf8(header).ok()?;
+    v.split(';').find_map(|c| {
+        let (k, val) = c.trim().split_once('=')?;
+        (k == name).then_some(val.trim_matches('"'))
+    })
+}
+
+/// A `Cookie` header value without the cookies named in `names`; `None` if nothing is left.
+pub fn strip_cookies(header: &[u8], names: &[&str]) -> Option<String> {
+    let v = String::from_utf8_lossy(header);
+    let kept: Vec<&str> = v
+        .split(';')
+        .map(str::trim)
+        .filter(|c| {
+            let k = c.split_once('=').map_or(*c, |(k, _)| k);
+            !c.is_empty() && !names.contains(&k)
+        })
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("; "))
+}
+
+/// What the request carries, in the terms [`find_token`] needs.
+pub struct RequestParts<'a> {
+    /// Path token, if the path source is configured and the first segment is one.
+    pub path_token: Option<(&'a str, Option<&'a str>)>,
+    /// The raw query string.
+    pub query: &'a str,
+    /// `Authorization` header values.
+    pub authorization: Option<&'a [u8]>,
+    /// `Cookie` header values.
+    pub cookies: &'a [&'a [u8]],
+}
+
+/// Find the token by the configured precedence. The first source that carries a token decides;
+/// a failing token never falls back to a lower source (the caller verifies only this one).
+pub fn find_token(sources: &[TokenSource], parts: &RequestParts<'_>) -> Option<FoundToken> {
+    for source in sources {
+        let found = match source {
+            TokenSource::Path => parts.path_token.map(|(t, sid)| FoundToken {
+                token: t.to_owned(),
+                source: "path",
+                path_sid: sid.map(str::to_owned),
+            }),
+            TokenSource::Query(name) => {
+                query_param(parts.query, name).map(|t| FoundToken {
+                    token: t.into_owned(),
+                    source: "query",
+                    path_sid: None,
+                })
+            }
+            TokenSource::Bearer => parts.authorization.and_then(bearer_token).map(|t| FoundToken {
+                token: t.to_owned(),
+                source: "bearer",
+                path_sid: None,
+            }),
+            TokenSource::Cookie(name) => parts
+                .cookies
+                .iter()
+                .find_map(|c| cookie_value(c, name))
+                .map(|t| FoundToken {
+                    token: t.to_owned(),
+                    source: "cookie",
+                    path_sid: None,
+                }),
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_paths() {
+        let ok = |raw: &str, want: &str| assert_eq!(normalize_path(raw).unwrap(), want, "{raw}");
+        ok("/premium/a", "/premium/a");
+        ok("/%70remium/a", "/premium/a");
+        ok("/premium//a", "/premium/a");
+        ok("/x/../premium/./a", "/premium/a");
+        ok("/a/b/", "/a/b/");
+        ok("/a/%c3%a9", "/a/%C3%A9");
+        ok("/a/..", "/");
+        ok("/", "/");
+        let bad = |raw: &str, why| assert_eq!(normalize_path(raw), Err(why), "{raw}");
+        bad("/..", BadRequest::EscapesRoot);
+        bad("/a/../../b", BadRequest::EscapesRoot);
+        bad("/a%2Fb", BadRequest::AmbiguousPath);
+        bad("/a%5cb", BadRequest::AmbiguousPath);
+        bad("/a%00", BadRequest::AmbiguousPath);
+        bad("/a\\b", BadRequest::AmbiguousPath);
+        bad("/a%zz", BadRequest::BadEscape);
+        bad("/a%4", BadRequest::BadEscape);
+        bad("a", BadRequest::NotOriginForm);
+    }
+
+    #[test]
+    fn path_tokens() {
+        assert_eq!(
+            split_path_token("/eyJa.eyJb.sig/video/x.m3u8"),
+            Some(("eyJa.eyJb.sig", None, "/video/x.m3u8"))
+        );
+        assert_eq!(
+            split_path_token("/s-1.eyJa.eyJb.sig/v"),
+            Some(("eyJa.eyJb.sig", Some("s-1"), "/v"))
+        );
+        assert_eq!(split_path_token("/eyJa.eyJb.sig"), Some(("eyJa.eyJb.sig", None, "/")));
+        assert_eq!(split_path_token("/news/a.b.c"), None);
+        assert_eq!(split_path_token("/a.b.c/x"), None);
+        assert_eq!(split_path_token("/.eyJa.b.c/x"), None);
+    }
+
+    #[test]
+    fn query_and_cookies() {
+        assert_eq!(query_param("a=1&token=xyz&b=2", "token").unwrap(), "xyz");
+        assert_eq!(query_param("tokenx=1", "token"), None);
+        assert_eq!(strip_query_params("a=1&token=xyz&b=2", &["token"]), "a=1&b=2");
+        assert_eq!(strip_query_params("token=xyz", &["token"]), "");
+        assert_eq!(strip_query_params("a=1", &["token"]), "a=1");
+        assert_eq!(bearer_token(b"Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token(b"bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token(b"Basic abc"), None);
+        assert_eq!(cookie_value(b"a=1; token=t1; b=2", "token"), Some("t1"));
+        assert_eq!(cookie_value(b"xtoken=1", "token"), None);
+        assert_eq!(
+            strip_cookies(b"a=1; token=t1; b=2", &["token"]).as_deref(),
+            Some("a=1; b=2")
+        );
+        assert_eq!(strip_cookies(b"token=t1", &["token"]), None);
+    }
+
+    #[test]
+    fn first_source_with_a_token_decides() {
+        let sources = vec![
+            TokenSource::Query("token".into()),
+            TokenSource::Bearer,
+            TokenSource::Cookie("token".into()),
+        ];
+        let cookies: Vec<&[u8]> = vec![b"token=fromcookie"];
+        let parts = RequestParts {
+            path_token: None,
+            query: "",
+            authorization: Some(b"Bearer frombearer"),
+            cookies: &cookies,
+        };
+        let t = find_token(&sources, &parts).unwrap();
+        assert_eq!((t.token.as_str(), t.source), ("frombearer", "bearer"));
+        let parts = RequestParts {
+            path_token: None,
+            query: "token=fromquery",
+            authorization: Some(b"Bearer frombearer"),
+            cookies: &cookies,
+        };
+        assert_eq!(find_token(&sources, &parts).unwrap().token, "fromquery");
+        let parts = RequestParts {
+            path_token: None,
+            query: "",
+            authorization: None,
+            cookies: &[],
+        };
+        assert!(find_token(&sources, &parts).is_none());
+    }
+}

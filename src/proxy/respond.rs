@@ -1,0 +1,54 @@
+//! The one place that turns an edge decision into response headers: locally generated answers
+//! (400/404/403), `Cache-Status` (RFC 9211) and `Age`.
+
+use bytes::Bytes;
+use pingora_cache::CachePhase;
+use pingora_error::Result;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+/// Errors bodies never say which check failed (SPEC §2); logs and metrics do.
+fn body_for(status: u16) -> &'static str {
+    match status {
+        400 => "bad request\n",
+        401 => "authentication required\n",
+        403 => "forbidden\n",
+        404 => "not found\n",
+        405 => "method not allowed\n",
+        _ => "error\n",
+    }
+}
+
+/// Answer from the edge without asking the origin.
+pub async fn local(session: &mut Session, status: u16) -> Result<()> {
+    let body = Bytes::from_static(body_for(status).as_bytes());
+    let mut resp = ResponseHeader::build(status, Some(5))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header("cache-status", "tollgate; fwd=bypass; detail=edge")?;
+    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    resp.insert_header(http::header::AGE, "0")?;
+    session.set_keepalive(None);
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+/// The label for `tollgate_requests_total{cache_status}` and the `Cache-Status` value for a
+/// cache phase. `stored` says whether a miss was written to the cache.
+pub fn cache_status(phase: CachePhase, stored: bool) -> (&'static str, &'static str) {
+    match phase {
+        CachePhase::Hit => ("hit", "tollgate; hit"),
+        CachePhase::Miss if stored => ("miss", "tollgate; fwd=miss; stored"),
+        CachePhase::Miss => ("miss", "tollgate; fwd=miss"),
+        CachePhase::Stale | CachePhase::StaleUpdating => ("stale", "tollgate; hit; fwd=stale"),
+        CachePhase::Expired if stored => ("expired", "tollgate; fwd=stale; stored"),
+        CachePhase::Expired => ("expired", "tollgate; fwd=stale"),
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => {
+            ("revalidated", "tollgate; fwd=stale; fwd-status=304")
+        }
+        CachePhase::Disabled(_) | CachePhase::Bypass | CachePhase::Uninit => {
+            ("bypass", "tollgate; fwd=bypass")
+        }
+        CachePhase::CacheKey => ("bypass", "tollgate; fwd=bypass"),
+    }
+}
