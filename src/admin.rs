@@ -109,7 +109,10 @@ impl AdminApp {
             }
         };
         if req.paths.is_empty() && req.prefixes.is_empty() {
-            return error(StatusCode::BAD_REQUEST, "give at least one of paths, prefixes");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give at least one of paths, prefixes",
+            );
         }
         let mut paths = Vec::with_capacity(req.paths.len());
         for p in &req.paths {
@@ -130,7 +133,10 @@ impl AdminApp {
             );
         }
         let purged = self.edge.purge(&paths, &req.prefixes);
-        log::info!("purged {purged} objects (paths {paths:?}, prefixes {:?})", req.prefixes);
+        log::info!(
+            "purged {purged} objects (paths {paths:?}, prefixes {:?})",
+            req.prefixes
+        );
         json(StatusCode::OK, serde_json::json!({ "purged": purged }))
     }
 }
@@ -154,7 +160,14 @@ impl ServeHttp for AdminApp {
             }
             ("GET", "/healthz") => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             (_, p) if p.starts_with("/admin/") => {
-                if !authorized(session, self.edge.config.admin.as_ref().and_then(|a| a.token.as_deref())) {
+                if !authorized(
+                    session,
+                    self.edge
+                        .config
+                        .admin
+                        .as_ref()
+                        .and_then(|a| a.token.as_deref()),
+                ) {
                     let mut r = error(StatusCode::UNAUTHORIZED, "admin token required");
                     r.headers_mut().insert(
                         http::header::WWW_AUTHENTICATE,

@@ -259,9 +259,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
 
     let key = mint::SigningKey::load("demo-1", &pem)?;
     let now = unix_now();
-    let claims = serde_json::json!({"sub": "reader-1", "subs": ["premium"], "iat": now, "exp": now + 3600});
+    let claims =
+        serde_json::json!({"sub": "reader-1", "subs": ["premium"], "iat": now, "exp": now + 3600});
     let subscriber = key.sign(&claims)?;
-    let free = key.sign(&serde_json::json!({"sub": "reader-2", "subs": [], "iat": now, "exp": now + 3600}))?;
+    let free = key
+        .sign(&serde_json::json!({"sub": "reader-2", "subs": [], "iat": now, "exp": now + 3600}))?;
     // A forgery: same kid and claims, signed by a key the edge has never seen.
     let forger = mint::SigningKey::generate(Alg::ES256, "demo-1")?;
     let forged = forger.sign(&claims)?;

@@ -232,7 +232,10 @@ impl Edge {
 
     /// Purge every variant of the given exact paths and path prefixes; returns objects removed.
     pub fn purge(&self, paths: &[String], prefixes: &[String]) -> usize {
-        let n = paths.iter().map(|p| self.store.purge_path(p)).sum::<usize>()
+        let n = paths
+            .iter()
+            .map(|p| self.store.purge_path(p))
+            .sum::<usize>()
             + prefixes
                 .iter()
                 .map(|p| self.store.purge_prefix(p))
@@ -240,6 +243,41 @@ impl Edge {
         self.metrics.cache_purged.inc_by(n as u64);
         n
     }
+}
+
+/// Every problem with the configured key files, in one pass (for `tollgate check`), plus an
+/// empty key set in front of paywall routes (which would deny every reader).
+pub fn key_problems(config: &Config) -> Vec<String> {
+    let mut pem = Vec::new();
+    let mut problems = Vec::new();
+    for p in &config.keys.pem {
+        match Alg::parse(&p.alg) {
+            Some(alg) => pem.push(PemKeySpec {
+                kid: p.kid.clone(),
+                alg,
+                path: p.path.clone(),
+            }),
+            None => problems.push(format!("keys.pem: unsupported alg {:?}", p.alg)),
+        }
+    }
+    let jwks = config.keys.jwks_file.as_deref();
+    problems.extend(KeySet::check(jwks, &pem).iter().map(ToString::to_string));
+    let paywalled = config
+        .routes
+        .iter()
+        .any(|r| r.access == crate::config::AccessMode::Paywall);
+    if problems.is_empty() && paywalled {
+        if let Ok(set) = KeySet::load(jwks, &pem) {
+            if set.is_empty() {
+                problems.push(
+                    "keys: the key set is empty, so paywall routes would treat every reader as \
+                     anonymous. Fix: add a key (tollgate keygen writes a JWKS)"
+                        .to_string(),
+                );
+            }
+        }
+    }
+    problems
 }
 
 /// Seconds since the Unix epoch.

@@ -1,6 +1,6 @@
 //! The `tollgate` command: run the edge, check a config, run the demo, make keys and tokens.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -103,8 +103,8 @@ fn parse_alg(s: &str) -> anyhow::Result<Alg> {
 fn token(args: &TokenArgs) -> anyhow::Result<()> {
     let key = mint::SigningKey::load(&args.kid, &args.key)
         .with_context(|| format!("loading {}", args.key.display()))?;
-    let ttl = tollgate::config::parse_duration(&args.ttl)
-        .map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+    let ttl =
+        tollgate::config::parse_duration(&args.ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
     let now = tollgate::edge::unix_now();
     let mut claims = serde_json::json!({ "iat": now, "exp": now + ttl.as_secs() });
     let list = |s: &str| -> Vec<String> {
@@ -139,13 +139,33 @@ fn token(args: &TokenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check(conf: &PathBuf) -> ExitCode {
+fn check(conf: &Path) -> ExitCode {
     match tollgate::config::load(conf) {
         Err(e) => {
             eprintln!("{}: {e}", conf.display());
             ExitCode::FAILURE
         }
-        Ok(config) => match tollgate::edge::Edge::new(config) {
+        Ok(config) => {
+            let key_problems = tollgate::edge::key_problems(&config);
+            if !key_problems.is_empty() {
+                eprintln!(
+                    "{}: {} problem(s) with the keys:",
+                    conf.display(),
+                    key_problems.len()
+                );
+                for p in key_problems {
+                    eprintln!("  - {p}");
+                }
+                return ExitCode::FAILURE;
+            }
+            check_edge(conf, config)
+        }
+    }
+}
+
+fn check_edge(conf: &Path, config: tollgate::config::Config) -> ExitCode {
+    {
+        match tollgate::edge::Edge::new(config) {
             Err(e) => {
                 eprintln!("{}: {e}", conf.display());
                 ExitCode::FAILURE
@@ -160,12 +180,13 @@ fn check(conf: &PathBuf) -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
-        },
+        }
     }
 }
 
-fn run(conf: &PathBuf, flags: RunFlags) -> anyhow::Result<()> {
-    let config = tollgate::config::load(conf).map_err(|e| anyhow::anyhow!("{}: {e}", conf.display()))?;
+fn run(conf: &Path, flags: RunFlags) -> anyhow::Result<()> {
+    let config =
+        tollgate::config::load(conf).map_err(|e| anyhow::anyhow!("{}: {e}", conf.display()))?;
     let edge = tollgate::edge::Edge::new(config)?;
     let server = tollgate::app::build(edge, flags)?;
     server.run_forever()
@@ -184,7 +205,11 @@ fn main() -> ExitCode {
         (Some(Command::Demo(args)), _) => tollgate::demo::run(args),
         (Some(Command::Keygen { alg, kid, out }), _) => parse_alg(alg).and_then(|alg| {
             let (pem, jwks) = mint::keygen_to_dir(alg, kid, out)?;
-            println!("private key: {}\npublic JWKS: {}", pem.display(), jwks.display());
+            println!(
+                "private key: {}\npublic JWKS: {}",
+                pem.display(),
+                jwks.display()
+            );
             Ok(())
         }),
         (Some(Command::Token(args)), _) => token(args),

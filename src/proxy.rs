@@ -17,7 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use http::{HeaderValue, Method};
 use pingora_cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
-use pingora_cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable};
+use pingora_cache::key::HashBinary;
+use pingora_cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable, VarianceBuilder};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
@@ -206,7 +207,8 @@ impl TollgateProxy {
 
     fn freshness(&self, route: &Route, resp: &ResponseHeader) -> RespCacheable {
         let status = resp.status.as_u16();
-        if resp.headers.contains_key(http::header::SET_COOKIE) {
+        if resp.headers.contains_key(http::header::SET_COOKIE) || vary_names(resp).any(|n| n == "*")
+        {
             return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
         }
         let cc = CacheControl::from_resp_headers(resp);
@@ -247,6 +249,17 @@ impl TollgateProxy {
         };
         RespCacheable::Cacheable(CacheMeta::new(fresh_until, now, swr, sie, header))
     }
+}
+
+/// The header names listed in the response's `Vary` fields, trimmed and lower-cased.
+fn vary_names(resp: &ResponseHeader) -> impl Iterator<Item = String> + '_ {
+    resp.headers
+        .get_all(http::header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
 }
 
 fn secs_u32(d: Option<Duration>) -> u32 {
@@ -309,6 +322,31 @@ impl ProxyHttp for TollgateProxy {
 
     fn cache_key_callback(&self, _session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
         Ok(cache_key(&ctx.host, &ctx.path, &ctx.query, ctx.variant))
+    }
+
+    /// Secondary keys for `Vary` (within the entitlement variant, which is in the primary key).
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut Ctx,
+        req: &pingora_http::RequestHeader,
+    ) -> Option<HashBinary> {
+        let names: Vec<String> = vary_names(meta.response_header()).collect();
+        if names.is_empty() {
+            return None;
+        }
+        let mut vb = VarianceBuilder::new();
+        for name in names {
+            let value = req
+                .headers
+                .get_all(name.as_str())
+                .iter()
+                .map(HeaderValue::as_bytes)
+                .collect::<Vec<_>>()
+                .join(&b","[..]);
+            vb.add_owned_name_value(name, value);
+        }
+        vb.finalize()
     }
 
     fn response_cache_filter(
@@ -453,7 +491,12 @@ impl ProxyHttp for TollgateProxy {
         };
         let m = &self.edge.metrics;
         m.requests
-            .with_label_values(&[route, ctx.variant.as_str(), cache_status, status_class(status)])
+            .with_label_values(&[
+                route,
+                ctx.variant.as_str(),
+                cache_status,
+                status_class(status),
+            ])
             .inc();
         m.request_duration
             .observe(ctx.start.elapsed().as_secs_f64());

@@ -60,10 +60,22 @@ mod tests {
     fn variant_and_components_separate_keys() {
         let p = "/a";
         let base = cache_key("h", p, "", Variant::Anonymous).combined_bin();
-        assert_ne!(base, cache_key("h", p, "", Variant::Subscriber).combined_bin());
-        assert_ne!(base, cache_key("h2", p, "", Variant::Anonymous).combined_bin());
-        assert_ne!(base, cache_key("h", p, "x=1", Variant::Anonymous).combined_bin());
-        assert_eq!(base, cache_key("h", p, "", Variant::Anonymous).combined_bin());
+        assert_ne!(
+            base,
+            cache_key("h", p, "", Variant::Subscriber).combined_bin()
+        );
+        assert_ne!(
+            base,
+            cache_key("h2", p, "", Variant::Anonymous).combined_bin()
+        );
+        assert_ne!(
+            base,
+            cache_key("h", p, "x=1", Variant::Anonymous).combined_bin()
+        );
+        assert_eq!(
+            base,
+            cache_key("h", p, "", Variant::Anonymous).combined_bin()
+        );
         // no ambiguity between host and path boundaries
         assert_ne!(
             cache_key("h/", "a/a", "", Variant::Public).combined_bin(),

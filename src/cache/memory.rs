@@ -518,7 +518,10 @@ mod tests {
         let k = key("/big", "public");
         let span = pingora_cache::trace::Span::inactive().handle();
         let mut miss = store.get_miss_handler(&k, &meta(32), &span).await.unwrap();
-        assert!(miss.write_body(Bytes::from(vec![1u8; 32]), true).await.is_err());
+        assert!(miss
+            .write_body(Bytes::from(vec![1u8; 32]), true)
+            .await
+            .is_err());
         drop(miss);
         assert!(read(store, &k).await.is_none());
 

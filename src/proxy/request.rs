@@ -232,18 +232,19 @@ pub fn find_token(sources: &[TokenSource], parts: &RequestParts<'_>) -> Option<F
                 source: "path",
                 path_sid: sid.map(str::to_owned),
             }),
-            TokenSource::Query(name) => {
-                query_param(parts.query, name).map(|t| FoundToken {
-                    token: t.into_owned(),
-                    source: "query",
-                    path_sid: None,
-                })
-            }
-            TokenSource::Bearer => parts.authorization.and_then(bearer_token).map(|t| FoundToken {
-                token: t.to_owned(),
-                source: "bearer",
+            TokenSource::Query(name) => query_param(parts.query, name).map(|t| FoundToken {
+                token: t.into_owned(),
+                source: "query",
                 path_sid: None,
             }),
+            TokenSource::Bearer => parts
+                .authorization
+                .and_then(bearer_token)
+                .map(|t| FoundToken {
+                    token: t.to_owned(),
+                    source: "bearer",
+                    path_sid: None,
+                }),
             TokenSource::Cookie(name) => parts
                 .cookies
                 .iter()
@@ -298,7 +299,10 @@ mod tests {
             split_path_token("/s-1.eyJa.eyJb.sig/v"),
             Some(("eyJa.eyJb.sig", Some("s-1"), "/v"))
         );
-        assert_eq!(split_path_token("/eyJa.eyJb.sig"), Some(("eyJa.eyJb.sig", None, "/")));
+        assert_eq!(
+            split_path_token("/eyJa.eyJb.sig"),
+            Some(("eyJa.eyJb.sig", None, "/"))
+        );
         assert_eq!(split_path_token("/news/a.b.c"), None);
         assert_eq!(split_path_token("/a.b.c/x"), None);
         assert_eq!(split_path_token("/.eyJa.b.c/x"), None);
@@ -308,7 +312,10 @@ mod tests {
     fn query_and_cookies() {
         assert_eq!(query_param("a=1&token=xyz&b=2", "token").unwrap(), "xyz");
         assert_eq!(query_param("tokenx=1", "token"), None);
-        assert_eq!(strip_query_params("a=1&token=xyz&b=2", &["token"]), "a=1&b=2");
+        assert_eq!(
+            strip_query_params("a=1&token=xyz&b=2", &["token"]),
+            "a=1&b=2"
+        );
         assert_eq!(strip_query_params("token=xyz", &["token"]), "");
         assert_eq!(strip_query_params("a=1", &["token"]), "a=1");
         assert_eq!(bearer_token(b"Bearer abc"), Some("abc"));
