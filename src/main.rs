@@ -1,5 +1,6 @@
 //! The `tollgate` command: run the edge, check a config, run the demo, make keys and tokens.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -90,6 +91,9 @@ struct TokenArgs {
     /// Client IP or CIDR the token is bound to.
     #[arg(long)]
     ip: Option<String>,
+    /// Mint this many distinct tokens (one per line, each with its own `jti`), e.g. for load tests.
+    #[arg(long, default_value_t = 1)]
+    count: u32,
 }
 
 fn parse_alg(s: &str) -> anyhow::Result<Alg> {
@@ -135,7 +139,16 @@ fn token(args: &TokenArgs) -> anyhow::Result<()> {
     if let Some(v) = &args.ip {
         claims["ip"] = v.clone().into();
     }
-    println!("{}", key.sign(&claims)?);
+    if args.count <= 1 {
+        println!("{}", key.sign(&claims)?);
+        return Ok(());
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for i in 0..args.count {
+        claims["jti"] = format!("{now}-{i}").into();
+        writeln!(out, "{}", key.sign(&claims)?)?;
+    }
+    out.flush()?;
     Ok(())
 }
 

@@ -20,9 +20,9 @@ use pingora_cache::cache_control::{CacheControl, Cacheable, InterpretCacheContro
 use pingora_cache::key::HashBinary;
 use pingora_cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable, VarianceBuilder};
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorType, Result};
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::ResponseHeader;
-use pingora_proxy::{ProxyHttp, Session};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access::{self, Decision};
 use crate::cache::{cache_key, Variant};
@@ -52,6 +52,7 @@ pub struct Ctx {
     path: String,
     query: String,
     stored: bool,
+    cache_enabled: bool,
     local_status: Option<u16>,
     upstream_start: Option<Instant>,
 }
@@ -286,6 +287,7 @@ impl ProxyHttp for TollgateProxy {
             path: String::new(),
             query: String::new(),
             stored: false,
+            cache_enabled: false,
             local_status: None,
             upstream_start: None,
         }
@@ -314,6 +316,7 @@ impl ProxyHttp for TollgateProxy {
         session
             .cache
             .enable(edge.store, None, None, Some(edge.cache_lock), None);
+        ctx.cache_enabled = true;
         session
             .cache
             .set_max_file_size_bytes(edge.store.max_object_size() as usize);
@@ -462,7 +465,8 @@ impl ProxyHttp for TollgateProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let (_, status) = respond::cache_status(session.cache.phase(), ctx.stored);
+        let (_, status) =
+            respond::cache_status(session.cache.phase(), ctx.stored, ctx.cache_enabled);
         upstream_response.insert_header("cache-status", status)?;
         if !upstream_response.headers.contains_key(http::header::AGE) {
             upstream_response.insert_header(http::header::AGE, "0")?;
@@ -472,6 +476,32 @@ impl ProxyHttp for TollgateProxy {
             upstream_response.insert_header(http::header::CACHE_CONTROL, "private")?;
         }
         Ok(())
+    }
+
+    /// Errors (origin unreachable, bad upstream response, ...) answered with the same headers as
+    /// every other response: `Cache-Status`, `Age`, a short body that names no internals.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 && session.response_written().is_none() {
+            ctx.local_status = Some(code);
+            if let Err(write_err) = respond::local(session, code).await {
+                log::debug!("could not send the {code} response: {write_err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
@@ -487,7 +517,7 @@ impl ProxyHttp for TollgateProxy {
         let cache_status = if ctx.local_status.is_some() {
             "edge"
         } else {
-            respond::cache_status(session.cache.phase(), ctx.stored).0
+            respond::cache_status(session.cache.phase(), ctx.stored, ctx.cache_enabled).0
         };
         let m = &self.edge.metrics;
         m.requests

@@ -112,7 +112,16 @@ struct Stored {
 /// The memory tier. Create one per process with [`MemoryStore::leak`]: pingora wants
 /// `&'static` storage.
 pub struct MemoryStore {
-    ufo: TinyUfo<HashBinary, Arc<Stored>>,
+    /// `None` is a tombstone left by a purge. TinyUFO 0.9's `remove` unlinks the bucket but
+    /// leaves the key in its FIFO queue; re-adding the key then queues it twice and the second
+    /// pop subtracts its weight again, underflowing the weight counters (found by the randomized
+    /// purge test). So this store never calls `remove`: a purge overwrites the slot in place with
+    /// a weight-1 tombstone, and TinyUFO evicts tombstones like any other entry.
+    ufo: TinyUfo<HashBinary, Option<Arc<Stored>>>,
+    /// Serializes every mutation of `ufo` (puts, and therefore evictions), so the in-place
+    /// update of an existing key never races an eviction of that key. Mutations happen only on
+    /// fills, purges and evictions; hits (`get`) never take this lock.
+    writes: parking_lot::Mutex<()>,
     /// normalized path → keys stored under it (every host, query and variant)
     index: DashMap<Arc<str>, Vec<HashBinary>, ahash::RandomState>,
     objects: AtomicU64,
@@ -129,6 +138,7 @@ impl MemoryStore {
         let estimated = ((max_size / 8192) as usize).clamp(1024, 4_000_000);
         MemoryStore {
             ufo: TinyUfo::new(units, estimated),
+            writes: parking_lot::Mutex::new(()),
             index: DashMap::with_hasher(ahash::RandomState::new()),
             objects: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -177,13 +187,31 @@ impl MemoryStore {
         paths.iter().map(|p| self.purge_path(p)).sum()
     }
 
+    /// Replace the object stored under `hash` (if any) with a tombstone; returns the old object.
+    fn take(&self, hash: &HashBinary) -> Option<Arc<Stored>> {
+        let (old, evicted) = {
+            let _w = self.writes.lock();
+            let old = self.ufo.get(hash).flatten()?;
+            (old, self.ufo.force_put(*hash, None, 1))
+        };
+        self.account_removed(&old);
+        self.account_evicted(evicted);
+        Some(old)
+    }
+
     fn remove_hash(&self, hash: &HashBinary) -> bool {
-        match self.ufo.remove(hash) {
-            Some(old) => {
-                self.account_removed(&old);
-                true
+        self.take(hash).is_some()
+    }
+
+    fn account_evicted(&self, evicted: Vec<tinyufo::KV<Option<Arc<Stored>>>>) {
+        for kv in evicted {
+            // tombstones carry nothing to account for
+            let Some(old) = kv.data else { continue };
+            self.account_removed(&old);
+            self.unindex(&old.path, &old.hash);
+            if let Some(m) = &self.metrics {
+                m.evictions.inc();
             }
-            None => false,
         }
     }
 
@@ -219,31 +247,37 @@ impl MemoryStore {
         let path = stored.path.clone();
         let size = stored.size;
         let weight = size.div_ceil(WEIGHT_UNIT).clamp(1, u16::MAX as u64) as u16;
-        if let Some(old) = self.ufo.remove(&hash) {
+        let (old, evicted) = {
+            let _w = self.writes.lock();
+            let old = self.ufo.get(&hash).flatten();
+            // force_put: a fill that readers are waiting on (cache lock) must become visible to
+            // them; TinyLFU admission still ranks it for eviction afterwards. An existing key
+            // (a refill, or a tombstone) is updated in place.
+            (
+                old,
+                self.ufo.force_put(hash, Some(Arc::new(stored)), weight),
+            )
+        };
+        if let Some(old) = old {
             self.account_removed(&old);
         }
-        // force_put: a fill that readers are waiting on (cache lock) must become visible to them;
-        // TinyLFU admission still ranks it for eviction afterwards.
-        let evicted = self.ufo.force_put(hash, Arc::new(stored), weight);
         self.objects.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(size, Ordering::Relaxed);
         // Index after the put: a purge racing with this fill either removes the new object or
         // finds it in the index afterwards; it can never be stored yet unfindable.
-        self.index.entry(path).or_default().push(hash);
-        for kv in evicted {
-            let old = kv.data;
-            self.account_removed(&old);
-            self.unindex(&old.path, &old.hash);
-            if let Some(m) = &self.metrics {
-                m.evictions.inc();
+        {
+            let mut hashes = self.index.entry(path).or_default();
+            if !hashes.contains(&hash) {
+                hashes.push(hash);
             }
         }
+        self.account_evicted(evicted);
         self.publish();
     }
 
     fn get(&self, hash: &HashBinary) -> Option<Arc<Stored>> {
         // TinyUFO buckets by a 64-bit hash of the key; compare the full 128-bit key as well.
-        self.ufo.get(hash).filter(|s| &s.hash == hash)
+        self.ufo.get(hash).flatten().filter(|s| &s.hash == hash)
     }
 }
 
@@ -295,9 +329,8 @@ impl Storage for MemoryStore {
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
         let hash = target.key().combined_bin();
-        Ok(match self.ufo.remove(&hash) {
+        Ok(match self.take(&hash) {
             Some(old) => {
-                self.account_removed(&old);
                 self.unindex(&old.path, &old.hash);
                 PurgeOutcome::Purged(None)
             }
@@ -510,6 +543,34 @@ mod tests {
         // weights are rounded up to whole KiB, so allow one unit of slack per object
         assert!(store.bytes() <= max + 64 * 1024, "bytes {}", store.bytes());
         assert!(store.objects() < 200);
+    }
+
+    /// Regression: purging and refilling the same keys under eviction pressure once underflowed
+    /// TinyUFO's weight counters (its `remove` leaves the key queued), panicking the worker.
+    #[tokio::test]
+    async fn purge_and_refill_under_eviction_pressure_keeps_accounts_straight() {
+        let store = MemoryStore::new(64 * 1024, 16 * 1024, None).leak();
+        let body = vec![1u8; 4 * 1024];
+        for round in 0..50 {
+            for i in 0..8 {
+                fill(store, &key(&format!("/r/{i}"), "anonymous"), &body).await;
+                fill(store, &key(&format!("/r/{i}"), "subscriber"), &body).await;
+            }
+            if round % 3 == 0 {
+                store.purge_prefix("/r/");
+            } else {
+                store.purge_path(&format!("/r/{}", round % 8));
+            }
+        }
+        store.purge_prefix("/");
+        assert_eq!(store.objects(), 0);
+        assert_eq!(store.bytes(), 0);
+        fill(store, &key("/r/0", "public"), b"again").await;
+        assert_eq!(
+            read(store, &key("/r/0", "public")).await.as_deref(),
+            Some(&b"again"[..])
+        );
+        assert_eq!(store.objects(), 1);
     }
 
     #[tokio::test]

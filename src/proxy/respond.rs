@@ -15,6 +15,8 @@ fn body_for(status: u16) -> &'static str {
         403 => "forbidden\n",
         404 => "not found\n",
         405 => "method not allowed\n",
+        502 => "bad gateway: the origin did not answer properly\n",
+        504 => "gateway timeout\n",
         _ => "error\n",
     }
 }
@@ -25,7 +27,12 @@ pub async fn local(session: &mut Session, status: u16) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(5))?;
     resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    resp.insert_header("cache-status", "tollgate; fwd=bypass; detail=edge")?;
+    let cache_status = if status >= 500 {
+        "tollgate; fwd=miss; detail=origin-error"
+    } else {
+        "tollgate; fwd=bypass; detail=edge"
+    };
+    resp.insert_header("cache-status", cache_status)?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     resp.insert_header(http::header::AGE, "0")?;
     session.set_keepalive(None);
@@ -34,9 +41,16 @@ pub async fn local(session: &mut Session, status: u16) -> Result<()> {
 }
 
 /// The label for `tollgate_requests_total{cache_status}` and the `Cache-Status` value for a
-/// cache phase. `stored` says whether a miss was written to the cache.
-pub fn cache_status(phase: CachePhase, stored: bool) -> (&'static str, &'static str) {
+/// cache phase. `stored` says whether a miss was written to the cache; `looked_up` whether the
+/// request was eligible for the cache at all (a lookup happened), which tells a miss that the
+/// origin forbade storing (pingora then reports `Disabled`) from a request that bypassed the cache.
+pub fn cache_status(
+    phase: CachePhase,
+    stored: bool,
+    looked_up: bool,
+) -> (&'static str, &'static str) {
     match phase {
+        CachePhase::Disabled(_) if looked_up => ("miss", "tollgate; fwd=miss"),
         CachePhase::Hit => ("hit", "tollgate; hit"),
         CachePhase::Miss if stored => ("miss", "tollgate; fwd=miss; stored"),
         CachePhase::Miss => ("miss", "tollgate; fwd=miss"),

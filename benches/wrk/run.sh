@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Cache-hit throughput of one Tollgate node, measured with wrk on this machine.
+#
+#   benches/wrk/run.sh [RUNS] [SECONDS]      (defaults: 3 runs of 10 s per scenario)
+#
+# Method (see benches/README.md): the node runs one worker thread pinned to CPU 0
+# (`taskset -c 0`), wrk runs 1 thread / 50 connections pinned to CPU 1. The origin is python3's
+# http.server serving 1 KiB files; every scenario is warmed first, then checked for
+# correctness (subscriber body vs teaser, Cache-Status: hit), then timed. Each scenario's median
+# req/s and p99 are printed, with the ratio to the public-hit rate of the same run.
+set -euo pipefail
+RUNS=${1:-3}
+SECS=${2:-10}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BIN=${TOLLGATE_BIN:-$ROOT/target/release/tollgate}
+[ -x "$BIN" ] || (cd "$ROOT" && cargo build --release)
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 1; }
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+EDGE=$(free_port); ADMIN=$(free_port); ORIGIN=$(free_port)
+
+# origin: 1 KiB bodies
+mkdir -p "$WORK/www/public" "$WORK/www/premium"
+head -c 1024 /dev/zero | tr '\0' 'p' > "$WORK/www/public/article"
+head -c 1024 /dev/zero | tr '\0' 's' > "$WORK/www/premium/article"
+(cd "$WORK/www" && exec python3 -m http.server "$ORIGIN" --bind 127.0.0.1 >/dev/null 2>&1) &
+PIDS+=($!)
+
+"$BIN" keygen --alg ES256 --kid bench --out "$WORK/keys" >/dev/null
+head -c 24 /dev/urandom | base64 > "$WORK/admin.token"
+cat > "$WORK/tollgate.yaml" <<YAML
+pingora: { threads: 1 }
+listeners: [ { addr: "127.0.0.1:$EDGE" } ]
+admin: { addr: "127.0.0.1:$ADMIN", token_file: admin.token }
+origins: { www: { url: "http://127.0.0.1:$ORIGIN" } }
+keys: { jwks_file: keys/jwks.json }
+auth: { token_sources: [bearer] }
+routes:
+  - { match: /premium/*, origin: www, access: paywall, require: [premium], cache: { default_ttl: 1h } }
+  - { match: /*, origin: www, access: public, cache: { default_ttl: 1h } }
+cache: { memory: { max_size: 64MiB } }
+YAML
+"$BIN" check -c "$WORK/tollgate.yaml" >/dev/null
+RUST_LOG=error taskset -c 0 "$BIN" -c "$WORK/tollgate.yaml" 2>"$WORK/edge.log" &
+PIDS+=($!)
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$ADMIN/healthz" >/dev/null && break; sleep 0.2; done
+
+ONE=$("$BIN" token --key "$WORK/keys/bench.pem" --kid bench --sub u1 --subs premium --ttl 2h)
+"$BIN" token --key "$WORK/keys/bench.pem" --kid bench --sub u --subs premium --ttl 2h --count 10000 > "$WORK/tokens.txt"
+BASE="http://127.0.0.1:$EDGE"
+
+# correctness before timing
+for _ in 1 2; do
+  curl -s -o /dev/null "$BASE/public/article"
+  curl -s -o /dev/null -H "Authorization: Bearer $ONE" "$BASE/premium/article"
+done
+curl -si "$BASE/public/article" | grep -qi '^cache-status: tollgate; hit' || { echo "public is not a hit" >&2; exit 1; }
+curl -si -H "Authorization: Bearer $ONE" "$BASE/premium/article" | grep -qi '^cache-status: tollgate; hit' || { echo "subscriber is not a hit" >&2; exit 1; }
+curl -s -H "Authorization: Bearer $ONE" "$BASE/premium/article" | grep -q sss || { echo "subscriber did not get the subscriber body" >&2; exit 1; }
+# warm the token cache with every rotating token (and prove they verify)
+TOKENS_FILE="$WORK/tokens.txt" WRK_PATH=/premium/article taskset -c 1 wrk -t1 -c50 -d3s -s "$ROOT/benches/wrk/rotate.lua" "$BASE" >/dev/null
+
+run() { # name, wrk args...
+  local name=$1; shift
+  local rates=() p99s=()
+  for _ in $(seq "$RUNS"); do
+    local out; out=$(taskset -c 1 wrk -t1 -c50 -d"${SECS}s" --latency "$@")
+    if echo "$out" | grep -q "Non-2xx\|Socket errors"; then echo "$name: errors during the run:" >&2; echo "$out" >&2; exit 1; fi
+    rates+=("$(echo "$out" | awk '/Requests\/sec/ {print $2}')")
+    p99s+=("$(echo "$out" | awk '$1=="99%" {print $2}')")
+  done
+  local med; med=$(printf '%s\n' "${rates[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  local p99; p99=$(printf '%s\n' "${p99s[@]}" | sort -V | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  echo "$name|$med|$p99|${rates[*]}"
+}
+
+R1=$(run "public hit" "$BASE/public/article")
+R2=$(run "subscriber hit, one ES256 token" -H "Authorization: Bearer $ONE" "$BASE/premium/article")
+R3=$(TOKENS_FILE="$WORK/tokens.txt" WRK_PATH=/premium/article run "subscriber hit, 10,000 rotating ES256 tokens" -s "$ROOT/benches/wrk/rotate.lua" "$BASE")
+ORIGIN_HITS=$(curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^tollgate_requests_total/ && /cache_status="miss"/ {s+=$2} END {print s+0}')
+
+PUB=$(echo "$R1" | cut -d'|' -f2)
+printf '\n%-48s %12s %10s %10s   %s\n' scenario "req/s (med)" p99 "vs public" "runs"
+for r in "$R1" "$R2" "$R3"; do
+  IFS='|' read -r name rate p99 all <<<"$r"
+  printf '%-48s %12s %10s %9.2fx   %s\n' "$name" "$rate" "$p99" "$(echo "$rate / $PUB" | bc -l)" "$all"
+done
+echo "origin fills during the whole run: $ORIGIN_HITS (misses)"
+echo "machine: $(nproc) cores, $(uname -r); $(date -u +%F)"
