@@ -553,8 +553,14 @@ mod tests {
         let body = vec![1u8; 4 * 1024];
         for round in 0..50 {
             for i in 0..8 {
-                fill(store, &key(&format!("/r/{i}"), "anonymous"), &body).await;
-                fill(store, &key(&format!("/r/{i}"), "subscriber"), &body).await;
+                for v in ["anonymous", "subscriber"] {
+                    let k = key(&format!("/r/{i}"), v);
+                    fill(store, &k, &body).await;
+                    // hits raise TinyUFO's use counts, which is what moves entries between
+                    // its queues and exposed the double-queued key
+                    read(store, &k).await;
+                    read(store, &k).await;
+                }
             }
             if round % 3 == 0 {
                 store.purge_prefix("/r/");
