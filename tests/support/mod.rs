@@ -112,6 +112,7 @@ struct OriginState {
     hits: HashMap<String, usize>,
     overrides: HashMap<String, Override>,
     pad_to: usize,
+    delay: Duration,
 }
 
 /// A real origin server on loopback. Dropping it stops the server.
@@ -183,12 +184,15 @@ async fn handle(
     let variant = rec.header_all(VARIANT_HEADER).join(",");
     let secret = rec.header_all(SECRET_HEADER).join(",");
     let seq = ORIGIN_SEQ.fetch_add(1, Ordering::Relaxed).to_string();
-    let (over, pad_to) = {
+    let (over, pad_to, delay) = {
         let mut st = state.lock().unwrap();
         *st.hits.entry(path.clone()).or_default() += 1;
         st.requests.push(rec);
-        (st.overrides.get(&path).cloned(), st.pad_to)
+        (st.overrides.get(&path).cloned(), st.pad_to, st.delay)
     };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let mut headers = vec![
         (
             "content-type".to_string(),
@@ -280,6 +284,11 @@ impl Origin {
     /// The padding in force.
     pub fn padding(&self) -> usize {
         self.state.lock().unwrap().pad_to
+    }
+
+    /// Make every answer take this long (a slow origin, to exercise request coalescing).
+    pub fn set_delay(&self, delay: Duration) {
+        self.state.lock().unwrap().delay = delay;
     }
 
     /// Answer `path` (exact, without query) with a canned response.
