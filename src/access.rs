@@ -20,6 +20,18 @@ pub enum AuthResult {
 }
 
 impl AuthResult {
+    /// Every result label, so metrics can expose each series (at 0) from the start.
+    pub fn all_labels() -> impl Iterator<Item = &'static str> {
+        [
+            AuthResult::Valid,
+            AuthResult::Missing,
+            AuthResult::NotEntitled,
+        ]
+        .into_iter()
+        .chain(Denial::ALL.into_iter().map(AuthResult::Denied))
+        .map(AuthResult::as_str)
+    }
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {

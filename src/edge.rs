@@ -99,6 +99,9 @@ impl Edge {
     /// Build the runtime state: load keys, resolve origins, size the cache.
     pub fn new(config: Config) -> Result<Arc<Edge>, EdgeError> {
         let metrics = Arc::new(Metrics::new()?);
+        for label in crate::access::AuthResult::all_labels() {
+            metrics.auth_decisions.with_label_values(&[label]);
+        }
         let mut pem = Vec::with_capacity(config.keys.pem.len());
         for p in &config.keys.pem {
             pem.push(PemKeySpec {

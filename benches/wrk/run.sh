@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cache-hit throughput of one Tollgate node, measured with wrk on this machine.
 #
-#   benches/wrk/run.sh [RUNS] [SECONDS]      (defaults: 3 runs of 10 s per scenario)
+#   benches/wrk/run.sh [RUNS] [SECONDS]      (defaults: 5 rounds of 10 s per scenario)
 #
 # Method (see benches/README.md): the node runs one worker thread pinned to CPU 0
 # (`taskset -c 0`), wrk runs 1 thread / 50 connections pinned to CPU 1. The origin is python3's
@@ -9,7 +9,7 @@
 # correctness (subscriber body vs teaser, Cache-Status: hit), then timed. Each scenario's median
 # req/s and p99 are printed, with the ratio to the public-hit rate of the same run.
 set -euo pipefail
-RUNS=${1:-3}
+RUNS=${1:-5}
 SECS=${2:-10}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${TOLLGATE_BIN:-$ROOT/target/release/tollgate}
@@ -65,23 +65,26 @@ curl -s -H "Authorization: Bearer $ONE" "$BASE/premium/article" | grep -q sss ||
 # warm the token cache with every rotating token (and prove they verify)
 TOKENS_FILE="$WORK/tokens.txt" WRK_PATH=/premium/article taskset -c 1 wrk -t1 -c50 -d3s -s "$ROOT/benches/wrk/rotate.lua" "$BASE" >/dev/null
 
-run() { # name, wrk args...
-  local name=$1; shift
-  local rates=() p99s=()
-  for _ in $(seq "$RUNS"); do
-    local out; out=$(taskset -c 1 wrk -t1 -c50 -d"${SECS}s" --latency "$@")
-    if echo "$out" | grep -q "Non-2xx\|Socket errors"; then echo "$name: errors during the run:" >&2; echo "$out" >&2; exit 1; fi
-    rates+=("$(echo "$out" | awk '/Requests\/sec/ {print $2}')")
-    p99s+=("$(echo "$out" | awk '$1=="99%" {print $2}')")
-  done
-  local med; med=$(printf '%s\n' "${rates[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  local p99; p99=$(printf '%s\n' "${p99s[@]}" | sort -V | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  echo "$name|$med|$p99|${rates[*]}"
+once() { # wrk args... -> "req/s p99"
+  local out; out=$(taskset -c 1 wrk -t1 -c50 -d"${SECS}s" --latency "$@")
+  if echo "$out" | grep -q "Non-2xx\|Socket errors"; then echo "errors during a run:" >&2; echo "$out" >&2; exit 1; fi
+  echo "$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(echo "$out" | awk '$1=="99%" {print $2}')"
 }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+median_v() { sort -V | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-R1=$(run "public hit" "$BASE/public/article")
-R2=$(run "subscriber hit, one ES256 token" -H "Authorization: Bearer $ONE" "$BASE/premium/article")
-R3=$(TOKENS_FILE="$WORK/tokens.txt" WRK_PATH=/premium/article run "subscriber hit, 10,000 rotating ES256 tokens" -s "$ROOT/benches/wrk/rotate.lua" "$BASE")
+# Scenarios are interleaved round by round (A B C, A B C, ...) so that drift in the machine's
+# background load hits every scenario alike.
+declare -a A_R B_R C_R A_P B_P C_P
+for _ in $(seq "$RUNS"); do
+  read -r r p <<<"$(once "$BASE/public/article")"; A_R+=("$r"); A_P+=("$p")
+  read -r r p <<<"$(once -H "Authorization: Bearer $ONE" "$BASE/premium/article")"; B_R+=("$r"); B_P+=("$p")
+  read -r r p <<<"$(TOKENS_FILE="$WORK/tokens.txt" WRK_PATH=/premium/article once -s "$ROOT/benches/wrk/rotate.lua" "$BASE")"; C_R+=("$r"); C_P+=("$p")
+done
+row() { echo "$1|$(printf '%s\n' "${@:2:$RUNS}" | median)|$(printf '%s\n' "${@:$((RUNS+2))}" | median_v)|$(echo "${@:2:$RUNS}")"; }
+R1=$(row "public hit" "${A_R[@]}" "${A_P[@]}")
+R2=$(row "subscriber hit, one ES256 token" "${B_R[@]}" "${B_P[@]}")
+R3=$(row "subscriber hit, 10,000 rotating ES256 tokens" "${C_R[@]}" "${C_P[@]}")
 ORIGIN_HITS=$(curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^tollgate_requests_total/ && /cache_status="miss"/ {s+=$2} END {print s+0}')
 
 PUB=$(echo "$R1" | cut -d'|' -f2)
