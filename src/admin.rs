@@ -132,11 +132,9 @@ impl AdminApp {
                 &format!("prefix {bad:?} must start with '/'"),
             );
         }
-        let purged = self.edge.purge(&paths, &req.prefixes);
-        log::info!(
-            "purged {purged} objects (paths {paths:?}, prefixes {:?})",
-            req.prefixes
-        );
+        let what = format!("paths {paths:?}, prefixes {:?}", req.prefixes);
+        let purged = self.edge.purge(paths, req.prefixes).await;
+        log::info!("purged {purged} objects ({what})");
         json(StatusCode::OK, serde_json::json!({ "purged": purged }))
     }
 }

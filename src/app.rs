@@ -93,7 +93,7 @@ pub fn build(edge: Arc<Edge>, flags: RunFlags) -> anyhow::Result<Server> {
     }
 
     server.add_service(background_service(
-        "key reload and token sweep",
+        "housekeeping",
         Housekeeping {
             edge,
             interval: Duration::from_secs(config.keys.reload_interval_seconds.max(1)),
@@ -102,8 +102,8 @@ pub fn build(edge: Arc<Edge>, flags: RunFlags) -> anyhow::Result<Server> {
     Ok(server)
 }
 
-/// Periodic work off the request path: reload keys when their files change, drop expired
-/// tokens from the token cache.
+/// Work off the request path: index the disk tier at start, then periodically reload keys when
+/// their files change and drop expired tokens from the token cache.
 struct Housekeeping {
     edge: Arc<Edge>,
     interval: Duration,
@@ -125,6 +125,10 @@ fn key_files_stamp(edge: &Edge) -> Vec<Option<(SystemTime, u64)>> {
 #[async_trait]
 impl BackgroundService for Housekeeping {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        if let Some(disk) = self.edge.store.disk() {
+            // Index the disk tier in the background: lookups open files by name meanwhile.
+            tokio::task::spawn_blocking(move || disk.scan());
+        }
         let mut stamp = key_files_stamp(&self.edge);
         let mut ticker = tokio::time::interval(self.interval);
         loop {

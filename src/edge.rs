@@ -13,7 +13,7 @@ use http::HeaderValue;
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 
 use crate::auth::{Alg, KeySet, PemKeySpec, Policy, TokenCache};
-use crate::cache::{MemoryStore, TierMetrics};
+use crate::cache::{DiskErrors, DiskStore, LookupMetrics, MemoryStore, TierMetrics, TieredStore};
 use crate::config::{Config, TokenSource};
 use crate::metrics::Metrics;
 
@@ -35,6 +35,15 @@ pub enum EdgeError {
         addr: String,
         /// resolver message
         reason: String,
+    },
+    /// The disk tier's directory could not be prepared.
+    #[error("cache.disk.path {path}: {source}")]
+    Disk {
+        /// directory
+        path: PathBuf,
+        /// why
+        #[source]
+        source: std::io::Error,
     },
     /// Metric registration failed.
     #[error("metrics: {0}")]
@@ -75,8 +84,8 @@ pub struct Edge {
     pub policy: Policy,
     /// Verified-token cache.
     pub tokens: TokenCache,
-    /// The memory cache tier.
-    pub store: &'static MemoryStore,
+    /// The cache: memory tier, and the disk tier when configured.
+    pub store: &'static TieredStore,
     /// Request coalescing for cache fills.
     pub cache_lock: &'static CacheKeyLockImpl,
     /// Metrics registry.
@@ -122,17 +131,48 @@ impl Edge {
             max_token_bytes: config.auth.max_token_bytes,
         };
 
-        let tier = TierMetrics {
-            objects: metrics.cache_objects.with_label_values(&["memory"]),
-            bytes: metrics.cache_bytes.with_label_values(&["memory"]),
-            evictions: metrics.cache_evictions.with_label_values(&["memory"]),
+        let tier = |name: &str| TierMetrics {
+            objects: metrics.cache_objects.with_label_values(&[name]),
+            bytes: metrics.cache_bytes.with_label_values(&[name]),
+            evictions: metrics.cache_evictions.with_label_values(&[name]),
         };
-        let store = MemoryStore::new(
+        let lookups = LookupMetrics {
+            memory_hit: metrics.cache_lookups.with_label_values(&["memory", "hit"]),
+            memory_miss: metrics.cache_lookups.with_label_values(&["memory", "miss"]),
+            disk_hit: metrics.cache_lookups.with_label_values(&["disk", "hit"]),
+            disk_miss: metrics.cache_lookups.with_label_values(&["disk", "miss"]),
+        };
+        // The memory tier keeps objects up to an eighth of its size (and TinyUFO's limit);
+        // larger ones live on disk only.
+        let memory_object_limit = config
+            .cache
+            .max_object_size
+            .min(config.cache.memory_max_size / 8)
+            .min(crate::cache::memory::MAX_OBJECT_BYTES);
+        let memory = MemoryStore::new(
             config.cache.memory_max_size,
-            config.cache.max_object_size,
-            Some(tier),
+            memory_object_limit,
+            Some(tier("memory")),
         )
         .leak();
+        let disk = match &config.cache.disk {
+            Some(d) => Some(
+                DiskStore::open(
+                    &d.path,
+                    d.max_size,
+                    config.cache.max_object_size,
+                    Some(tier("disk")),
+                    Some(DiskErrors(metrics.cache_disk_errors.clone())),
+                )
+                .map_err(|source| EdgeError::Disk {
+                    path: d.path.clone(),
+                    source,
+                })?
+                .leak(),
+            ),
+            None => None,
+        };
+        let store = TieredStore::new(memory, disk, Some(lookups)).leak();
         let lock: &'static CacheKeyLockImpl =
             Box::leak(CacheLock::new_boxed(config.cache.lock_timeout));
 
@@ -233,16 +273,10 @@ impl Edge {
         }
     }
 
-    /// Purge every variant of the given exact paths and path prefixes; returns objects removed.
-    pub fn purge(&self, paths: &[String], prefixes: &[String]) -> usize {
-        let n = paths
-            .iter()
-            .map(|p| self.store.purge_path(p))
-            .sum::<usize>()
-            + prefixes
-                .iter()
-                .map(|p| self.store.purge_prefix(p))
-                .sum::<usize>();
+    /// Purge every variant of the given exact paths and path prefixes from every tier;
+    /// returns objects removed.
+    pub async fn purge(&self, paths: Vec<String>, prefixes: Vec<String>) -> usize {
+        let n = self.store.purge(paths, prefixes).await;
         self.metrics.cache_purged.inc_by(n as u64);
         n
     }

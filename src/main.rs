@@ -206,7 +206,10 @@ fn run(conf: &Path, flags: RunFlags) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,pingora_cache::meta=error"),
+    )
+    .init();
     let cli = Cli::parse();
     let flags = RunFlags {
         daemon: cli.daemon,

@@ -33,6 +33,10 @@ pub struct Metrics {
     pub cache_bytes: IntGaugeVec,
     /// `tollgate_cache_evictions_total{tier}`
     pub cache_evictions: IntCounterVec,
+    /// `tollgate_cache_lookups_total{tier,result}`
+    pub cache_lookups: IntCounterVec,
+    /// `tollgate_cache_disk_errors_total{op}`
+    pub cache_disk_errors: IntCounterVec,
     /// `tollgate_keys_loaded`
     pub keys_loaded: IntGauge,
     /// `tollgate_key_reload_errors_total`
@@ -96,6 +100,20 @@ impl Metrics {
             ),
             &["tier"],
         )?;
+        let cache_lookups = IntCounterVec::new(
+            Opts::new(
+                "tollgate_cache_lookups_total",
+                "Cache lookups, by tier and result (a memory miss goes on to the disk tier).",
+            ),
+            &["tier", "result"],
+        )?;
+        let cache_disk_errors = IntCounterVec::new(
+            Opts::new(
+                "tollgate_cache_disk_errors_total",
+                "Disk tier problems, by operation; each degraded to a miss or an unstored fill.",
+            ),
+            &["op"],
+        )?;
         let keys_loaded = IntGauge::new(
             "tollgate_keys_loaded",
             "Token verification keys currently loaded.",
@@ -123,6 +141,8 @@ impl Metrics {
         registry.register(Box::new(cache_objects.clone()))?;
         registry.register(Box::new(cache_bytes.clone()))?;
         registry.register(Box::new(cache_evictions.clone()))?;
+        registry.register(Box::new(cache_lookups.clone()))?;
+        registry.register(Box::new(cache_disk_errors.clone()))?;
         registry.register(Box::new(keys_loaded.clone()))?;
         registry.register(Box::new(key_reload_errors.clone()))?;
         registry.register(Box::new(revoked_sessions.clone()))?;
@@ -137,6 +157,8 @@ impl Metrics {
             cache_objects,
             cache_bytes,
             cache_evictions,
+            cache_lookups,
+            cache_disk_errors,
             keys_loaded,
             key_reload_errors,
             revoked_sessions,

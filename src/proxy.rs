@@ -53,6 +53,7 @@ pub struct Ctx {
     query: String,
     stored: bool,
     cache_enabled: bool,
+    disk_hit: bool,
     local_status: Option<u16>,
     upstream_start: Option<Instant>,
 }
@@ -288,6 +289,7 @@ impl ProxyHttp for TollgateProxy {
             query: String::new(),
             stored: false,
             cache_enabled: false,
+            disk_hit: false,
             local_status: None,
             upstream_start: None,
         }
@@ -321,6 +323,18 @@ impl ProxyHttp for TollgateProxy {
             .cache
             .set_max_file_size_bytes(edge.store.max_object_size() as usize);
         Ok(())
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        _session: &mut Session,
+        _meta: &CacheMeta,
+        hit_handler: &mut pingora_cache::HitHandler,
+        _is_fresh: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<pingora_cache::ForcedFreshness>> {
+        ctx.disk_hit = hit_handler.as_any().is::<crate::cache::DiskHit>();
+        Ok(None)
     }
 
     fn cache_key_callback(&self, _session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
@@ -465,8 +479,13 @@ impl ProxyHttp for TollgateProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let (_, status) =
+        let (label, status) =
             respond::cache_status(session.cache.phase(), ctx.stored, ctx.cache_enabled);
+        let status = if ctx.disk_hit && label == "hit" {
+            "tollgate; hit; detail=disk"
+        } else {
+            status
+        };
         upstream_response.insert_header("cache-status", status)?;
         if !upstream_response.headers.contains_key(http::header::AGE) {
             upstream_response.insert_header(http::header::AGE, "0")?;

@@ -44,6 +44,22 @@ pub fn cache_key(host: &str, path: &str, query: &str, variant: Variant) -> Cache
     CacheKey::new(primary, "")
 }
 
+/// Hex rendering of a key hash (file names of the disk tier).
+pub trait HashBinaryExt {
+    /// Lower-case hex, 32 characters.
+    fn to_hex(&self) -> String;
+}
+
+impl HashBinaryExt for pingora_cache::key::HashBinary {
+    fn to_hex(&self) -> String {
+        use std::fmt::Write;
+        self.iter().fold(String::with_capacity(32), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    }
+}
+
 /// The normalized path inside a key built by [`cache_key`] (used to index objects for purge).
 pub fn path_of(primary: &[u8]) -> Option<&str> {
     let mut parts = primary.split(|&b| b == 0);

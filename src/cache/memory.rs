@@ -275,6 +275,22 @@ impl MemoryStore {
         self.publish();
     }
 
+    /// Store a complete object read from another tier (disk promotion).
+    pub fn admit(&self, hash: HashBinary, path: Arc<str>, meta: &CacheMeta, body: Bytes) {
+        if body.len() as u64 > self.max_object_size {
+            return;
+        }
+        let meta = StoredMeta::from_meta(meta);
+        let size = body.len() as u64 + (meta.header_size() + OBJECT_OVERHEAD) as u64;
+        self.insert(Stored {
+            hash,
+            path,
+            meta,
+            body,
+            size,
+        });
+    }
+
     fn get(&self, hash: &HashBinary) -> Option<Arc<Stored>> {
         // TinyUFO buckets by a 64-bit hash of the key; compare the full 128-bit key as well.
         self.ufo.get(hash).flatten().filter(|s| &s.hash == hash)
@@ -319,6 +335,7 @@ impl Storage for MemoryStore {
             meta: Some(StoredMeta::from_meta(meta)),
             chunks: Vec::new(),
             size: 0,
+            abandoned: false,
         }))
     }
 
@@ -426,15 +443,24 @@ struct MemoryMiss {
     meta: Option<StoredMeta>,
     chunks: Vec<Bytes>,
     size: u64,
+    /// Set when the object outgrew the tier: the chunks are dropped and `finish` fails.
+    abandoned: bool,
 }
 
 #[async_trait]
 impl HandleMiss for MemoryMiss {
+    /// Never fails: pingora propagates a `write_body` error into the client's response, and a
+    /// cache must never break a response. An object that outgrows the tier is abandoned here
+    /// and reported by `finish`.
     async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        if self.abandoned {
+            return Ok(());
+        }
         self.size += data.len() as u64;
         if self.size > self.store.max_object_size {
-            // The proxy keeps streaming to the client; only the cache write is abandoned.
-            return Error::e_explain(ErrorType::InternalError, "object exceeds cache max size");
+            self.abandoned = true;
+            self.chunks = Vec::new();
+            return Ok(());
         }
         if !data.is_empty() {
             self.chunks.push(data);
@@ -443,6 +469,9 @@ impl HandleMiss for MemoryMiss {
     }
 
     async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
+        if self.abandoned {
+            return Error::e_explain(ErrorType::InternalError, "object exceeds the memory tier");
+        }
         let body = match self.chunks.len() {
             0 => Bytes::new(),
             1 => self.chunks.pop().unwrap_or_default(),
@@ -588,8 +617,8 @@ mod tests {
         assert!(miss
             .write_body(Bytes::from(vec![1u8; 32]), true)
             .await
-            .is_err());
-        drop(miss);
+            .is_ok());
+        assert!(miss.finish().await.is_err());
         assert!(read(store, &k).await.is_none());
 
         let k = key("/small", "public");

@@ -1,11 +1,17 @@
-//! The edge cache: keys ([`key`]) and the memory tier ([`memory`]) behind pingora-cache.
+//! The edge cache: keys ([`key`]), the memory tier ([`memory`]), the disk tier ([`disk`],
+//! file format in [`format`]) and the store pingora sees ([`tiered`]).
 //!
 //! The cache key is (host, normalized path, query without token parameters, variant): never the
 //! token, never the user. Two subscribers share an entry; a subscriber and a non-subscriber
 //! never do, because the variant is part of the primary key.
 
+pub mod disk;
+pub mod format;
 pub mod key;
 pub mod memory;
+pub mod tiered;
 
+pub use disk::{DiskErrors, DiskStore};
 pub use key::{cache_key, Variant};
 pub use memory::{MemoryStore, TierMetrics};
+pub use tiered::{DiskHit, LookupMetrics, TieredStore};

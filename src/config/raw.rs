@@ -33,6 +33,10 @@ pub const MAX_MAX_TOKEN_BYTES: usize = 65536;
 pub const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 100_000;
 /// Default memory cache size (`cache.memory.max_size`): 256 MiB.
 pub const DEFAULT_CACHE_MEMORY_MAX_SIZE: u64 = 256 * 1024 * 1024;
+/// `cache.disk.max_size` when the disk tier is configured without one.
+pub const DEFAULT_CACHE_DISK_MAX_SIZE: u64 = 10 * 1024 * 1024 * 1024;
+/// The smallest disk tier accepted.
+pub const MIN_CACHE_DISK_MAX_SIZE: u64 = 1024 * 1024;
 /// Default largest cacheable object (`cache.max_object_size`): 16 MiB.
 pub const DEFAULT_CACHE_MAX_OBJECT_SIZE: u64 = 16 * 1024 * 1024;
 /// Default cache lock timeout (`cache.lock_timeout`), in seconds.
@@ -193,7 +197,7 @@ pub struct RawCacheMemory {
     pub max_size: Option<UnitValue>,
 }
 
-/// `cache.disk` (parsed, not yet supported).
+/// `cache.disk`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCacheDisk {

@@ -184,6 +184,7 @@ fn base_config_and_defaults() {
     assert_eq!(
         c.cache,
         CacheSettings {
+            disk: None,
             memory_max_size: 256 << 20,
             max_object_size: 16 << 20,
             lock_timeout: Duration::from_secs(10),
@@ -443,9 +444,10 @@ fn each_mistake_is_reported_at_its_path() {
         (&[("routes", "routes: [{ match: /*, origin: news, access: public, cache: { min_ttl: 2d } }]\n")], "routes[0].cache.min_ttl", "2d is above max_ttl (1d)"),
         (&[("routes", "routes: [{ match: /*, origin: news, access: public, cache: { default_ttl: 2d } }]\n")], "routes[0].cache.default_ttl", "outside min_ttl..max_ttl"),
         // cache
-        (&[("cache", "cache: { disk: { path: /var/cache/tollgate, max_size: 10GiB } }\n")], "cache.disk", "the disk tier arrives in a later release"),
+        (&[("cache", "cache: { disk: { max_size: 10GiB } }\n")], "cache.disk.path", "missing"),
+        (&[("cache", "cache: { disk: { path: /tmp, max_size: 1KiB } }\n")], "cache.disk.max_size", "too small"),
         (&[("cache", "cache: { memory: { max_size: 0 } }\n")], "cache.memory.max_size", "leaves no room"),
-        (&[("cache", "cache: { memory: { max_size: 1MiB }, max_object_size: 2MiB }\n")], "cache.max_object_size", "larger than cache.memory.max_size"),
+        (&[("cache", "cache: { memory: { max_size: 1MiB }, max_object_size: 2MiB }\n")], "cache.max_object_size", "larger than the largest cache tier"),
         (&[("cache", "cache: { lock_timeout: -1s }\n")], "cache.lock_timeout", "negative"),
         // the rest
         (&[("state_dir", "state_dir: keys/jwks.json\n")], "state_dir", "is a file, not a directory"),

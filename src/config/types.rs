@@ -341,9 +341,20 @@ pub struct RouteCache {
     pub enabled: bool,
 }
 
+/// `cache.disk`: the disk tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSettings {
+    /// Directory of the disk tier (created if missing).
+    pub path: PathBuf,
+    /// Bytes on disk, metadata included.
+    pub max_size: u64,
+}
+
 /// `cache:` — tiers and limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheSettings {
+    /// The disk tier, if configured.
+    pub disk: Option<DiskSettings>,
     /// Memory tier capacity in bytes.
     pub memory_max_size: u64,
     /// Larger responses are passed through uncached.

@@ -46,7 +46,7 @@ pub fn validate(
     let keys = validate_keys(raw.keys, base_dir, &mut p);
     let auth = validate_auth(raw.auth, &mut p);
     let routes = validate_routes(raw.routes, &declared_origins, keys_declared, &mut p);
-    let cache = validate_cache(raw.cache, &mut p);
+    let cache = validate_cache(raw.cache, base_dir, &mut p);
     let state_dir = raw
         .state_dir
         .and_then(|dir| validate_state_dir(&dir, base_dir, &mut p));
@@ -328,14 +328,45 @@ fn size_or(value: Option<UnitValue>, default: u64, key: &str, p: &mut Problems) 
     }
 }
 
-fn validate_cache(raw: RawCache, p: &mut Problems) -> CacheSettings {
-    if raw.disk.is_some() {
+fn validate_disk(raw: RawCacheDisk, base_dir: &Path, p: &mut Problems) -> Option<DiskSettings> {
+    let Some(path) = raw.path else {
         p.add(
-            "cache.disk",
-            "the disk tier arrives in a later release. Fix: remove cache.disk; the memory tier \
-             (cache.memory.max_size) is used",
+            "cache.disk.path",
+            "missing. Fix: name a directory for the disk tier, e.g. /var/cache/tollgate",
+        );
+        return None;
+    };
+    let path = resolve(base_dir, &path);
+    if path.exists() && !path.is_dir() {
+        p.add(
+            "cache.disk.path",
+            format!(
+                "{} exists and is not a directory. Fix: point it at a directory",
+                path.display()
+            ),
         );
     }
+    let max_size = size_or(
+        raw.max_size,
+        DEFAULT_CACHE_DISK_MAX_SIZE,
+        "cache.disk.max_size",
+        p,
+    )?;
+    if max_size < MIN_CACHE_DISK_MAX_SIZE {
+        p.add(
+            "cache.disk.max_size",
+            format!(
+                "{} is too small for a disk tier. Fix: give it at least {}",
+                format_size(max_size),
+                format_size(MIN_CACHE_DISK_MAX_SIZE)
+            ),
+        );
+    }
+    Some(DiskSettings { path, max_size })
+}
+
+fn validate_cache(raw: RawCache, base_dir: &Path, p: &mut Problems) -> CacheSettings {
+    let disk = raw.disk.and_then(|d| validate_disk(d, base_dir, p));
     let memory = size_or(
         raw.memory.unwrap_or_default().max_size,
         DEFAULT_CACHE_MEMORY_MAX_SIZE,
@@ -355,20 +386,27 @@ fn validate_cache(raw: RawCache, p: &mut Problems) -> CacheSettings {
         "cache.max_object_size",
         p,
     );
-    if let (Some(memory), Some(object)) = (memory, max_object) {
-        if memory > 0 && object > memory {
+    // Objects above the memory tier's size live on disk only; without a disk tier they must fit
+    // in memory.
+    let largest_tier = match &disk {
+        Some(d) => memory.unwrap_or(0).max(d.max_size),
+        None => memory.unwrap_or(0),
+    };
+    if let Some(object) = max_object {
+        if largest_tier > 0 && object > largest_tier {
             p.add(
                 "cache.max_object_size",
                 format!(
-                    "{} is larger than cache.memory.max_size ({}). Fix: lower max_object_size \
-                     or raise the memory size",
+                    "{} is larger than the largest cache tier ({}). Fix: lower max_object_size \
+                     or raise the tier's max_size",
                     format_size(object),
-                    format_size(memory)
+                    format_size(largest_tier)
                 ),
             );
         }
     }
     CacheSettings {
+        disk,
         memory_max_size: memory.unwrap_or(DEFAULT_CACHE_MEMORY_MAX_SIZE),
         max_object_size: max_object.unwrap_or(DEFAULT_CACHE_MAX_OBJECT_SIZE),
         lock_timeout: duration_or(

@@ -1,0 +1,758 @@
+//! The disk tier: one file per object under `cache.disk.path`, bounded by `max_size`.
+//!
+//! - Writes go to `tmp/<hash>.<pid>.<generation>.tmp` and are renamed into
+//!   `objects/<xx>/<hash>.tgc` only when complete, so a reader never sees a partial file and a
+//!   `kill -9` leaves at most a temp file (dropped at the next start).
+//! - Every file carries its fill's generation. Commits and deletions of one key are serialized
+//!   by a striped lock and a deletion checks the generation first, so evicting or purging an old
+//!   fill never deletes a newer one.
+//! - Checksums ([`super::format`]) turn torn, truncated or flipped files into misses. Bodies up to
+//!   [`VERIFY_UPFRONT`] are read and verified during the lookup (a bad one is a plain miss);
+//!   larger ones are verified block by block as they stream, and a bad block ends the response
+//!   before any of its bytes are sent.
+//! - All file I/O runs on the blocking pool (`spawn_blocking`), never on a proxy worker thread;
+//!   reads are positional (`read_at`), so a 200 MiB hit streams in 1 MiB steps.
+//! - Eviction is least-recently-used by file mtime (touched on hits), which survives restarts.
+//!   The index is rebuilt by a background scan at start; lookups do not wait for it because the
+//!   file name is derived from the key.
+//! - Every I/O error degrades to a miss (or an unstored fill) and counts in
+//!   `tollgate_cache_disk_errors_total{op}`; it never fails a response.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use pingora_cache::key::HashBinary;
+use pingora_cache::CacheMeta;
+
+use super::format::{
+    decode_table, encode_table, hash_of_file_name, object_rel_path, BlockHasher, Corrupt, Fixed,
+    BLOCK, FIXED_LEN,
+};
+use super::memory::TierMetrics;
+
+/// Bodies up to this size are verified completely before a lookup reports a hit.
+pub const VERIFY_UPFRONT: u64 = 4 * 1024 * 1024;
+/// Bytes read per step when streaming a large body.
+pub const READ_STEP: u64 = 4 * BLOCK;
+/// Fill data is buffered up to this size before each write.
+const WRITE_STEP: usize = 1024 * 1024;
+/// Lock stripes for per-key commit/delete serialization.
+const STRIPES: usize = 64;
+/// A hit touches the file's mtime (its LRU position) at most this often.
+const TOUCH_EVERY: Duration = Duration::from_secs(30);
+/// Eviction frees space down to this fraction of `max_size`.
+const LOW_WATER: f64 = 0.9;
+
+/// Counters for disk problems, by operation label.
+#[derive(Clone)]
+pub struct DiskErrors(pub prometheus::IntCounterVec);
+
+impl DiskErrors {
+    fn inc(&self, op: &str) {
+        self.0.with_label_values(&[op]).inc();
+    }
+}
+
+struct Entry {
+    generation: u64,
+    size: u64,
+    path: Arc<str>,
+    /// Last access, nanoseconds since the epoch (file mtime).
+    atime: AtomicU64,
+}
+
+/// The disk tier.
+pub struct DiskStore {
+    root: PathBuf,
+    max_size: u64,
+    max_object_size: u64,
+    index: DashMap<HashBinary, Entry, ahash::RandomState>,
+    paths: DashMap<Arc<str>, Vec<HashBinary>, ahash::RandomState>,
+    bytes: AtomicU64,
+    objects: AtomicU64,
+    stripes: Vec<parking_lot::Mutex<()>>,
+    next_generation: AtomicU64,
+    scanned: AtomicBool,
+    evicting: AtomicBool,
+    metrics: Option<TierMetrics>,
+    errors: Option<DiskErrors>,
+}
+
+/// A verified object opened for reading.
+pub struct Opened {
+    /// The open file.
+    pub file: Arc<File>,
+    /// Its fixed header.
+    pub fixed: Fixed,
+    /// The object's normalized request path.
+    pub path: Arc<str>,
+    /// The deserialized meta.
+    pub meta: CacheMeta,
+    /// The block table.
+    pub table: Arc<Vec<u32>>,
+    /// The whole body, when it was small enough to verify up front.
+    pub body: Option<Bytes>,
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn mtime_nanos(m: &fs::Metadata) -> u64 {
+    m.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+enum ReadErr {
+    Missing,
+    Io(std::io::Error),
+    Corrupt(Corrupt),
+}
+
+impl From<std::io::Error> for ReadErr {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            ReadErr::Missing
+        } else {
+            ReadErr::Io(e)
+        }
+    }
+}
+
+fn read_exact_at(file: &File, len: u64, offset: u64) -> Result<Vec<u8>, ReadErr> {
+    let mut buf = vec![0u8; len as usize];
+    match file.read_exact_at(&mut buf, offset) {
+        Ok(()) => Ok(buf),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err(ReadErr::Corrupt(Corrupt::Length))
+        }
+        Err(e) => Err(ReadErr::Io(e)),
+    }
+}
+
+/// Read `[from, to)` of the body, verifying every block it touches.
+pub fn read_verified(
+    file: &File,
+    fixed: &Fixed,
+    table: &[u32],
+    from: u64,
+    to: u64,
+) -> Result<Bytes, Corrupt> {
+    let first = from / BLOCK;
+    let last = to.saturating_sub(1) / BLOCK;
+    let start = first * BLOCK;
+    let end = ((last + 1) * BLOCK).min(fixed.body_len);
+    let buf =
+        read_exact_at(file, end - start, fixed.body_offset() + start).map_err(|e| match e {
+            ReadErr::Corrupt(c) => c,
+            _ => Corrupt::Length,
+        })?;
+    for (i, block) in buf.chunks(BLOCK as usize).enumerate() {
+        let want = table.get(first as usize + i).copied();
+        if want != Some(crc32fast::hash(block)) {
+            return Err(Corrupt::Body);
+        }
+    }
+    let buf = Bytes::from(buf);
+    Ok(buf.slice((from - start) as usize..(to - start) as usize))
+}
+
+impl DiskStore {
+    /// Open (creating directories) the tier at `root`. Temp files of dead processes are
+    /// removed; the index is built by [`DiskStore::scan`], which the caller runs in the
+    /// background.
+    pub fn open(
+        root: &Path,
+        max_size: u64,
+        max_object_size: u64,
+        metrics: Option<TierMetrics>,
+        errors: Option<DiskErrors>,
+    ) -> std::io::Result<DiskStore> {
+        fs::create_dir_all(root.join("objects"))?;
+        fs::create_dir_all(root.join("tmp"))?;
+        let store = DiskStore {
+            root: root.to_path_buf(),
+            max_size,
+            max_object_size,
+            index: DashMap::with_hasher(ahash::RandomState::new()),
+            paths: DashMap::with_hasher(ahash::RandomState::new()),
+            bytes: AtomicU64::new(0),
+            objects: AtomicU64::new(0),
+            stripes: (0..STRIPES).map(|_| parking_lot::Mutex::new(())).collect(),
+            next_generation: AtomicU64::new(now_nanos()),
+            scanned: AtomicBool::new(false),
+            evicting: AtomicBool::new(false),
+            metrics,
+            errors,
+        };
+        store.clean_tmp();
+        Ok(store)
+    }
+
+    /// Leak for the `&'static` pingora needs.
+    pub fn leak(self) -> &'static DiskStore {
+        Box::leak(Box::new(self))
+    }
+
+    /// Largest object accepted.
+    pub fn max_object_size(&self) -> u64 {
+        self.max_object_size
+    }
+
+    /// Objects indexed.
+    pub fn objects(&self) -> u64 {
+        self.objects.load(Ordering::Relaxed)
+    }
+
+    /// Bytes on disk (whole files), as indexed.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the start-up scan has finished.
+    pub fn scanned(&self) -> bool {
+        self.scanned.load(Ordering::Acquire)
+    }
+
+    fn error(&self, op: &str) {
+        if let Some(e) = &self.errors {
+            e.inc(op);
+        }
+    }
+
+    fn publish(&self) {
+        if let Some(m) = &self.metrics {
+            m.objects.set(self.objects() as i64);
+            m.bytes.set(self.bytes() as i64);
+        }
+    }
+
+    fn stripe(&self, hash: &HashBinary) -> parking_lot::MutexGuard<'_, ()> {
+        self.stripes[hash[0] as usize % STRIPES].lock()
+    }
+
+    fn object_path(&self, hash: &HashBinary) -> PathBuf {
+        self.root.join(object_rel_path(hash))
+    }
+
+    fn clean_tmp(&self) {
+        let Ok(dir) = fs::read_dir(self.root.join("tmp")) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            // <hash>.<pid>.<generation>.tmp: keep temp files of a live process (an upgrade in
+            // progress), drop the rest.
+            let pid = name.split('.').nth(1).and_then(|p| p.parse::<u32>().ok());
+            let alive = pid.is_some_and(|p| {
+                p != std::process::id() && Path::new(&format!("/proc/{p}")).exists()
+            });
+            if !alive {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// Index one committed file (scan or commit). Returns false if the key was already indexed.
+    fn index_insert(&self, hash: HashBinary, entry: Entry, replace: bool) -> bool {
+        let path = entry.path.clone();
+        let size = entry.size;
+        let old = match self.index.entry(hash) {
+            dashmap::mapref::entry::Entry::Occupied(mut o) => {
+                if !replace {
+                    return false;
+                }
+                Some(std::mem::replace(o.get_mut(), entry))
+            }
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                v.insert(entry);
+                None
+            }
+        };
+        match old {
+            Some(old) => {
+                self.bytes.fetch_sub(old.size, Ordering::Relaxed);
+                if old.path != path {
+                    self.unindex_path(&old.path, &hash);
+                }
+            }
+            None => {
+                self.objects.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        let mut hashes = self.paths.entry(path).or_default();
+        if !hashes.contains(&hash) {
+            hashes.push(hash);
+        }
+        true
+    }
+
+    fn unindex_path(&self, path: &Arc<str>, hash: &HashBinary) {
+        let empty = match self.paths.get_mut(path) {
+            Some(mut v) => {
+                v.retain(|h| h != hash);
+                v.is_empty()
+            }
+            None => false,
+        };
+        if empty {
+            self.paths.remove_if(path, |_, v| v.is_empty());
+        }
+    }
+
+    /// Delete the object for `hash`, but only the given generation (`None`: whatever is there).
+    /// Blocking. Returns whether something was deleted.
+    fn delete(&self, hash: &HashBinary, generation: Option<u64>) -> bool {
+        let _g = self.stripe(hash);
+        let current = self.index.get(hash).map(|e| e.generation);
+        if generation.is_some() && current != generation {
+            return false;
+        }
+        let removed_file = match fs::remove_file(self.object_path(hash)) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                log::warn!("disk cache: cannot delete object: {e}");
+                self.error("delete");
+                false
+            }
+        };
+        if let Some((_, old)) = self.index.remove(hash) {
+            self.objects.fetch_sub(1, Ordering::Relaxed);
+            self.bytes.fetch_sub(old.size, Ordering::Relaxed);
+            self.unindex_path(&old.path, hash);
+        }
+        self.publish();
+        removed_file || current.is_some()
+    }
+
+    /// Rebuild the index from the files on disk (blocking; run it on a background task).
+    /// Unreadable or corrupt files are removed.
+    pub fn scan(&self) {
+        let started = std::time::Instant::now();
+        let mut found = 0u64;
+        let Ok(top) = fs::read_dir(self.root.join("objects")) else {
+            self.error("scan");
+            self.scanned.store(true, Ordering::Release);
+            return;
+        };
+        for sub in top.flatten() {
+            let Ok(files) = fs::read_dir(sub.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let name = f.file_name();
+                let Some(hash) = hash_of_file_name(&name.to_string_lossy()) else {
+                    continue;
+                };
+                match self.scan_one(&f.path()) {
+                    Ok(entry) => {
+                        // a commit that raced the scan already indexed a newer file
+                        let _g = self.stripe(&hash);
+                        if self.index_insert(hash, entry, false) {
+                            found += 1;
+                        }
+                    }
+                    Err(ReadErr::Missing) => {}
+                    Err(ReadErr::Io(e)) => {
+                        log::warn!("disk cache scan: {}: {e}", f.path().display());
+                        self.error("scan");
+                    }
+                    Err(ReadErr::Corrupt(c)) => {
+                        log::warn!(
+                            "disk cache scan: {} is damaged ({}); removed",
+                            f.path().display(),
+                            c.as_str()
+                        );
+                        self.error(c.as_str());
+                        let _g = self.stripe(&hash);
+                        let _ = fs::remove_file(f.path());
+                    }
+                }
+            }
+        }
+        self.publish();
+        self.scanned.store(true, Ordering::Release);
+        log::info!(
+            "disk cache: indexed {found} objects ({} bytes) in {:?}",
+            self.bytes(),
+            started.elapsed()
+        );
+        self.evict_if_needed();
+    }
+
+    fn scan_one(&self, path: &Path) -> Result<Entry, ReadErr> {
+        let file = File::open(path)?;
+        let md = file.metadata()?;
+        let mut head = vec![0u8; 4096.min(md.len() as usize)];
+        file.read_exact_at(&mut head, 0)?;
+        let fixed = Fixed::decode(&head).map_err(ReadErr::Corrupt)?;
+        if md.len() != fixed.file_len() {
+            return Err(ReadErr::Corrupt(Corrupt::Length));
+        }
+        let plen = fixed.path_len as usize;
+        let path_bytes = match head.get(FIXED_LEN..FIXED_LEN + plen) {
+            Some(b) => b.to_vec(),
+            None => read_exact_at(&file, plen as u64, FIXED_LEN as u64)?,
+        };
+        let obj_path =
+            String::from_utf8(path_bytes).map_err(|_| ReadErr::Corrupt(Corrupt::Meta))?;
+        Ok(Entry {
+            generation: fixed.generation,
+            size: md.len(),
+            path: Arc::from(obj_path),
+            atime: AtomicU64::new(mtime_nanos(&md)),
+        })
+    }
+
+    /// Open and verify the object for `hash` (blocking). `Ok(None)` is a miss.
+    pub fn open_object(&self, hash: &HashBinary) -> Option<Opened> {
+        match self.try_open(hash) {
+            Ok(o) => Some(o),
+            Err(ReadErr::Missing) => None,
+            Err(ReadErr::Io(e)) => {
+                log::warn!("disk cache read failed: {e}");
+                self.error("read");
+                None
+            }
+            Err(ReadErr::Corrupt(c)) => {
+                log::warn!("disk cache object is damaged ({}); dropped", c.as_str());
+                self.error(c.as_str());
+                self.delete(hash, None);
+                None
+            }
+        }
+    }
+
+    fn try_open(&self, hash: &HashBinary) -> Result<Opened, ReadErr> {
+        let file = File::open(self.object_path(hash))?;
+        let md = file.metadata()?;
+        let head_len = (64 * 1024).min(md.len());
+        let head = read_exact_at(&file, head_len, 0)?;
+        let fixed = Fixed::decode(&head).map_err(ReadErr::Corrupt)?;
+        if md.len() != fixed.file_len() {
+            return Err(ReadErr::Corrupt(Corrupt::Length));
+        }
+        let meta_end = FIXED_LEN as u64 + fixed.meta_len();
+        let meta_bytes = if meta_end <= head.len() as u64 {
+            head[FIXED_LEN..meta_end as usize].to_vec()
+        } else {
+            read_exact_at(&file, fixed.meta_len(), FIXED_LEN as u64)?
+        };
+        if crc32fast::hash(&meta_bytes) != fixed.meta_crc {
+            return Err(ReadErr::Corrupt(Corrupt::Meta));
+        }
+        let table_bytes = read_exact_at(&file, 4 * fixed.blocks(), fixed.table_offset())?;
+        if crc32fast::hash(&table_bytes) != fixed.table_crc {
+            return Err(ReadErr::Corrupt(Corrupt::Table));
+        }
+        let table = decode_table(&table_bytes);
+        let (p, rest) = meta_bytes.split_at(fixed.path_len as usize);
+        let (internal, header) = rest.split_at(fixed.internal_len as usize);
+        let path = std::str::from_utf8(p).map_err(|_| ReadErr::Corrupt(Corrupt::Meta))?;
+        let meta = CacheMeta::deserialize(internal, header)
+            .map_err(|_| ReadErr::Corrupt(Corrupt::Meta))?;
+        let body = if fixed.body_len <= VERIFY_UPFRONT {
+            Some(
+                read_verified(&file, &fixed, &table, 0, fixed.body_len)
+                    .map_err(ReadErr::Corrupt)?,
+            )
+        } else {
+            None
+        };
+        // LRU position: touch the file (rarely) and the index.
+        let now = now_nanos();
+        let stale_touch = now.saturating_sub(mtime_nanos(&md)) > TOUCH_EVERY.as_nanos() as u64;
+        if stale_touch {
+            let _ = file.set_modified(SystemTime::now());
+        }
+        let path: Arc<str> = Arc::from(path);
+        match self.index.get(hash) {
+            Some(e) => e.atime.store(now, Ordering::Relaxed),
+            None if self.scanned() => {
+                // committed by another process (graceful upgrade): adopt it
+                let _g = self.stripe(hash);
+                self.index_insert(
+                    *hash,
+                    Entry {
+                        generation: fixed.generation,
+                        size: md.len(),
+                        path: path.clone(),
+                        atime: AtomicU64::new(now),
+                    },
+                    false,
+                );
+                self.publish();
+            }
+            None => {}
+        }
+        Ok(Opened {
+            file: Arc::new(file),
+            fixed,
+            path,
+            meta,
+            table: Arc::new(table),
+            body,
+        })
+    }
+
+    /// Remove every object stored under exactly this path (all hosts, queries, variants).
+    /// Blocking; waits for the start-up scan so objects not yet indexed are found too.
+    pub fn purge_path(&self, path: &str) -> usize {
+        self.wait_scanned();
+        let hashes = self.paths.get(path).map(|v| v.clone()).unwrap_or_default();
+        hashes.iter().filter(|h| self.delete(h, None)).count()
+    }
+
+    /// Remove every object whose path starts with `prefix`. Blocking.
+    pub fn purge_prefix(&self, prefix: &str) -> usize {
+        self.wait_scanned();
+        let paths: Vec<Arc<str>> = self
+            .paths
+            .iter()
+            .filter(|e| e.key().starts_with(prefix))
+            .map(|e| e.key().clone())
+            .collect();
+        paths.iter().map(|p| self.purge_path(p)).sum()
+    }
+
+    /// Remove the object for one key hash. Blocking.
+    pub fn purge_hash(&self, hash: &HashBinary) -> bool {
+        self.delete(hash, None)
+    }
+
+    fn wait_scanned(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !self.scanned() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Evict least-recently-used objects until the tier is under its low-water mark (blocking;
+    /// one evictor at a time).
+    pub fn evict_if_needed(&self) {
+        if self.bytes() <= self.max_size || !self.scanned() {
+            return;
+        }
+        if self.evicting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let target = (self.max_size as f64 * LOW_WATER) as u64;
+        let mut candidates: Vec<(u64, HashBinary, u64)> = self
+            .index
+            .iter()
+            .map(|e| (e.atime.load(Ordering::Relaxed), *e.key(), e.generation))
+            .collect();
+        candidates.sort_unstable();
+        for (_, hash, generation) in candidates {
+            if self.bytes() <= target {
+                break;
+            }
+            if self.delete(&hash, Some(generation)) {
+                if let Some(m) = &self.metrics {
+                    m.evictions.inc();
+                }
+            }
+        }
+        self.evicting.store(false, Ordering::Release);
+    }
+
+    /// Start a fill (blocking): a temp file with room for the header, then path and meta.
+    pub fn begin_fill(&self, hash: HashBinary, path: Arc<str>, meta: &CacheMeta) -> Option<Fill> {
+        let (internal, header) = match meta.serialize() {
+            Ok(m) => m,
+            Err(e) => {
+                log::warn!("disk cache: cannot serialize meta: {e}");
+                self.error("serialize");
+                return None;
+            }
+        };
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.root.join("tmp").join(format!(
+            "{}.{}.{generation}.tmp",
+            crate::cache::key::HashBinaryExt::to_hex(&hash),
+            std::process::id()
+        ));
+        let mut meta_bytes = Vec::with_capacity(path.len() + internal.len() + header.len());
+        meta_bytes.extend_from_slice(path.as_bytes());
+        meta_bytes.extend_from_slice(&internal);
+        meta_bytes.extend_from_slice(&header);
+        let fixed = Fixed {
+            generation,
+            path_len: path.len() as u32,
+            internal_len: internal.len() as u32,
+            header_len: header.len() as u32,
+            body_len: 0,
+            meta_crc: crc32fast::hash(&meta_bytes),
+            table_crc: 0,
+        };
+        let create = || -> std::io::Result<File> {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(&[0u8; FIXED_LEN])?;
+            f.write_all(&meta_bytes)?;
+            Ok(f)
+        };
+        match create() {
+            Ok(file) => Some(Fill {
+                hash,
+                path,
+                tmp,
+                file: Some(file),
+                fixed,
+                hasher: BlockHasher::default(),
+                committed: false,
+            }),
+            Err(e) => {
+                log::warn!("disk cache: cannot start a fill: {e}");
+                self.error("write");
+                let _ = fs::remove_file(&tmp);
+                None
+            }
+        }
+    }
+
+    /// Complete a fill (blocking): block table, header, rename into place, index.
+    pub fn commit(&self, mut fill: Fill) -> bool {
+        let Some(mut file) = fill.file.take() else {
+            return false;
+        };
+        let table = std::mem::take(&mut fill.hasher).finish();
+        let table_bytes = encode_table(&table);
+        fill.fixed.table_crc = crc32fast::hash(&table_bytes);
+        let header = fill.fixed.encode();
+        let written = file
+            .write_all(&table_bytes)
+            .and_then(|_| file.write_all_at(&header, 0))
+            .and_then(|_| file.metadata());
+        let size = match written {
+            Ok(md) if md.len() == fill.fixed.file_len() => md.len(),
+            Ok(_) => {
+                self.error("write");
+                return false;
+            }
+            Err(e) => {
+                log::warn!("disk cache: cannot finish a fill: {e}");
+                self.error("write");
+                return false;
+            }
+        };
+        drop(file);
+        let dest = self.object_path(&fill.hash);
+        {
+            let _g = self.stripe(&fill.hash);
+            let renamed = dest
+                .parent()
+                .map_or(Ok(()), fs::create_dir_all)
+                .and_then(|_| fs::rename(&fill.tmp, &dest));
+            if let Err(e) = renamed {
+                log::warn!("disk cache: cannot commit a fill: {e}");
+                self.error("write");
+                return false;
+            }
+            fill.committed = true;
+            self.index_insert(
+                fill.hash,
+                Entry {
+                    generation: fill.fixed.generation,
+                    size,
+                    path: fill.path.clone(),
+                    atime: AtomicU64::new(now_nanos()),
+                },
+                true,
+            );
+        }
+        self.publish();
+        self.evict_if_needed();
+        true
+    }
+
+    /// Rewrite an object's meta (after a 304 revalidation), keeping its body. Blocking.
+    pub fn rewrite_meta(&self, hash: &HashBinary, meta: &CacheMeta) -> bool {
+        let Some(opened) = self.open_object(hash) else {
+            return false;
+        };
+        let Some(mut fill) = self.begin_fill(*hash, opened.path.clone(), meta) else {
+            return false;
+        };
+        let mut offset = 0;
+        while offset < opened.fixed.body_len {
+            let to = (offset + READ_STEP).min(opened.fixed.body_len);
+            match read_verified(&opened.file, &opened.fixed, &opened.table, offset, to) {
+                Ok(chunk) => {
+                    if !fill.write(&chunk) {
+                        self.error("write");
+                        return false;
+                    }
+                }
+                Err(c) => {
+                    self.error(c.as_str());
+                    return false;
+                }
+            }
+            offset = to;
+        }
+        self.commit(fill)
+    }
+}
+
+/// A fill in progress (a temp file). Dropped without [`DiskStore::commit`], its temp file is
+/// removed.
+pub struct Fill {
+    hash: HashBinary,
+    path: Arc<str>,
+    tmp: PathBuf,
+    file: Option<File>,
+    fixed: Fixed,
+    hasher: BlockHasher,
+    committed: bool,
+}
+
+impl Fill {
+    /// Append body bytes (blocking). Returns false on an I/O error (the fill is then dead).
+    pub fn write(&mut self, data: &[u8]) -> bool {
+        let Some(file) = self.file.as_mut() else {
+            return false;
+        };
+        if let Err(e) = file.write_all(data) {
+            log::warn!("disk cache: write failed: {e}");
+            self.file = None;
+            return false;
+        }
+        self.hasher.update(data);
+        self.fixed.body_len += data.len() as u64;
+        true
+    }
+
+    /// Body bytes written so far.
+    pub fn body_len(&self) -> u64 {
+        self.fixed.body_len
+    }
+}
+
+impl Drop for Fill {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Fill data is buffered to this many bytes between writes.
+pub const fn write_step() -> usize {
+    WRITE_STEP
+}
