@@ -1,6 +1,9 @@
 //! Access decisions (SPEC §2): pure functions from a route's mode and a verified token to an
 //! entitlement [`Variant`]. Denials are values; the proxy maps them to responses in one place.
 
+pub mod media;
+
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::auth::{Claims, Denial};
@@ -17,6 +20,12 @@ pub enum AuthResult {
     NotEntitled,
     /// The token failed verification.
     Denied(Denial),
+    /// The token's `paths` do not cover the request.
+    OutOfScope,
+    /// The client address is not the token's `ip`.
+    WrongIp,
+    /// The session was revoked.
+    Revoked,
 }
 
 impl AuthResult {
@@ -39,6 +48,9 @@ impl AuthResult {
             AuthResult::Missing => "missing",
             AuthResult::NotEntitled => "not_entitled",
             AuthResult::Denied(d) => d.as_str(),
+            AuthResult::OutOfScope => "wrong_path",
+            AuthResult::WrongIp => "wrong_ip",
+            AuthResult::Revoked => "revoked",
         }
     }
 }
@@ -46,8 +58,8 @@ impl AuthResult {
 /// What the edge decided for a request.
 #[derive(Debug, Clone)]
 pub struct Decision {
-    /// The variant to serve (and to key the cache with).
-    pub variant: Variant,
+    /// The variant to serve (and to key the cache with); `None`: refuse with 403.
+    pub variant: Option<Variant>,
     /// The token check, if the route checks tokens.
     pub result: Option<AuthResult>,
     /// The verified claims, when a token verified.
@@ -57,35 +69,91 @@ pub struct Decision {
 /// Public routes: everyone gets the public variant; tokens are not even verified.
 pub fn public() -> Decision {
     Decision {
-        variant: Variant::Public,
+        variant: Some(Variant::Public),
         result: None,
         claims: None,
     }
 }
 
+/// A token that verified, and the request facts its claims are checked against.
+pub struct Presented<'a> {
+    /// The verification outcome.
+    pub verified: Result<Arc<Claims>, Denial>,
+    /// Whether the token's `sid` is revoked.
+    pub revoked: bool,
+    /// The normalized request path (for `paths`).
+    pub path: &'a str,
+    /// The client address (for `ip`).
+    pub client: Option<IpAddr>,
+}
+
+/// Check a presented token against the route's `require` and the token's own restrictions.
+fn check(
+    require: &[String],
+    p: Presented<'_>,
+) -> Result<Arc<Claims>, (AuthResult, Option<Arc<Claims>>)> {
+    let claims = p.verified.map_err(|d| (AuthResult::Denied(d), None))?;
+    if p.revoked {
+        return Err((AuthResult::Revoked, Some(claims)));
+    }
+    if !media::paths_allow(&claims.paths, p.path) {
+        return Err((AuthResult::OutOfScope, Some(claims)));
+    }
+    if let Some(bound) = &claims.ip {
+        if !media::ip_allows(bound, p.client) {
+            return Err((AuthResult::WrongIp, Some(claims)));
+        }
+    }
+    if !claims.entitled(require) {
+        return Err((AuthResult::NotEntitled, Some(claims)));
+    }
+    Ok(claims)
+}
+
 /// Paywall routes (seed 001): entitled readers get `subscriber`, everyone else `anonymous` (the
-/// origin renders the teaser). `verified` is `None` when the request carried no token.
-pub fn paywall(require: &[String], verified: Option<Result<Arc<Claims>, Denial>>) -> Decision {
-    match verified {
-        None => Decision {
-            variant: Variant::Anonymous,
+/// origin renders the teaser). `presented` is `None` when the request carried no token.
+pub fn paywall(require: &[String], presented: Option<Presented<'_>>) -> Decision {
+    let Some(p) = presented else {
+        return Decision {
+            variant: Some(Variant::Anonymous),
             result: Some(AuthResult::Missing),
             claims: None,
-        },
-        Some(Err(d)) => Decision {
-            variant: Variant::Anonymous,
-            result: Some(AuthResult::Denied(d)),
-            claims: None,
-        },
-        Some(Ok(claims)) if claims.entitled(require) => Decision {
-            variant: Variant::Subscriber,
+        };
+    };
+    match check(require, p) {
+        Ok(claims) => Decision {
+            variant: Some(Variant::Subscriber),
             result: Some(AuthResult::Valid),
             claims: Some(claims),
         },
-        Some(Ok(claims)) => Decision {
-            variant: Variant::Anonymous,
-            result: Some(AuthResult::NotEntitled),
+        Err((result, claims)) => Decision {
+            variant: Some(Variant::Anonymous),
+            result: Some(result),
+            claims,
+        },
+    }
+}
+
+/// Token routes (seed 002, media): a valid, entitled, in-scope, unrevoked token gets
+/// `subscriber`; anything else is refused at the edge and the origin is never asked.
+pub fn token(require: &[String], presented: Option<Presented<'_>>) -> Decision {
+    let Some(p) = presented else {
+        return Decision {
+            variant: None,
+            result: Some(AuthResult::Missing),
+            claims: None,
+        };
+    };
+    match check(require, p) {
+        Ok(claims) => Decision {
+            variant: Some(Variant::Subscriber),
+            result: Some(AuthResult::Valid),
             claims: Some(claims),
+        },
+        Err((result, claims)) => Decision {
+            variant: None,
+            result: Some(result),
+            claims,
         },
     }
 }

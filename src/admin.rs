@@ -37,6 +37,14 @@ struct PurgeRequest {
     prefixes: Vec<String>,
 }
 
+/// `POST /admin/revoke` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    sid: String,
+    ttl_seconds: Option<u64>,
+}
+
 fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
@@ -139,6 +147,61 @@ impl AdminApp {
     }
 }
 
+impl AdminApp {
+    async fn revoke(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let body = match read_body(session).await {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        };
+        let req: RevokeRequest = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("expected {{\"sid\": \"...\", \"ttl_seconds\": N}}: {e}"),
+                )
+            }
+        };
+        if req.sid.is_empty() || req.sid.len() > crate::revocation::MAX_SID_LEN {
+            return error(StatusCode::BAD_REQUEST, "sid must be 1 to 256 characters");
+        }
+        let edge = &self.edge;
+        let ttl = req
+            .ttl_seconds
+            .map(std::time::Duration::from_secs)
+            .unwrap_or(edge.config.revocation.default_ttl);
+        let now = crate::edge::unix_now();
+        match edge.revocations.revoke(&req.sid, ttl, "admin", now) {
+            Ok(expires_at) => {
+                edge.metrics
+                    .revoked_sessions
+                    .set(edge.revocations.len() as i64);
+                log::info!("session {:?} revoked until {expires_at}", req.sid);
+                json(
+                    StatusCode::OK,
+                    serde_json::json!({ "revoked": req.sid, "expires_at": expires_at }),
+                )
+            }
+            Err(e) => {
+                // In force in memory, but it would not survive a restart: say so.
+                log::error!("revocation of {:?} not saved: {e}", req.sid);
+                json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    serde_json::json!({
+                        "revoked": req.sid,
+                        "error": "revoked in memory, but saving the list failed; see the log",
+                    }),
+                )
+            }
+        }
+    }
+
+    fn revocations(&self) -> Response<Vec<u8>> {
+        let list = self.edge.revocations.list(crate::edge::unix_now());
+        json(StatusCode::OK, serde_json::json!({ "revocations": list }))
+    }
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -176,6 +239,10 @@ impl ServeHttp for AdminApp {
                 match (method.as_str(), p) {
                     ("POST", "/admin/purge") => self.purge(session).await,
                     (_, "/admin/purge") => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
+                    ("POST", "/admin/revoke") => self.revoke(session).await,
+                    (_, "/admin/revoke") => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
+                    ("GET", "/admin/revocations") => self.revocations(),
+                    (_, "/admin/revocations") => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
                     _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
                 }
             }

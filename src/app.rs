@@ -144,7 +144,16 @@ impl BackgroundService for Housekeeping {
                     Err(e) => log::error!("key set reload failed, keeping the previous keys: {e}"),
                 }
             }
-            let swept = self.edge.tokens.sweep(unix_now());
+            let now = unix_now();
+            self.edge.revocations.sweep(now);
+            if let Some(auto) = &self.edge.auto_revoker {
+                auto.sweep(now);
+            }
+            self.edge
+                .metrics
+                .revoked_sessions
+                .set(self.edge.revocations.len() as i64);
+            let swept = self.edge.tokens.sweep(now);
             if swept > 0 {
                 log::debug!("token cache: {swept} expired entries dropped");
             }

@@ -31,8 +31,9 @@ use std::path::{Path, PathBuf};
 
 pub use glob::Glob;
 pub use types::{
-    is_tchar, AccessMode, Admin, AuthSettings, CacheSettings, Config, DiskSettings, KeysSettings,
-    Listener, LoggingSettings, Origin, PemKeyConf, PingoraSettings, Route, RouteCache, TokenSource,
+    is_tchar, AccessMode, Admin, AuthSettings, AutoRevocation, CacheSettings, Config, DiskSettings,
+    KeysSettings, Listener, LoggingSettings, Origin, PemKeyConf, PingoraSettings,
+    RevocationSettings, Route, RouteCache, TokenSource,
 };
 pub use units::{format_duration, format_size, parse_duration, parse_size};
 pub use validate::validate;

@@ -16,6 +16,7 @@ use crate::auth::{Alg, KeySet, PemKeySpec, Policy, TokenCache};
 use crate::cache::{DiskErrors, DiskStore, LookupMetrics, MemoryStore, TierMetrics, TieredStore};
 use crate::config::{Config, TokenSource};
 use crate::metrics::Metrics;
+use crate::revocation::{AutoRevoker, Revocations};
 
 /// The header that carries the entitlement variant to the origin.
 pub const VARIANT_HEADER: &str = "x-tollgate-variant";
@@ -45,6 +46,9 @@ pub enum EdgeError {
         #[source]
         source: std::io::Error,
     },
+    /// The revocation list could not be loaded.
+    #[error("revocations: {0}")]
+    State(#[from] crate::revocation::StateError),
     /// Metric registration failed.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -102,6 +106,10 @@ pub struct Edge {
     pub bearer_source: bool,
     /// Whether path tokens are a source.
     pub path_source: bool,
+    /// Revoked sessions.
+    pub revocations: Revocations,
+    /// Automatic revocation, if enabled.
+    pub auto_revoker: Option<AutoRevoker>,
 }
 
 impl Edge {
@@ -236,7 +244,19 @@ impl Edge {
             }
         }
 
+        if let Some(dir) = &config.state_dir {
+            std::fs::create_dir_all(dir).map_err(|source| crate::revocation::StateError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let revocations = Revocations::open(config.state_dir.as_deref(), unix_now())?;
+        metrics.revoked_sessions.set(revocations.len() as i64);
+        let auto_revoker = config.revocation.auto.clone().map(AutoRevoker::new);
+
         Ok(Arc::new(Edge {
+            revocations,
+            auto_revoker,
             tokens: TokenCache::new(config.auth.token_cache_entries),
             keys: ArcSwap::from_pointee(keys),
             key_sources: (jwks, pem),

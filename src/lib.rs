@@ -26,3 +26,4 @@ pub mod demo;
 pub mod edge;
 pub mod metrics;
 pub mod proxy;
+pub mod revocation;

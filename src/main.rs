@@ -140,7 +140,26 @@ fn token(args: &TokenArgs) -> anyhow::Result<()> {
         claims["ip"] = v.clone().into();
     }
     if args.count <= 1 {
-        println!("{}", key.sign(&claims)?);
+        let token = key.sign(&claims)?;
+        println!("{token}");
+        if let Some(first) = args
+            .paths
+            .as_deref()
+            .and_then(|p| list(p).into_iter().next())
+        {
+            // Path-token playback form: relative segment URLs in the manifest inherit the token.
+            let prefix = args
+                .sid
+                .as_deref()
+                .map(|s| format!("{s}."))
+                .unwrap_or_default();
+            let path = if first.ends_with('/') {
+                format!("{first}index.m3u8")
+            } else {
+                first
+            };
+            eprintln!("playback URL form: https://EDGE/{prefix}{token}{path}");
+        }
         return Ok(());
     }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub key_reload_errors: IntCounter,
     /// `tollgate_revoked_sessions`
     pub revoked_sessions: IntGauge,
+    /// `tollgate_auto_revocations_total`
+    pub auto_revocations: IntCounter,
     /// `tollgate_token_cache_entries`
     pub token_cache_entries: IntGauge,
     /// `tollgate_cache_purged_total`
@@ -126,6 +128,10 @@ impl Metrics {
             "tollgate_revoked_sessions",
             "Sessions currently on the revocation list.",
         )?;
+        let auto_revocations = IntCounter::new(
+            "tollgate_auto_revocations_total",
+            "Sessions revoked automatically for being seen from too many addresses or user agents.",
+        )?;
         let token_cache_entries = IntGauge::new(
             "tollgate_token_cache_entries",
             "Verified tokens held in the token cache.",
@@ -146,6 +152,7 @@ impl Metrics {
         registry.register(Box::new(keys_loaded.clone()))?;
         registry.register(Box::new(key_reload_errors.clone()))?;
         registry.register(Box::new(revoked_sessions.clone()))?;
+        registry.register(Box::new(auto_revocations.clone()))?;
         registry.register(Box::new(token_cache_entries.clone()))?;
         registry.register(Box::new(cache_purged.clone()))?;
         Ok(Metrics {
@@ -162,6 +169,7 @@ impl Metrics {
             keys_loaded,
             key_reload_errors,
             revoked_sessions,
+            auto_revocations,
             token_cache_entries,
             cache_purged,
         })

@@ -120,7 +120,7 @@ impl TollgateProxy {
 
         let decision: Decision = match route.access {
             AccessMode::Public => access::public(),
-            AccessMode::Paywall => {
+            AccessMode::Paywall | AccessMode::Token => {
                 let cookies: Vec<&[u8]> = req
                     .headers
                     .get_all(http::header::COOKIE)
@@ -136,11 +136,23 @@ impl TollgateProxy {
                         .map(HeaderValue::as_bytes),
                     cookies: &cookies,
                 };
-                let verified = find_token(&edge.config.auth.token_sources, &parts).map(|t| {
-                    edge.tokens
-                        .verify(&t.token, &edge.keys.load(), &edge.policy, unix_now())
-                });
-                access::paywall(&route.require, verified)
+                let client = session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip());
+                let now = unix_now();
+                let presented = find_token(&edge.config.auth.token_sources, &parts)
+                    .map(|t| self.present(&t, path, client, now));
+                let decision = if route.access == AccessMode::Paywall {
+                    access::paywall(&route.require, presented)
+                } else {
+                    access::token(&route.require, presented)
+                };
+                let ua = req
+                    .headers
+                    .get(http::header::USER_AGENT)
+                    .map_or(&b""[..], HeaderValue::as_bytes);
+                self.watch_session(route.access, decision, client, ua, now)
             }
             // Validation refuses the other modes until they are implemented; fail closed anyway.
             _ => return Some(403),
@@ -151,14 +163,90 @@ impl TollgateProxy {
                 .with_label_values(&[result.as_str()])
                 .inc();
         }
+        let Some(variant) = decision.variant else {
+            return Some(403);
+        };
         ctx.route = Some(route_index);
-        ctx.variant = decision.variant;
+        ctx.variant = variant;
         ctx.path = path.to_owned();
         ctx.query = query.into_owned();
         let uri_changed = ctx.path != raw_path || ctx.query != raw_query;
         ctx.host = request_host(session);
         self.sanitize(session, ctx, uri_changed);
         None
+    }
+
+    /// Verify a found token and gather what its claims are checked against.
+    fn present<'a>(
+        &self,
+        found: &request::FoundToken,
+        path: &'a str,
+        client: Option<std::net::IpAddr>,
+        now: u64,
+    ) -> access::Presented<'a> {
+        let edge = &*self.edge;
+        let mut verified = edge
+            .tokens
+            .verify(&found.token, &edge.keys.load(), &edge.policy, now);
+        // The `<sid>.` prefix of a path token is outside the signature: it may only repeat the
+        // signed `sid`, never replace it (revocation is keyed on the signed one).
+        if let (Ok(claims), Some(prefix)) = (&verified, &found.path_sid) {
+            if claims.sid.as_deref().is_some_and(|sid| sid != prefix) {
+                verified = Err(crate::auth::Denial::Malformed);
+            }
+        }
+        let revoked = verified
+            .as_ref()
+            .ok()
+            .and_then(|c| c.sid.as_deref())
+            .is_some_and(|sid| edge.revocations.is_revoked(sid, now));
+        access::Presented {
+            verified,
+            revoked,
+            path,
+            client,
+        }
+    }
+
+    /// Auto-revocation: count where an admitted session is seen from; over the limits, revoke it
+    /// (this request included).
+    fn watch_session(
+        &self,
+        mode: AccessMode,
+        decision: Decision,
+        client: Option<std::net::IpAddr>,
+        user_agent: &[u8],
+        now: u64,
+    ) -> Decision {
+        let edge = &*self.edge;
+        let (Some(auto), Some(claims)) = (&edge.auto_revoker, &decision.claims) else {
+            return decision;
+        };
+        let Some(sid) = claims.sid.as_deref() else {
+            return decision;
+        };
+        if decision.result != Some(access::AuthResult::Valid) {
+            return decision;
+        }
+        let Some(trip) = auto.observe(sid, client, user_agent, now) else {
+            return decision;
+        };
+        let ttl = Duration::from_secs(claims.exp.saturating_sub(now))
+            .max(edge.config.revocation.default_ttl);
+        log::warn!("session {sid:?} revoked automatically: {trip:?} inside the window");
+        if let Err(e) = edge.revocations.revoke(sid, ttl, "auto", now) {
+            log::error!("saving revocations: {e}");
+        }
+        edge.metrics.auto_revocations.inc();
+        edge.metrics
+            .revoked_sessions
+            .set(edge.revocations.len() as i64);
+        Decision {
+            // paywall readers fall back to the teaser, media viewers are refused
+            variant: (mode == AccessMode::Paywall).then_some(Variant::Anonymous),
+            result: Some(access::AuthResult::Revoked),
+            claims: decision.claims,
+        }
     }
 
     /// Remove every client-sent copy of the variant and secret headers and the token itself,

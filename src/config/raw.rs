@@ -35,6 +35,14 @@ pub const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 100_000;
 pub const DEFAULT_CACHE_MEMORY_MAX_SIZE: u64 = 256 * 1024 * 1024;
 /// `cache.disk.max_size` when the disk tier is configured without one.
 pub const DEFAULT_CACHE_DISK_MAX_SIZE: u64 = 10 * 1024 * 1024 * 1024;
+/// `revocation.auto.window` default.
+pub const DEFAULT_AUTO_REVOCATION_WINDOW_SECONDS: u64 = 600;
+/// `revocation.auto.max_ips` default: a viewer moving between Wi-Fi, mobile and a hotspot stays under it.
+pub const DEFAULT_AUTO_REVOCATION_MAX_IPS: usize = 4;
+/// `revocation.auto.max_user_agents` default.
+pub const DEFAULT_AUTO_REVOCATION_MAX_USER_AGENTS: usize = 3;
+/// `revocation.default_ttl`: how long a revocation without its own TTL lasts.
+pub const DEFAULT_REVOCATION_TTL_SECONDS: u64 = 86_400;
 /// The smallest disk tier accepted.
 pub const MIN_CACHE_DISK_MAX_SIZE: u64 = 1024 * 1024;
 /// Default largest cacheable object (`cache.max_object_size`): 16 MiB.
@@ -76,6 +84,26 @@ pub struct RawConfig {
     pub state_dir: Option<PathBuf>,
     #[serde(default)]
     pub logging: RawLogging,
+    #[serde(default)]
+    pub revocation: RawRevocation,
+}
+
+/// `revocation:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRevocation {
+    pub auto: Option<RawAutoRevocation>,
+    pub default_ttl: Option<UnitValue>,
+}
+
+/// `revocation.auto`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAutoRevocation {
+    pub window: Option<UnitValue>,
+    pub max_ips: Option<usize>,
+    pub max_user_agents: Option<usize>,
+    pub enabled: Option<bool>,
 }
 
 /// `pingora:` — passed on to Pingora's `ServerConf`.

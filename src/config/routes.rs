@@ -134,7 +134,7 @@ fn validate_access(
 ) -> Option<AccessMode> {
     let Some(text) = text else {
         // No default: a forgotten `access:` must not silently make paid content public.
-        p.add(key, "missing. Fix: set access: public or access: paywall");
+        p.add(key, "missing. Fix: set access: public, paywall or token");
         return None;
     };
     let Some(mode) = AccessMode::parse(text) else {
@@ -142,29 +142,32 @@ fn validate_access(
         p.add(
             key,
             format!(
-                "'{text}' is not an access mode; modes are: {}. Fix: use public or paywall",
+                "'{text}' is not an access mode; modes are: {}. Fix: use public, paywall or token",
                 modes.join(", ")
             ),
         );
         return None;
     };
     let later = match mode {
-        AccessMode::Public | AccessMode::Paywall => None,
-        AccessMode::Token => Some("arrives with media tokens"),
+        AccessMode::Public | AccessMode::Paywall | AccessMode::Token => None,
         AccessMode::Signed => Some("arrives with signed URLs and cookies"),
         AccessMode::Basic => Some("arrives with Basic auth"),
     };
     if let Some(when) = later {
         p.add(
             key,
-            format!("access mode '{mode}' is not available yet ({when}); use public or paywall"),
+            format!(
+                "access mode '{mode}' is not available yet ({when}); use public, paywall or token"
+            ),
         );
     }
-    if mode == AccessMode::Paywall && !keys_declared {
+    if matches!(mode, AccessMode::Paywall | AccessMode::Token) && !keys_declared {
         p.add(
             key,
-            "paywall route needs keys: set keys.jwks_file (or keys.pem) to the publisher's \
-             public keys; without keys no subscriber could ever be recognised",
+            format!(
+                "{mode} route needs keys: set keys.jwks_file (or keys.pem) to the publisher's \
+                 public keys; without keys no subscriber could ever be recognised"
+            ),
         );
     }
     Some(mode)

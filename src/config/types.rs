@@ -35,6 +35,28 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// Log filter and access log switch.
     pub logging: LoggingSettings,
+    /// Session revocation settings.
+    pub revocation: RevocationSettings,
+}
+
+/// `revocation:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationSettings {
+    /// How long a revocation without its own TTL lasts (and auto-revocations).
+    pub default_ttl: Duration,
+    /// Automatic revocation of sessions seen from too many places; `None` = off.
+    pub auto: Option<AutoRevocation>,
+}
+
+/// `revocation.auto`: per session, distinct client IPs and user agents inside a sliding window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoRevocation {
+    /// The sliding window.
+    pub window: Duration,
+    /// More distinct IPs than this inside the window → revoked.
+    pub max_ips: usize,
+    /// More distinct user agents than this inside the window → revoked.
+    pub max_user_agents: usize,
 }
 
 impl Config {

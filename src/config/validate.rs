@@ -47,6 +47,7 @@ pub fn validate(
     let auth = validate_auth(raw.auth, &mut p);
     let routes = validate_routes(raw.routes, &declared_origins, keys_declared, &mut p);
     let cache = validate_cache(raw.cache, base_dir, &mut p);
+    let revocation = validate_revocation(raw.revocation, &mut p);
     let state_dir = raw
         .state_dir
         .and_then(|dir| validate_state_dir(&dir, base_dir, &mut p));
@@ -66,6 +67,7 @@ pub fn validate(
         cache,
         state_dir,
         logging,
+        revocation,
     })
 }
 
@@ -326,6 +328,57 @@ fn size_or(value: Option<UnitValue>, default: u64, key: &str, p: &mut Problems) 
             }
         },
     }
+}
+
+fn validate_revocation(raw: RawRevocation, p: &mut Problems) -> RevocationSettings {
+    let default_ttl = duration_or(
+        raw.default_ttl,
+        Duration::from_secs(DEFAULT_REVOCATION_TTL_SECONDS),
+        "revocation.default_ttl",
+        p,
+    );
+    let raw_auto = raw.auto.unwrap_or_default();
+    let window = duration_or(
+        raw_auto.window,
+        Duration::from_secs(DEFAULT_AUTO_REVOCATION_WINDOW_SECONDS),
+        "revocation.auto.window",
+        p,
+    );
+    if window.is_zero() {
+        p.add(
+            "revocation.auto.window",
+            "0s never sees two requests together. Fix: use minutes, e.g. 10m",
+        );
+    }
+    let max_ips = raw_auto.max_ips.unwrap_or(DEFAULT_AUTO_REVOCATION_MAX_IPS);
+    let max_user_agents = raw_auto
+        .max_user_agents
+        .unwrap_or(DEFAULT_AUTO_REVOCATION_MAX_USER_AGENTS);
+    for (key, v) in [
+        ("revocation.auto.max_ips", max_ips),
+        ("revocation.auto.max_user_agents", max_user_agents),
+    ] {
+        if v < 2 {
+            p.add(
+                key,
+                format!(
+                    "{v} would revoke a viewer who switches from Wi-Fi to mobile. Fix: use at \
+                     least 2 (default {})",
+                    if key.ends_with("ips") {
+                        DEFAULT_AUTO_REVOCATION_MAX_IPS
+                    } else {
+                        DEFAULT_AUTO_REVOCATION_MAX_USER_AGENTS
+                    }
+                ),
+            );
+        }
+    }
+    let auto = raw_auto.enabled.unwrap_or(true).then_some(AutoRevocation {
+        window,
+        max_ips,
+        max_user_agents,
+    });
+    RevocationSettings { default_ttl, auto }
 }
 
 fn validate_disk(raw: RawCacheDisk, base_dir: &Path, p: &mut Problems) -> Option<DiskSettings> {
