@@ -35,6 +35,9 @@ impl AuthResult {
             AuthResult::Valid,
             AuthResult::Missing,
             AuthResult::NotEntitled,
+            AuthResult::OutOfScope,
+            AuthResult::WrongIp,
+            AuthResult::Revoked,
         ]
         .into_iter()
         .chain(Denial::ALL.into_iter().map(AuthResult::Denied))

@@ -15,6 +15,11 @@ use crate::config::Config;
 use crate::edge::{unix_now, Edge};
 use crate::proxy::TollgateProxy;
 
+/// Seconds a stopping process keeps serving before it begins shutting down its listeners.
+pub const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 5;
+/// Seconds then allowed for in-flight requests to finish.
+pub const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 5;
+
 /// Pingora process flags (SPEC §4: `-d`, `-u`, `-t`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunFlags {
@@ -56,8 +61,16 @@ fn server_conf(config: &Config, flags: RunFlags) -> ServerConf {
         threads: p
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        grace_period_seconds: p.grace_period_seconds,
-        graceful_shutdown_timeout_seconds: p.graceful_shutdown_timeout_seconds,
+        // Pingora's own defaults keep a stopping process around for minutes; operators of
+        // nginx/HAProxy expect SIGTERM to drain in seconds.
+        grace_period_seconds: Some(
+            p.grace_period_seconds
+                .unwrap_or(DEFAULT_GRACE_PERIOD_SECONDS),
+        ),
+        graceful_shutdown_timeout_seconds: Some(
+            p.graceful_shutdown_timeout_seconds
+                .unwrap_or(DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS),
+        ),
         ..ServerConf::default()
     };
     conf.work_stealing = true;

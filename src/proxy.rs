@@ -163,10 +163,10 @@ impl TollgateProxy {
                 .with_label_values(&[result.as_str()])
                 .inc();
         }
+        ctx.route = Some(route_index);
         let Some(variant) = decision.variant else {
             return Some(403);
         };
-        ctx.route = Some(route_index);
         ctx.variant = variant;
         ctx.path = path.to_owned();
         ctx.query = query.into_owned();

@@ -52,14 +52,16 @@ async fn concurrent_misses_for_one_cold_key_reach_the_origin_once() {
 async fn freshness_follows_the_origin_within_the_route_bounds() {
     let key = tokens::es256("k1");
     let origin = Origin::start();
-    let mut opts = EdgeOptions::default();
-    opts.routes = vec![
+    let opts = EdgeOptions {
+        routes: vec![
         // max_ttl 1s: the origin's max-age=300 is cut to 1 s
         r#"{ match: "/short/*", origin: news, access: public, cache: { default_ttl: 1s, min_ttl: 0s, max_ttl: 1s } }"#.into(),
         // min_ttl 1h: the origin's max-age=0 is raised to an hour
         r#"{ match: "/long/*", origin: news, access: public, cache: { default_ttl: 1h, min_ttl: 1h, max_ttl: 1d } }"#.into(),
         r#"{ match: "/*", origin: news, access: public, cache: { default_ttl: 5m } }"#.into(),
-    ];
+        ],
+        ..EdgeOptions::default()
+    };
     let edge = Edge::start_with(&origin, &[&key], opts);
 
     origin.set_override(

@@ -360,8 +360,9 @@ async fn no_subscriber_content_ever_reaches_a_non_subscriber() {
     let (purges, purge_failures) = purger.await.expect("purger panicked");
     let elapsed = started.elapsed();
 
-    let t = tally.lock().unwrap();
-    println!(
+    let purges = {
+        let t = tally.lock().unwrap();
+        println!(
         "{n} requests in {elapsed:.1?}: {} subscriber ok, {} non-subscriber ok, {} hits, {} misses, \
          {purges} purges, {} origin requests, {} leaks, {} failures",
         t.subscriber_ok,
@@ -372,47 +373,49 @@ async fn no_subscriber_content_ever_reaches_a_non_subscriber() {
         t.leaks.len(),
         t.failures.len()
     );
-    assert!(
-        t.leaks.is_empty(),
-        "seed {seed}: {} responses to non-subscribers carried subscriber content, e.g.:\n{}",
-        t.leaks.len(),
-        t.leaks
-            .iter()
-            .take(10)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    // A crashed edge explains every failure below; say so first.
-    edge.assert_running();
-    assert!(
-        purge_failures.is_empty(),
-        "purges failed: {purge_failures:?}"
-    );
-    assert!(
-        t.failures.is_empty(),
-        "seed {seed}: {} wrong responses, e.g.:\n{}",
-        t.failures.len(),
-        t.failures
-            .iter()
-            .take(10)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    assert_eq!(
-        t.subscriber_ok + t.non_subscriber_ok,
-        n,
-        "every request was checked"
-    );
-    assert!(
-        t.subscriber_ok > 0 && t.non_subscriber_ok > 0,
-        "both populations exercised"
-    );
-    assert!(
-        t.hits > 0 && t.misses > 0,
-        "both cache hits and misses happened"
-    );
+        assert!(
+            t.leaks.is_empty(),
+            "seed {seed}: {} responses to non-subscribers carried subscriber content, e.g.:\n{}",
+            t.leaks.len(),
+            t.leaks
+                .iter()
+                .take(10)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        // A crashed edge explains every failure below; say so first.
+        edge.assert_running();
+        assert!(
+            purge_failures.is_empty(),
+            "purges failed: {purge_failures:?}"
+        );
+        assert!(
+            t.failures.is_empty(),
+            "seed {seed}: {} wrong responses, e.g.:\n{}",
+            t.failures.len(),
+            t.failures
+                .iter()
+                .take(10)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        assert_eq!(
+            t.subscriber_ok + t.non_subscriber_ok,
+            n,
+            "every request was checked"
+        );
+        assert!(
+            t.subscriber_ok > 0 && t.non_subscriber_ok > 0,
+            "both populations exercised"
+        );
+        assert!(
+            t.hits > 0 && t.misses > 0,
+            "both cache hits and misses happened"
+        );
+        purges
+    };
     assert!(purges > 0, "purges ran during the traffic");
     let evictions = edge
         .metric("tollgate_cache_evictions_total", &[("tier", "memory")])

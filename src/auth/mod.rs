@@ -19,6 +19,7 @@ pub mod jwt;
 pub mod keys;
 pub mod mint;
 pub mod pem;
+pub mod smd;
 
 pub use cache::{CacheStats, TokenCache};
 pub use jwt::{verify, verify_with_key, Claims, Denial, Policy};

@@ -3,9 +3,13 @@
 //!
 //! - [`Origin`]: an HTTP/1.1 server (hyper) on `127.0.0.1:0`, on its own thread and runtime. It
 //!   records every request it receives and renders `/premium/*` from `x-tollgate-variant`, the
-//!   way a publisher's origin renders the full article or the teaser.
+//!   way a publisher's origin renders the full article or the teaser. [`Origin::set_large`]
+//!   serves large deterministic binary bodies ([`pattern_body`]), optionally trickled.
 //! - [`Edge`]: writes keys, secrets and a config into a temp dir, starts `tollgate -c` on free
-//!   ports, waits for `/healthz`, kills the process on drop.
+//!   ports, waits for `/healthz`, kills the process on drop. [`Edge::stop`] (SIGTERM),
+//!   [`Edge::kill_hard`] (SIGKILL) and [`Edge::start_again`] restart it on the same config;
+//!   [`disk_options`] puts the disk tier in a directory the test owns; [`Edge::rss`] reads
+//!   `VmRSS`/`VmHWM`.
 //! - [`tokens`]: good and deliberately bad tokens.
 //! - [`client`], [`get`], [`raw_get`]: clients that do exactly what the test says (no redirects,
 //!   no proxies from the environment, no pooled connections unless asked for).
@@ -20,14 +24,16 @@ use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -113,6 +119,21 @@ struct OriginState {
     overrides: HashMap<String, Override>,
     pad_to: usize,
     delay: Duration,
+    /// Exact path → a binary body (see [`Origin::set_large`]).
+    large: HashMap<String, Bytes>,
+    /// Large bodies go out in frames of this many bytes, `pace` apart.
+    frame: usize,
+    pace: Duration,
+    /// Exact path → a body with its content type (see [`Origin::set_file`]).
+    files: HashMap<String, Served>,
+}
+
+/// A body registered with [`Origin::set_file`].
+#[derive(Debug, Clone)]
+struct Served {
+    body: Bytes,
+    content_type: String,
+    delay: Duration,
 }
 
 /// A real origin server on loopback. Dropping it stops the server.
@@ -140,19 +161,100 @@ pub fn premium_body(path: &str, subscriber: bool, pad_to: usize) -> String {
     body
 }
 
-fn respond(status: u16, headers: &[(String, String)], body: String) -> Response<Full<Bytes>> {
+/// A deterministic, incompressible body of `len` bytes for `seed` (splitmix64 output): what the
+/// origin serves for a path registered with [`Origin::set_large`].
+pub fn pattern_body(seed: &str, len: usize) -> Bytes {
+    // FNV-1a of the seed, then splitmix64.
+    let mut x: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in seed.bytes() {
+        x = (x ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let mut out = vec![0u8; len];
+    for chunk in out.chunks_mut(8) {
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+    }
+    Bytes::from(out)
+}
+
+/// The origin's response body: the whole body in one frame, or (large bodies) frames of `frame`
+/// bytes with `pace` between them, so a test can keep a fill in flight. Its exact size is known
+/// up front, so every response carries `Content-Length`.
+pub struct OriginBody {
+    rest: Bytes,
+    frame: usize,
+    pace: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl OriginBody {
+    fn full(data: Bytes) -> OriginBody {
+        OriginBody {
+            rest: data,
+            frame: 0,
+            pace: Duration::ZERO,
+            sleep: None,
+        }
+    }
+}
+
+impl Body for OriginBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.rest.is_empty() {
+            return Poll::Ready(None);
+        }
+        if let Some(sleep) = this.sleep.as_mut() {
+            use std::future::Future;
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.sleep = None;
+        }
+        let n = if this.frame == 0 {
+            this.rest.len()
+        } else {
+            this.frame.min(this.rest.len())
+        };
+        let data = this.rest.split_to(n);
+        if !this.pace.is_zero() && !this.rest.is_empty() {
+            this.sleep = Some(Box::pin(tokio::time::sleep(this.pace)));
+        }
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.rest.len() as u64)
+    }
+}
+
+fn respond(status: u16, headers: &[(String, String)], body: String) -> Response<OriginBody> {
     let mut b = Response::builder().status(status);
     for (k, v) in headers {
         b = b.header(k.as_str(), v.as_str());
     }
-    b.body(Full::new(Bytes::from(body)))
+    b.body(OriginBody::full(Bytes::from(body)))
         .expect("origin builds a valid response")
 }
 
 async fn handle(
     state: Arc<Mutex<OriginState>>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<OriginBody>, Infallible> {
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -184,12 +286,25 @@ async fn handle(
     let variant = rec.header_all(VARIANT_HEADER).join(",");
     let secret = rec.header_all(SECRET_HEADER).join(",");
     let seq = ORIGIN_SEQ.fetch_add(1, Ordering::Relaxed).to_string();
-    let (over, pad_to, delay) = {
+    let (over, pad_to, delay, large) = {
         let mut st = state.lock().unwrap();
         *st.hits.entry(path.clone()).or_default() += 1;
         st.requests.push(rec);
-        (st.overrides.get(&path).cloned(), st.pad_to, st.delay)
+        let large = st.large.get(&path).map(|b| (b.clone(), st.frame, st.pace));
+        (st.overrides.get(&path).cloned(), st.pad_to, st.delay, large)
     };
+    let served = state.lock().unwrap().files.get(&path).cloned();
+    if let Some(f) = served {
+        tokio::time::sleep(f.delay).await;
+        let resp = Response::builder()
+            .status(200)
+            .header("content-type", f.content_type)
+            .header("cache-control", "public, max-age=3600")
+            .header("x-origin-seq", seq)
+            .body(OriginBody::full(f.body))
+            .expect("origin builds a valid response");
+        return Ok(resp);
+    }
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -203,6 +318,22 @@ async fn handle(
     if let Some(o) = over {
         headers.extend(o.headers);
         return Ok(respond(o.status, &headers, o.body));
+    }
+    if let Some((data, frame, pace)) = large {
+        let mut b = Response::builder()
+            .status(200)
+            .header("content-type", "application/octet-stream")
+            .header("cache-control", "public, max-age=3600");
+        for (k, v) in headers.iter().filter(|(k, _)| k != "content-type") {
+            b = b.header(k.as_str(), v.as_str());
+        }
+        let body = OriginBody {
+            rest: data,
+            frame,
+            pace,
+            sleep: None,
+        };
+        return Ok(b.body(body).expect("origin builds a valid response"));
     }
     if path.starts_with("/premium/") {
         headers.push(("cache-control".into(), "public, max-age=300".into()));
@@ -236,7 +367,10 @@ impl Origin {
             .set_nonblocking(true)
             .expect("nonblocking origin listener");
         let addr = listener.local_addr().expect("origin addr");
-        let state = Arc::new(Mutex::new(OriginState::default()));
+        let state = Arc::new(Mutex::new(OriginState {
+            frame: 64 * 1024,
+            ..OriginState::default()
+        }));
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let st = state.clone();
         let thread = std::thread::Builder::new()
@@ -289,6 +423,27 @@ impl Origin {
     /// Make every answer take this long (a slow origin, to exercise request coalescing).
     pub fn set_delay(&self, delay: Duration) {
         self.state.lock().unwrap().delay = delay;
+    }
+
+    /// Serve `path` (exact, without query) with [`pattern_body`]`(path, len)`: 200,
+    /// `application/octet-stream`, `Cache-Control: public, max-age=3600`, `Content-Length`.
+    /// Returns the body (a cheap handle on the origin's copy) for the test to compare against.
+    pub fn set_large(&self, path: &str, len: usize) -> Bytes {
+        let body = pattern_body(path, len);
+        self.state
+            .lock()
+            .unwrap()
+            .large
+            .insert(path.to_owned(), body.clone());
+        body
+    }
+
+    /// Send bodies registered with [`Origin::set_large`] in frames of `frame` bytes with `pace`
+    /// between frames (a slow origin whose fills stay in flight). Default: 64 KiB, no pause.
+    pub fn set_pace(&self, frame: usize, pace: Duration) {
+        let mut st = self.state.lock().unwrap();
+        st.frame = frame.max(1);
+        st.pace = pace;
     }
 
     /// Answer `path` (exact, without query) with a canned response.
@@ -392,6 +547,15 @@ pub struct EdgeOptions {
     pub reload_interval_seconds: u64,
     /// `pingora.threads`.
     pub threads: usize,
+    /// `pingora.grace_period_seconds` (None: not written, Pingora's default of 5 minutes).
+    /// Tests that stop the edge with SIGTERM ([`Edge::stop`]) set it low.
+    pub grace_period_seconds: Option<u64>,
+    /// `pingora.graceful_shutdown_timeout_seconds` (None: not written).
+    pub graceful_shutdown_timeout_seconds: Option<u64>,
+    /// More listener addresses besides `127.0.0.1:<port>`, e.g. `"[::1]:8081"`.
+    pub extra_listeners: Vec<String>,
+    /// Top-level YAML appended to the config as is (e.g. `state_dir:`, `revocation:`).
+    pub extra_yaml: String,
 }
 
 impl Default for EdgeOptions {
@@ -404,6 +568,10 @@ impl Default for EdgeOptions {
             token_sources: vec!["query:token".into(), "bearer".into(), "cookie:token".into()],
             reload_interval_seconds: 1,
             threads: 2,
+            grace_period_seconds: None,
+            graceful_shutdown_timeout_seconds: None,
+            extra_listeners: Vec::new(),
+            extra_yaml: String::new(),
         }
     }
 }
@@ -423,6 +591,10 @@ pub struct Edge {
     stderr_path: PathBuf,
     child: Mutex<Child>,
     dir: tempfile::TempDir,
+    origin_addr: SocketAddr,
+    opts: EdgeOptions,
+    /// Processes started so far on this config dir (1 + restarts).
+    starts: u32,
 }
 
 /// A port that was free a moment ago.
@@ -472,15 +644,31 @@ fn config_yaml(
     }
     let sources: Vec<String> = opts.token_sources.iter().map(|s| yaml_str(s)).collect();
     let routes: String = opts.routes.iter().map(|r| format!("  - {r}\n")).collect();
+    let mut pingora_extra = String::new();
+    if let Some(g) = opts.grace_period_seconds {
+        pingora_extra.push_str(&format!("  grace_period_seconds: {g}\n"));
+    }
+    if let Some(g) = opts.graceful_shutdown_timeout_seconds {
+        pingora_extra.push_str(&format!("  graceful_shutdown_timeout_seconds: {g}\n"));
+    }
+    let extra_listeners: String = opts
+        .extra_listeners
+        .iter()
+        .map(|a| format!("  - addr: {}\n", yaml_str(a)))
+        .collect();
+    let mut extra_yaml = opts.extra_yaml.clone();
+    if !extra_yaml.is_empty() && !extra_yaml.ends_with('\n') {
+        extra_yaml.push('\n');
+    }
     format!(
-        "listeners:\n  - addr: 127.0.0.1:{port}\n\
+        "listeners:\n  - addr: 127.0.0.1:{port}\n{extra_listeners}\
          admin:\n  addr: 127.0.0.1:{admin_port}\n  token_file: admin.token\n\
          origins:\n  news:\n    url: http://{origin}\n    secret_header: {SECRET_HEADER}\n    secret_file: origin.secret\n\
          keys:\n  jwks_file: jwks.json\n  reload_interval_seconds: {reload}\n\
          auth:\n{auth}  leeway_seconds: 30\n  subscriptions_claim: subs\n  token_sources: [{sources}]\n\
          routes:\n{routes}\
          cache: {cache}\n\
-         pingora:\n  threads: {threads}\n  pid_file: {pid}\n  upgrade_sock: {sock}\n",
+         pingora:\n  threads: {threads}\n  pid_file: {pid}\n  upgrade_sock: {sock}\n{pingora_extra}{extra_yaml}",
         reload = opts.reload_interval_seconds,
         sources = sources.join(", "),
         cache = opts.cache,
@@ -495,6 +683,77 @@ fn probe_200(port: u16, path: &str) -> bool {
     raw_get(port, path, &[])
         .map(|r| r.status == 200)
         .unwrap_or(false)
+}
+
+/// Write the config and start `tollgate -c` until `/healthz` answers. With `ports: None`, on two
+/// fresh ports (three attempts, in case another process grabbed a port in between); with
+/// `Some((proxy, admin))`, on exactly those (three attempts, for a port still being released).
+fn spawn_edge(
+    dir: &Path,
+    config_path: &Path,
+    stderr_path: &Path,
+    origin: SocketAddr,
+    opts: &EdgeOptions,
+    ports: Option<(u16, u16)>,
+) -> (u16, u16, Child) {
+    let mut last_err = String::new();
+    for attempt in 0..3 {
+        let (port, admin_port) = match ports {
+            Some(p) => {
+                if attempt > 0 {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                p
+            }
+            None => {
+                let [port, admin_port] = free_ports::<2>();
+                (port, admin_port)
+            }
+        };
+        std::fs::write(
+            config_path,
+            config_yaml(dir, port, admin_port, origin, opts),
+        )
+        .unwrap();
+        let stderr = std::fs::File::create(stderr_path).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("-c")
+            .arg(config_path)
+            .env(
+                "RUST_LOG",
+                std::env::var("TOLLGATE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn tollgate");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                last_err = format!(
+                    "tollgate exited with {status} before it was ready; stderr:\n{}",
+                    std::fs::read_to_string(stderr_path).unwrap_or_default()
+                );
+                break; // maybe a port race: retry with fresh ports
+            }
+            if probe_200(admin_port, "/healthz") && TcpStream::connect(("127.0.0.1", port)).is_ok()
+            {
+                return (port, admin_port, child);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "tollgate did not answer /healthz on 127.0.0.1:{admin_port} within 20 s; \
+                     stderr:\n{}",
+                    std::fs::read_to_string(stderr_path).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("tollgate failed to start three times; last: {last_err}");
 }
 
 impl Edge {
@@ -513,64 +772,27 @@ impl Edge {
         std::fs::write(dir.path().join("jwks.json"), mint::jwks_json(keys)).unwrap();
         let config_path = dir.path().join("tollgate.yaml");
         let stderr_path = dir.path().join("stderr.log");
-
-        let mut last_err = String::new();
-        for _attempt in 0..3 {
-            let [port, admin_port] = free_ports::<2>();
-            std::fs::write(
-                &config_path,
-                config_yaml(dir.path(), port, admin_port, origin.addr, &opts),
-            )
-            .unwrap();
-            let stderr = std::fs::File::create(&stderr_path).unwrap();
-            let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-                .arg("-c")
-                .arg(&config_path)
-                .env(
-                    "RUST_LOG",
-                    std::env::var("TOLLGATE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-                )
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(stderr)
-                .spawn()
-                .expect("spawn tollgate");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Ok(Some(status)) = child.try_wait() {
-                    last_err = format!(
-                        "tollgate exited with {status} before it was ready; stderr:\n{}",
-                        std::fs::read_to_string(&stderr_path).unwrap_or_default()
-                    );
-                    break; // maybe a port race: retry with fresh ports
-                }
-                if probe_200(admin_port, "/healthz")
-                    && TcpStream::connect(("127.0.0.1", port)).is_ok()
-                {
-                    return Edge {
-                        port,
-                        admin_port,
-                        secret,
-                        admin_token,
-                        config_path,
-                        stderr_path,
-                        child: Mutex::new(child),
-                        dir,
-                    };
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "tollgate did not answer /healthz on 127.0.0.1:{admin_port} within 20 s; \
-                         stderr:\n{}",
-                        std::fs::read_to_string(&stderr_path).unwrap_or_default()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        let (port, admin_port, child) = spawn_edge(
+            dir.path(),
+            &config_path,
+            &stderr_path,
+            origin.addr,
+            &opts,
+            None,
+        );
+        Edge {
+            port,
+            admin_port,
+            secret,
+            admin_token,
+            config_path,
+            stderr_path,
+            child: Mutex::new(child),
+            dir,
+            origin_addr: origin.addr,
+            opts,
+            starts: 1,
         }
-        panic!("tollgate failed to start three times; last: {last_err}");
     }
 
     /// `http://127.0.0.1:<port><path>` on the proxy listener.
@@ -682,6 +904,226 @@ impl Edge {
         v["purged"]
             .as_u64()
             .unwrap_or_else(|| panic!("purge answer has no numeric \"purged\": {text}"))
+    }
+}
+
+/// Peak and current resident memory of a process, from `/proc/<pid>/status`.
+#[derive(Debug, Clone, Copy)]
+pub struct Rss {
+    /// `VmRSS`: resident now, bytes.
+    pub now: u64,
+    /// `VmHWM`: the peak resident size since the process started, bytes.
+    pub peak: u64,
+}
+
+/// `VmRSS` and `VmHWM` of process `pid`.
+pub fn rss_of(pid: u32) -> Rss {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    let field = |name: &str| -> u64 {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("/proc/{pid}/status has no {name}"));
+        let kib: u64 = line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("bad {name} line {line:?}"));
+        kib * 1024
+    };
+    Rss {
+        now: field("VmRSS:"),
+        peak: field("VmHWM:"),
+    }
+}
+
+/// A `cache:` value (YAML flow mapping) with a disk tier at `disk_dir`, e.g.
+/// `disk_cache("64MiB", dir, "1GiB", "256MiB")`. The directory belongs to the test (a
+/// `TempDir` it holds), so it outlives any one edge process.
+pub fn disk_cache(memory_max: &str, disk_dir: &Path, disk_max: &str, max_object: &str) -> String {
+    format!(
+        "{{ memory: {{ max_size: {memory_max} }}, disk: {{ path: {}, max_size: {disk_max} }}, \
+         max_object_size: {max_object} }}",
+        yaml_str(&disk_dir.to_string_lossy())
+    )
+}
+
+/// Default options with a disk tier at `disk_dir` and a short SIGTERM grace period, so that
+/// [`Edge::stop`] and [`Edge::restart`] take a second or two.
+pub fn disk_options(
+    memory_max: &str,
+    disk_dir: &Path,
+    disk_max: &str,
+    max_object: &str,
+) -> EdgeOptions {
+    EdgeOptions {
+        cache: disk_cache(memory_max, disk_dir, disk_max, max_object),
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(2),
+        ..EdgeOptions::default()
+    }
+}
+
+/// Regular files under `dir` (recursively), sorted; empty if `dir` does not exist.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The disk tier's object files: `<disk_dir>/objects/<2 hex>/<32 hex>.tgc`.
+pub fn object_files(disk_dir: &Path) -> Vec<PathBuf> {
+    files_under(&disk_dir.join("objects"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "tgc"))
+        .collect()
+}
+
+/// The object file whose bytes contain `needle` (a slice of one object's body); panics unless
+/// exactly one does.
+pub fn object_file_containing(disk_dir: &Path, needle: &[u8]) -> (PathBuf, usize) {
+    let mut found = Vec::new();
+    for f in object_files(disk_dir) {
+        let data = std::fs::read(&f).unwrap_or_default();
+        if let Some(at) = data.windows(needle.len()).position(|w| w == needle) {
+            found.push((f, at));
+        }
+    }
+    assert_eq!(
+        found.len(),
+        1,
+        "expected exactly one object file under {}/objects holding the given body bytes \
+         (bodies are incompressible and stored as is), found {found:?}",
+        disk_dir.display()
+    );
+    found.pop().unwrap()
+}
+
+impl Edge {
+    /// The process id of the running edge.
+    pub fn pid(&self) -> u32 {
+        self.child.lock().unwrap_or_else(|e| e.into_inner()).id()
+    }
+
+    /// `VmRSS` / `VmHWM` of the running edge.
+    pub fn rss(&self) -> Rss {
+        self.assert_running();
+        rss_of(self.pid())
+    }
+
+    /// How many processes have been started on this config dir (1 + restarts).
+    pub fn starts(&self) -> u32 {
+        self.starts
+    }
+
+    /// Stop the edge the way systemd does (SIGTERM) and wait for it to exit (30 s at most, or
+    /// panic). Set [`EdgeOptions::grace_period_seconds`] low, or this takes Pingora's 5 minutes.
+    pub fn stop(&mut self) {
+        self.assert_running();
+        let pid = self.pid();
+        let st = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill -TERM");
+        assert!(st.success(), "kill -TERM {pid} failed: {st}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.exit_status() {
+                assert!(
+                    status.success(),
+                    "the edge exited with {status} on SIGTERM; stderr tail:\n{}",
+                    self.stderr_tail(40)
+                );
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the edge did not exit within 30 s of SIGTERM; stderr tail:\n{}",
+                    self.stderr_tail(40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `kill -9` the edge (no chance to flush or clean up) and reap it.
+    pub fn kill_hard(&mut self) {
+        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
+        child.kill().expect("SIGKILL the edge");
+        let _ = child.wait();
+    }
+
+    /// Start a new process on the same config dir (keys, secrets, admin token), the same options
+    /// and the same ports, after [`Edge::stop`] or [`Edge::kill_hard`]. Same ports because the
+    /// client's `Host` (`127.0.0.1:<port>`) is part of the cache key: on another port nothing
+    /// stored before would be found. The previous process's stderr is kept as
+    /// `stderr.<n>.log` in [`Edge::dir`].
+    pub fn start_again(&mut self) {
+        assert!(
+            self.exit_status().is_some(),
+            "start_again: the previous edge is still running"
+        );
+        let _ = std::fs::rename(
+            &self.stderr_path,
+            self.dir.path().join(format!("stderr.{}.log", self.starts)),
+        );
+        let (port, admin_port, child) = spawn_edge(
+            self.dir.path(),
+            &self.config_path,
+            &self.stderr_path,
+            self.origin_addr,
+            &self.opts,
+            Some((self.port, self.admin_port)),
+        );
+        self.port = port;
+        self.admin_port = admin_port;
+        *self.child.get_mut().unwrap_or_else(|e| e.into_inner()) = child;
+        self.starts += 1;
+    }
+
+    /// [`Edge::stop`] (SIGTERM) then [`Edge::start_again`].
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Poll `/metrics` (every 50 ms, up to `timeout`) until `ok(value)` holds for the series;
+    /// returns the last value and whether it held.
+    pub async fn poll_metric(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        timeout: Duration,
+        ok: impl Fn(f64) -> bool,
+    ) -> (f64, bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.metric(name, labels).await;
+            if ok(v) {
+                return (v, true);
+            }
+            if Instant::now() > deadline {
+                return (v, false);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -834,6 +1276,166 @@ pub fn request(
 /// GET `path` with `tok` on a fresh connection.
 pub async fn get(edge: &Edge, path: &str, tok: Tok<'_>) -> Resp {
     send(request(&client(), edge, path, tok)).await
+}
+
+/// A response whose body is bytes (binary objects), fully read.
+#[derive(Debug)]
+pub struct BinResp {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl BinResp {
+    /// The only value of header `name` as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let mut all = self.headers.get_all(name).iter();
+        let first = all.next()?;
+        assert!(
+            all.next().is_none(),
+            "response has several {name} headers: {:?}",
+            self.headers
+        );
+        Some(first.to_str().expect("header is text"))
+    }
+
+    /// `Cache-Status`, or panics.
+    pub fn cache_status(&self) -> &str {
+        self.header("cache-status")
+            .unwrap_or_else(|| panic!("response without Cache-Status: {:?}", self.headers))
+    }
+}
+
+/// GET `path` on the edge with extra request headers; the body read as bytes.
+pub async fn get_bin(edge: &Edge, path: &str, headers: &[(&str, &str)]) -> BinResp {
+    let mut rb = client().get(edge.url(path));
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let r = rb
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let body = r
+        .bytes()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: body: {e}"));
+    BinResp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// What [`get_streamed`] saw: the head, and the body checked chunk by chunk as it arrived.
+#[derive(Debug)]
+pub struct Streamed {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// Body bytes received.
+    pub len: u64,
+    /// SHA-256 of the body received, hex.
+    pub sha256: String,
+    /// Offset of the first byte that differs from the expected body (or where the body went
+    /// past its end), if any.
+    pub first_mismatch: Option<u64>,
+    /// The transfer error, if the body did not arrive completely.
+    pub error: Option<String>,
+}
+
+impl Streamed {
+    /// `Cache-Status`, or panics.
+    pub fn cache_status(&self) -> &str {
+        self.headers
+            .get("cache-status")
+            .unwrap_or_else(|| panic!("response without Cache-Status: {:?}", self.headers))
+            .to_str()
+            .expect("header is text")
+    }
+
+    /// The body arrived completely and equals the expected body, byte for byte (every chunk
+    /// was compared at its offset as it arrived). [`Streamed::sha256`] is there to compare with
+    /// a digest computed once, e.g. [`sha256_hex`] of the origin's body.
+    pub fn matches(&self, expected: &[u8]) -> bool {
+        self.error.is_none() && self.first_mismatch.is_none() && self.len == expected.len() as u64
+    }
+}
+
+/// SHA-256 of `data`, hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// GET `path` with `client` and read the body as it streams in, never holding it whole: each
+/// chunk is hashed and compared with `expected` at its offset. A transfer error is reported in
+/// [`Streamed::error`], not a panic (a response cut short is an outcome some tests look for).
+pub async fn get_streamed(
+    client: &reqwest::Client,
+    edge: &Edge,
+    path: &str,
+    expected: &[u8],
+) -> Streamed {
+    use sha2::Digest;
+    let mut r = client
+        .get(edge.url(path))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let mut hasher = sha2::Sha256::new();
+    let mut len: u64 = 0;
+    let mut first_mismatch = None;
+    let mut error = None;
+    loop {
+        match r.chunk().await {
+            Ok(Some(chunk)) => {
+                let at = len as usize;
+                if first_mismatch.is_none() {
+                    let want = expected
+                        .get(at..(at + chunk.len()).min(expected.len()))
+                        .unwrap_or(&[]);
+                    // slice equality first (memcmp; the byte loop is slow in debug builds)
+                    if want != &chunk[..want.len()] {
+                        let i = want.iter().zip(chunk.iter()).position(|(a, b)| a != b);
+                        first_mismatch = Some((at + i.unwrap_or(0)) as u64);
+                    } else if want.len() < chunk.len() {
+                        first_mismatch = Some((at + want.len()) as u64);
+                    }
+                }
+                hasher.update(&chunk);
+                len += chunk.len() as u64;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                error = Some(format!("{e} ({:?})", std::error::Error::source(&e)));
+                break;
+            }
+        }
+    }
+    Streamed {
+        status,
+        headers,
+        len,
+        sha256: hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        first_mismatch,
+        error,
+    }
 }
 
 /// A response read by [`raw_get`].
@@ -1040,5 +1642,122 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Media: files on the origin, clients from other loopback addresses, the revocation API
+// ---------------------------------------------------------------------------------------------
+
+impl Origin {
+    /// Serve `path` (exact, without query) with `body` as `content_type`: 200,
+    /// `Cache-Control: public, max-age=3600`, `Content-Length`, after waiting `delay` (a slow
+    /// segment).
+    pub fn set_file(
+        &self,
+        path: &str,
+        body: impl Into<Bytes>,
+        content_type: &str,
+        delay: Duration,
+    ) {
+        self.state.lock().unwrap().files.insert(
+            path.to_owned(),
+            Served {
+                body: body.into(),
+                content_type: content_type.to_owned(),
+                delay,
+            },
+        );
+    }
+
+    /// Serve every regular file directly inside `dir` at `url_dir` + its name (`url_dir` ends
+    /// with `/`), typed by extension: `.m3u8` as `application/vnd.apple.mpegurl`, `.ts` as
+    /// `video/mp2t`, anything else as `application/octet-stream`. Returns the URL paths, sorted.
+    pub fn serve_dir(&self, url_dir: &str, dir: &Path) -> Vec<String> {
+        let mut served = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display())) {
+            let e = e.expect("directory entry");
+            if !e.file_type().expect("file type").is_file() {
+                continue;
+            }
+            let name = e.file_name().to_string_lossy().into_owned();
+            let content_type = match name.rsplit_once('.').map(|(_, ext)| ext) {
+                Some("m3u8") => "application/vnd.apple.mpegurl",
+                Some("ts") => "video/mp2t",
+                _ => "application/octet-stream",
+            };
+            let path = format!("{url_dir}{name}");
+            let body = std::fs::read(e.path()).expect("read served file");
+            self.set_file(&path, body, content_type, Duration::ZERO);
+            served.push(path);
+        }
+        served.sort();
+        served
+    }
+}
+
+/// Like [`client`], but every connection comes from `local` (on Linux any 127.0.0.0/8 address
+/// is loopback), so the edge sees that client address.
+pub fn client_from(local: std::net::IpAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(20))
+        .local_address(local)
+        .build()
+        .expect("reqwest client")
+}
+
+impl Edge {
+    /// `POST /admin/revoke` with the admin token: `{"sid": sid, "ttl_seconds": ttl}` (no
+    /// `ttl_seconds` when `None`). Returns the status and the JSON answer.
+    pub async fn revoke(&self, sid: &str, ttl_seconds: Option<u64>) -> (u16, serde_json::Value) {
+        let mut body = serde_json::json!({ "sid": sid });
+        if let Some(ttl) = ttl_seconds {
+            body["ttl_seconds"] = ttl.into();
+        }
+        let r = client()
+            .post(self.admin_url("/admin/revoke"))
+            .bearer_auth(&self.admin_token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("POST /admin/revoke");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        let v = serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!("/admin/revoke answered {status} with non-JSON ({e}): {text}")
+        });
+        (status, v)
+    }
+
+    /// `GET /admin/revocations` with the admin token: the `revocations` array; panics unless
+    /// the answer is 200 JSON of that shape.
+    pub async fn revocations(&self) -> Vec<serde_json::Value> {
+        let r = client()
+            .get(self.admin_url("/admin/revocations"))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .expect("GET /admin/revocations");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        assert_eq!(
+            status, 200,
+            "GET /admin/revocations answered {status}: {text}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("/admin/revocations is not JSON ({e}): {text}"));
+        v["revocations"]
+            .as_array()
+            .unwrap_or_else(|| panic!("/admin/revocations has no \"revocations\" array: {text}"))
+            .clone()
+    }
+
+    /// The jwks.json the edge reloads its keys from.
+    pub fn jwks_path(&self) -> PathBuf {
+        self.dir.path().join("jwks.json")
     }
 }

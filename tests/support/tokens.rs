@@ -147,3 +147,25 @@ pub fn wrong_audience(key: &SigningKey) -> String {
 pub fn malformed() -> String {
     "this.is-not.a-jwt".to_string()
 }
+
+/// A media token (access mode `token`): [`claims`] for sub `viewer` (no subscriptions) plus `sid`,
+/// `paths` (no claim at all when empty) and `ip`, each only when given.
+pub fn media(
+    key: &SigningKey,
+    sid: Option<&str>,
+    paths: &[&str],
+    ip: Option<&str>,
+    ttl_secs: i64,
+) -> String {
+    let mut c = claims("viewer", &[], ttl_secs);
+    if let Some(sid) = sid {
+        c["sid"] = json!(sid);
+    }
+    if !paths.is_empty() {
+        c["paths"] = json!(paths);
+    }
+    if let Some(ip) = ip {
+        c["ip"] = json!(ip);
+    }
+    sign(key, &c)
+}
