@@ -33,7 +33,7 @@ pub use glob::Glob;
 pub use types::{
     is_tchar, AccessMode, Admin, AuthSettings, AutoRevocation, CacheSettings, Config, DiskSettings,
     KeysSettings, Listener, LoggingSettings, Origin, PemKeyConf, PingoraSettings,
-    RevocationSettings, Route, RouteCache, TokenSource,
+    RevocationSettings, Route, RouteCache, SmdSettings, TokenSource,
 };
 pub use units::{format_duration, format_size, parse_duration, parse_size};
 pub use validate::validate;

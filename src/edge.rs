@@ -49,6 +49,9 @@ pub enum EdgeError {
     /// The revocation list could not be loaded.
     #[error("revocations: {0}")]
     State(#[from] crate::revocation::StateError),
+    /// The AWS Secure Media Delivery secrets could not be loaded.
+    #[error("smd.secrets_file: {0}")]
+    Smd(#[from] crate::auth::smd::SmdError),
     /// Metric registration failed.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -110,6 +113,8 @@ pub struct Edge {
     pub revocations: Revocations,
     /// Automatic revocation, if enabled.
     pub auto_revoker: Option<AutoRevoker>,
+    /// AWS Secure Media Delivery secrets, when such tokens are accepted.
+    pub smd: Option<crate::auth::smd::SmdSecrets>,
 }
 
 impl Edge {
@@ -254,7 +259,13 @@ impl Edge {
         metrics.revoked_sessions.set(revocations.len() as i64);
         let auto_revoker = config.revocation.auto.clone().map(AutoRevoker::new);
 
+        let smd = match &config.smd {
+            Some(s) => Some(crate::auth::smd::SmdSecrets::load(&s.secrets_file)?),
+            None => None,
+        };
+
         Ok(Arc::new(Edge {
+            smd,
             revocations,
             auto_revoker,
             tokens: TokenCache::new(config.auth.token_cache_entries),

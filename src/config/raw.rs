@@ -86,6 +86,14 @@ pub struct RawConfig {
     pub logging: RawLogging,
     #[serde(default)]
     pub revocation: RawRevocation,
+    pub smd: Option<RawSmd>,
+}
+
+/// `smd:` — accept AWS Secure Media Delivery tokens.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSmd {
+    pub secrets_file: Option<PathBuf>,
 }
 
 /// `revocation:`.

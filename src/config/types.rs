@@ -37,6 +37,15 @@ pub struct Config {
     pub logging: LoggingSettings,
     /// Session revocation settings.
     pub revocation: RevocationSettings,
+    /// AWS Secure Media Delivery tokens, if accepted.
+    pub smd: Option<SmdSettings>,
+}
+
+/// `smd:` — also accept tokens of the AWS Secure Media Delivery solution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmdSettings {
+    /// `{"<kid>": "<secret>", ...}`.
+    pub secrets_file: PathBuf,
 }
 
 /// `revocation:`.

@@ -48,6 +48,7 @@ pub fn validate(
     let routes = validate_routes(raw.routes, &declared_origins, keys_declared, &mut p);
     let cache = validate_cache(raw.cache, base_dir, &mut p);
     let revocation = validate_revocation(raw.revocation, &mut p);
+    let smd = raw.smd.and_then(|s| validate_smd(s, base_dir, &mut p));
     let state_dir = raw
         .state_dir
         .and_then(|dir| validate_state_dir(&dir, base_dir, &mut p));
@@ -68,6 +69,7 @@ pub fn validate(
         state_dir,
         logging,
         revocation,
+        smd,
     })
 }
 
@@ -328,6 +330,25 @@ fn size_or(value: Option<UnitValue>, default: u64, key: &str, p: &mut Problems) 
             }
         },
     }
+}
+
+fn validate_smd(raw: RawSmd, base_dir: &Path, p: &mut Problems) -> Option<SmdSettings> {
+    let Some(file) = raw.secrets_file else {
+        p.add(
+            "smd.secrets_file",
+            "missing. Fix: point it at the JSON map {\"<kid>\": \"<secret>\"} your token service uses",
+        );
+        return None;
+    };
+    let file = resolve(base_dir, &file);
+    if !file.is_file() {
+        p.add(
+            "smd.secrets_file",
+            format!("{} does not exist or is not a file", file.display()),
+        );
+        return None;
+    }
+    Some(SmdSettings { secrets_file: file })
 }
 
 fn validate_revocation(raw: RawRevocation, p: &mut Problems) -> RevocationSettings {
