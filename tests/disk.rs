@@ -803,3 +803,45 @@ async fn concurrent_misses_with_the_disk_tier_reach_the_origin_once() {
     );
     edge.assert_running();
 }
+
+/// A disk that refuses writes (here: the temp directory replaced by a file, so no fill can even
+/// start) degrades to pass-through: every response is complete and correct, the failure is
+/// counted, and the memory tier keeps serving hits.
+#[tokio::test]
+async fn a_failing_disk_degrades_to_pass_through_and_a_metric() {
+    let key = tokens::es256("k1");
+    let origin = Origin::start();
+    let cache_dir = tempfile::tempdir().expect("cache dir");
+    let edge = Edge::start_with(
+        &origin,
+        &[&key],
+        disk_options("64MiB", cache_dir.path(), "1GiB", "256MiB"),
+    );
+    // break the disk tier under the running edge
+    let tmp = cache_dir.path().join("tmp");
+    std::fs::remove_dir_all(&tmp).expect("remove tmp/");
+    std::fs::write(&tmp, b"not a directory").expect("tmp/ as a file");
+
+    let small = "/news/small.bin";
+    let small_body = origin.set_large(small, 8 * KIB);
+    // larger than the memory tier's per-object limit (64 MiB / 8): disk-only, so uncached now
+    let big = "/news/big.bin";
+    let big_body = origin.set_large(big, 9 * MIB);
+    for _ in 0..3 {
+        let r = get_bin(&edge, small, &[]).await;
+        assert_eq!(r.status, 200);
+        assert!(r.body == small_body, "small body intact");
+        let r = get_bin(&edge, big, &[]).await;
+        assert_eq!(r.status, 200);
+        assert!(r.body == big_body, "big body intact");
+    }
+    assert_eq!(origin.hits(small), 1, "the memory tier still caches");
+    assert_eq!(
+        origin.hits(big),
+        3,
+        "nothing can store the big object: pass-through"
+    );
+    let errors = edge.metric(DISK_ERRORS, &[("op", "write")]).await;
+    assert!(errors >= 1.0, "disk write failures are counted: {errors}");
+    edge.assert_running();
+}

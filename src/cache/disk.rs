@@ -39,6 +39,8 @@ use super::memory::TierMetrics;
 
 /// Bodies up to this size are verified completely before a lookup reports a hit.
 pub const VERIFY_UPFRONT: u64 = 4 * 1024 * 1024;
+/// Bytes read at once for the head (fixed header and metadata) of a large object.
+const HEAD_READ: u64 = 64 * 1024;
 /// Bytes read per step when streaming a large body.
 pub const READ_STEP: u64 = 4 * BLOCK;
 /// Fill data is buffered up to this size before each write.
@@ -442,22 +444,34 @@ impl DiskStore {
     fn try_open(&self, hash: &HashBinary) -> Result<Opened, ReadErr> {
         let file = File::open(self.object_path(hash))?;
         let md = file.metadata()?;
-        let head_len = (64 * 1024).min(md.len());
-        let head = read_exact_at(&file, head_len, 0)?;
+        // Small objects (the common case) are read with one positional read of the whole file;
+        // large ones read the head, then stream the body block by block.
+        let whole = md.len() <= VERIFY_UPFRONT + HEAD_READ;
+        let head = Bytes::from(read_exact_at(
+            &file,
+            if whole {
+                md.len()
+            } else {
+                HEAD_READ.min(md.len())
+            },
+            0,
+        )?);
         let fixed = Fixed::decode(&head).map_err(ReadErr::Corrupt)?;
         if md.len() != fixed.file_len() {
             return Err(ReadErr::Corrupt(Corrupt::Length));
         }
-        let meta_end = FIXED_LEN as u64 + fixed.meta_len();
-        let meta_bytes = if meta_end <= head.len() as u64 {
-            head[FIXED_LEN..meta_end as usize].to_vec()
-        } else {
-            read_exact_at(&file, fixed.meta_len(), FIXED_LEN as u64)?
+        let at = |from: u64, len: u64| -> Result<Bytes, ReadErr> {
+            if from + len <= head.len() as u64 {
+                Ok(head.slice(from as usize..(from + len) as usize))
+            } else {
+                read_exact_at(&file, len, from).map(Bytes::from)
+            }
         };
+        let meta_bytes = at(FIXED_LEN as u64, fixed.meta_len())?;
         if crc32fast::hash(&meta_bytes) != fixed.meta_crc {
             return Err(ReadErr::Corrupt(Corrupt::Meta));
         }
-        let table_bytes = read_exact_at(&file, 4 * fixed.blocks(), fixed.table_offset())?;
+        let table_bytes = at(fixed.table_offset(), 4 * fixed.blocks())?;
         if crc32fast::hash(&table_bytes) != fixed.table_crc {
             return Err(ReadErr::Corrupt(Corrupt::Table));
         }
@@ -467,13 +481,24 @@ impl DiskStore {
         let path = std::str::from_utf8(p).map_err(|_| ReadErr::Corrupt(Corrupt::Meta))?;
         let meta = CacheMeta::deserialize(internal, header)
             .map_err(|_| ReadErr::Corrupt(Corrupt::Meta))?;
-        let body = if fixed.body_len <= VERIFY_UPFRONT {
+        let body = if fixed.body_len > VERIFY_UPFRONT {
+            None
+        } else if whole {
+            let body = at(fixed.body_offset(), fixed.body_len)?;
+            let intact = body
+                .chunks(BLOCK as usize)
+                .zip(table.iter())
+                .all(|(block, crc)| crc32fast::hash(block) == *crc)
+                && table.len() as u64 == fixed.blocks();
+            if !intact {
+                return Err(ReadErr::Corrupt(Corrupt::Body));
+            }
+            Some(body)
+        } else {
             Some(
                 read_verified(&file, &fixed, &table, 0, fixed.body_len)
                     .map_err(ReadErr::Corrupt)?,
             )
-        } else {
-            None
         };
         // LRU position: touch the file (rarely) and the index.
         let now = now_nanos();
