@@ -36,6 +36,7 @@ use super::format::{
     BLOCK, FIXED_LEN,
 };
 use super::memory::TierMetrics;
+use super::path_index::PathIndex;
 
 /// Bodies up to this size are verified completely before a lookup reports a hit.
 pub const VERIFY_UPFRONT: u64 = 4 * 1024 * 1024;
@@ -76,7 +77,7 @@ pub struct DiskStore {
     max_size: u64,
     max_object_size: u64,
     index: DashMap<HashBinary, Entry, ahash::RandomState>,
-    paths: DashMap<Arc<str>, Vec<HashBinary>, ahash::RandomState>,
+    paths: PathIndex,
     bytes: AtomicU64,
     objects: AtomicU64,
     stripes: Vec<parking_lot::Mutex<()>>,
@@ -190,7 +191,7 @@ impl DiskStore {
             max_size,
             max_object_size,
             index: DashMap::with_hasher(ahash::RandomState::new()),
-            paths: DashMap::with_hasher(ahash::RandomState::new()),
+            paths: PathIndex::default(),
             bytes: AtomicU64::new(0),
             objects: AtomicU64::new(0),
             stripes: (0..STRIPES).map(|_| parking_lot::Mutex::new(())).collect(),
@@ -289,7 +290,7 @@ impl DiskStore {
             Some(old) => {
                 self.bytes.fetch_sub(old.size, Ordering::Relaxed);
                 if old.path != path {
-                    self.unindex_path(&old.path, &hash);
+                    self.paths.remove(&old.path, &hash);
                 }
             }
             None => {
@@ -297,24 +298,8 @@ impl DiskStore {
             }
         }
         self.bytes.fetch_add(size, Ordering::Relaxed);
-        let mut hashes = self.paths.entry(path).or_default();
-        if !hashes.contains(&hash) {
-            hashes.push(hash);
-        }
+        self.paths.insert(path, hash);
         true
-    }
-
-    fn unindex_path(&self, path: &Arc<str>, hash: &HashBinary) {
-        let empty = match self.paths.get_mut(path) {
-            Some(mut v) => {
-                v.retain(|h| h != hash);
-                v.is_empty()
-            }
-            None => false,
-        };
-        if empty {
-            self.paths.remove_if(path, |_, v| v.is_empty());
-        }
     }
 
     /// Delete the object for `hash`, but only the given generation (`None`: whatever is there).
@@ -337,7 +322,7 @@ impl DiskStore {
         if let Some((_, old)) = self.index.remove(hash) {
             self.objects.fetch_sub(1, Ordering::Relaxed);
             self.bytes.fetch_sub(old.size, Ordering::Relaxed);
-            self.unindex_path(&old.path, hash);
+            self.paths.remove(&old.path, hash);
         }
         self.publish();
         removed_file || current.is_some()
@@ -540,19 +525,14 @@ impl DiskStore {
     /// Blocking; waits for the start-up scan so objects not yet indexed are found too.
     pub fn purge_path(&self, path: &str) -> usize {
         self.wait_scanned();
-        let hashes = self.paths.get(path).map(|v| v.clone()).unwrap_or_default();
+        let hashes = self.paths.get(path);
         hashes.iter().filter(|h| self.delete(h, None)).count()
     }
 
     /// Remove every object whose path starts with `prefix`. Blocking.
     pub fn purge_prefix(&self, prefix: &str) -> usize {
         self.wait_scanned();
-        let paths: Vec<Arc<str>> = self
-            .paths
-            .iter()
-            .filter(|e| e.key().starts_with(prefix))
-            .map(|e| e.key().clone())
-            .collect();
+        let paths = self.paths.paths_with_prefix(prefix);
         paths.iter().map(|p| self.purge_path(p)).sum()
     }
 

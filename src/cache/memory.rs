@@ -17,7 +17,6 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use dashmap::DashMap;
 use pingora_cache::key::{CacheHashKey, HashBinary};
 use pingora_cache::storage::{HandleHit, HandleMiss, MissFinishType};
 use pingora_cache::trace::SpanHandle;
@@ -27,6 +26,8 @@ use pingora_cache::{
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use tinyufo::TinyUfo;
+
+use super::path_index::PathIndex;
 
 /// TinyUFO weighs objects in `u16` units; one unit is this many bytes.
 const WEIGHT_UNIT: u64 = 1024;
@@ -123,7 +124,7 @@ pub struct MemoryStore {
     /// fills, purges and evictions; hits (`get`) never take this lock.
     writes: parking_lot::Mutex<()>,
     /// normalized path → keys stored under it (every host, query and variant)
-    index: DashMap<Arc<str>, Vec<HashBinary>, ahash::RandomState>,
+    index: PathIndex,
     objects: AtomicU64,
     bytes: AtomicU64,
     max_object_size: u64,
@@ -139,7 +140,7 @@ impl MemoryStore {
         MemoryStore {
             ufo: TinyUfo::new(units, estimated),
             writes: parking_lot::Mutex::new(()),
-            index: DashMap::with_hasher(ahash::RandomState::new()),
+            index: PathIndex::default(),
             objects: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             max_object_size: max_object_size.min(MAX_OBJECT_BYTES),
@@ -170,20 +171,13 @@ impl MemoryStore {
     /// Remove every object stored under exactly this normalized path (all hosts, queries and
     /// variants). Returns how many objects were removed.
     pub fn purge_path(&self, path: &str) -> usize {
-        let Some((_, hashes)) = self.index.remove(path) else {
-            return 0;
-        };
+        let hashes = self.index.take(path);
         hashes.iter().filter(|h| self.remove_hash(h)).count()
     }
 
     /// Remove every object whose normalized path starts with `prefix`.
     pub fn purge_prefix(&self, prefix: &str) -> usize {
-        let paths: Vec<Arc<str>> = self
-            .index
-            .iter()
-            .filter(|e| e.key().starts_with(prefix))
-            .map(|e| e.key().clone())
-            .collect();
+        let paths = self.index.paths_with_prefix(prefix);
         paths.iter().map(|p| self.purge_path(p)).sum()
     }
 
@@ -208,7 +202,7 @@ impl MemoryStore {
             // tombstones carry nothing to account for
             let Some(old) = kv.data else { continue };
             self.account_removed(&old);
-            self.unindex(&old.path, &old.hash);
+            self.index.remove(&old.path, &old.hash);
             if let Some(m) = &self.metrics {
                 m.evictions.inc();
             }
@@ -225,19 +219,6 @@ impl MemoryStore {
         if let Some(m) = &self.metrics {
             m.objects.set(self.objects() as i64);
             m.bytes.set(self.bytes() as i64);
-        }
-    }
-
-    fn unindex(&self, path: &Arc<str>, hash: &HashBinary) {
-        let now_empty = match self.index.get_mut(path) {
-            Some(mut hashes) => {
-                hashes.retain(|h| h != hash);
-                hashes.is_empty()
-            }
-            None => false,
-        };
-        if now_empty {
-            self.index.remove_if(path, |_, v| v.is_empty());
         }
     }
 
@@ -265,12 +246,7 @@ impl MemoryStore {
         self.bytes.fetch_add(size, Ordering::Relaxed);
         // Index after the put: a purge racing with this fill either removes the new object or
         // finds it in the index afterwards; it can never be stored yet unfindable.
-        {
-            let mut hashes = self.index.entry(path).or_default();
-            if !hashes.contains(&hash) {
-                hashes.push(hash);
-            }
-        }
+        self.index.insert(path, hash);
         self.account_evicted(evicted);
         self.publish();
     }
@@ -348,7 +324,7 @@ impl Storage for MemoryStore {
         let hash = target.key().combined_bin();
         Ok(match self.take(&hash) {
             Some(old) => {
-                self.unindex(&old.path, &old.hash);
+                self.index.remove(&old.path, &old.hash);
                 PurgeOutcome::Purged(None)
             }
             None => PurgeOutcome::NotFound,

@@ -9,6 +9,7 @@ pub mod disk;
 pub mod format;
 pub mod key;
 pub mod memory;
+pub mod path_index;
 pub mod tiered;
 
 pub use disk::{DiskErrors, DiskStore};
