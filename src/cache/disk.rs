@@ -42,6 +42,8 @@ use super::path_index::PathIndex;
 pub const VERIFY_UPFRONT: u64 = 4 * 1024 * 1024;
 /// Bytes read at once for the head (fixed header and metadata) of a large object.
 const HEAD_READ: u64 = 64 * 1024;
+/// Open file handles kept for the non-blocking hit path.
+const FD_CACHE: usize = 4096;
 /// Bytes read per step when streaming a large body.
 pub const READ_STEP: u64 = 4 * BLOCK;
 /// Fill data is buffered up to this size before each write.
@@ -78,6 +80,8 @@ pub struct DiskStore {
     max_object_size: u64,
     index: DashMap<HashBinary, Entry, ahash::RandomState>,
     paths: PathIndex,
+    /// Open handles of recently hit small objects: (file, length, last mtime touch).
+    fds: DashMap<HashBinary, (Arc<File>, u64, AtomicU64), ahash::RandomState>,
     bytes: AtomicU64,
     objects: AtomicU64,
     stripes: Vec<parking_lot::Mutex<()>>,
@@ -146,6 +150,27 @@ fn read_exact_at(file: &File, len: u64, offset: u64) -> Result<Vec<u8>, ReadErr>
     }
 }
 
+/// Read `len` bytes from the start of `file` only if all of them are in the page cache:
+/// `preadv2(RWF_NOWAIT)` returns `EAGAIN` instead of waiting for the device.
+fn read_cached(file: &File, len: u64) -> Option<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let len = usize::try_from(len).ok()?;
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    // SAFETY: `iov` describes `len` writable bytes owned by `buf`, which outlives the call;
+    // the kernel writes at most `len` bytes, and `set_len` only covers what it reports written.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, 0, libc::RWF_NOWAIT) };
+    if n < 0 || n as usize != len {
+        return None;
+    }
+    // SAFETY: the kernel initialized exactly `len` bytes (checked above).
+    unsafe { buf.set_len(len) };
+    Some(buf)
+}
+
 /// Read `[from, to)` of the body, verifying every block it touches.
 pub fn read_verified(
     file: &File,
@@ -192,6 +217,7 @@ impl DiskStore {
             max_object_size,
             index: DashMap::with_hasher(ahash::RandomState::new()),
             paths: PathIndex::default(),
+            fds: DashMap::with_hasher(ahash::RandomState::new()),
             bytes: AtomicU64::new(0),
             objects: AtomicU64::new(0),
             stripes: (0..STRIPES).map(|_| parking_lot::Mutex::new(())).collect(),
@@ -306,6 +332,7 @@ impl DiskStore {
     /// Blocking. Returns whether something was deleted.
     fn delete(&self, hash: &HashBinary, generation: Option<u64>) -> bool {
         let _g = self.stripe(hash);
+        self.fds.remove(hash);
         let current = self.index.get(hash).map(|e| e.generation);
         if generation.is_some() && current != generation {
             return false;
@@ -441,8 +468,60 @@ impl DiskStore {
             },
             0,
         )?);
+        let file = Arc::new(file);
+        let opened = self.decode(hash, file.clone(), md.len(), head, mtime_nanos(&md))?;
+        if whole {
+            self.remember_fd(hash, file, md.len());
+        }
+        Ok(opened)
+    }
+
+    /// The fast path of a disk hit, run on the caller's (worker) thread: only for objects whose
+    /// file is already open (recently hit) and whose bytes are all in the page cache, read with
+    /// `preadv2(RWF_NOWAIT)`, which fails instead of waiting for the device. `None`: take the
+    /// blocking path (it also handles misses and damaged files).
+    ///
+    /// Hand-written because it is what makes a hot disk hit cheap: the blocking-pool hand-off
+    /// costs two context switches per hit, which `perf` showed as the largest cost of a disk hit
+    /// (`benches/wrk/tiers.sh`, figures in benches/README.md).
+    pub fn open_object_nonblocking(&self, hash: &HashBinary) -> Option<Opened> {
+        let (file, len, touched) = {
+            let e = self.fds.get(hash)?;
+            (e.0.clone(), e.1, e.2.load(Ordering::Relaxed))
+        };
+        let head = Bytes::from(read_cached(&file, len)?);
+        self.decode(hash, file, len, head, touched).ok()
+    }
+
+    fn remember_fd(&self, hash: &HashBinary, file: Arc<File>, len: u64) {
+        if self.fds.len() >= FD_CACHE {
+            // bounded: forget an arbitrary tenth (hot objects come back on their next hit)
+            let drop: Vec<HashBinary> = self
+                .fds
+                .iter()
+                .take(FD_CACHE / 10)
+                .map(|e| *e.key())
+                .collect();
+            for h in drop {
+                self.fds.remove(&h);
+            }
+        }
+        self.fds
+            .insert(*hash, (file, len, AtomicU64::new(now_nanos())));
+    }
+
+    /// Parse and verify an object from its first bytes (the whole file when it is small).
+    fn decode(
+        &self,
+        hash: &HashBinary,
+        file: Arc<File>,
+        file_len: u64,
+        head: Bytes,
+        mtime: u64,
+    ) -> Result<Opened, ReadErr> {
+        let whole = head.len() as u64 == file_len;
         let fixed = Fixed::decode(&head).map_err(ReadErr::Corrupt)?;
-        if md.len() != fixed.file_len() {
+        if file_len != fixed.file_len() {
             return Err(ReadErr::Corrupt(Corrupt::Length));
         }
         let at = |from: u64, len: u64| -> Result<Bytes, ReadErr> {
@@ -485,11 +564,14 @@ impl DiskStore {
                     .map_err(ReadErr::Corrupt)?,
             )
         };
-        // LRU position: touch the file (rarely) and the index.
+        // LRU position: touch the file (rarely: its mtime is what survives a restart) and the
+        // index.
         let now = now_nanos();
-        let stale_touch = now.saturating_sub(mtime_nanos(&md)) > TOUCH_EVERY.as_nanos() as u64;
-        if stale_touch {
+        if now.saturating_sub(mtime) > TOUCH_EVERY.as_nanos() as u64 {
             let _ = file.set_modified(SystemTime::now());
+            if let Some(e) = self.fds.get(hash) {
+                e.2.store(now, Ordering::Relaxed);
+            }
         }
         let path: Arc<str> = Arc::from(path);
         match self.index.get(hash) {
@@ -501,7 +583,7 @@ impl DiskStore {
                     *hash,
                     Entry {
                         generation: fixed.generation,
-                        size: md.len(),
+                        size: file_len,
                         path: path.clone(),
                         atime: AtomicU64::new(now),
                     },
@@ -512,7 +594,7 @@ impl DiskStore {
             None => {}
         }
         Ok(Opened {
-            file: Arc::new(file),
+            file,
             fixed,
             path,
             meta,
@@ -670,6 +752,8 @@ impl DiskStore {
                 return false;
             }
             fill.committed = true;
+            // a cached handle would still read the replaced file
+            self.fds.remove(&fill.hash);
             self.index_insert(
                 fill.hash,
                 Entry {

@@ -137,7 +137,11 @@ impl Storage for TieredStore {
             return Ok(None);
         };
         let hash = key.combined_bin();
-        let Some(opened) = blocking(move || disk.open_object(&hash)).await? else {
+        let opened = match disk.open_object_nonblocking(&hash) {
+            Some(hot) => Some(hot),
+            None => blocking(move || disk.open_object(&hash)).await?,
+        };
+        let Some(opened) = opened else {
             self.count(|m| &m.disk_miss);
             return Ok(None);
         };
