@@ -1,16 +1,16 @@
 //! The Pingora proxy: each phase is a few lines that call pure functions.
 //!
-//! - `request_filter`: normalize, extract and strip the token, route, decide access → variant.
-//!   Runs before the cache lookup, so a hit is never served without a decision.
+//! - `request_filter`: normalize, extract and strip the token, route, decide access → variant
+//!   ([`admit`]). Runs before the cache lookup, so a hit is never served without a decision.
 //! - `request_cache_filter` / `cache_key_callback`: cache GET/HEAD keyed by content + variant.
 //! - `upstream_request_filter` (misses only): origin `Host`, secret header, variant header.
 //! - `response_cache_filter`: origin freshness clamped to the route's TTL bounds.
 //! - `response_filter`: `Cache-Status`, `Age`, never the secret.
 
+pub mod admit;
 pub mod request;
 pub mod respond;
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,13 +24,10 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::access::{self, Decision};
-use crate::auth::Denial;
 use crate::cache::{cache_key, Variant};
-use crate::config::{AccessMode, Route};
-use crate::edge::{unix_now, Edge, VARIANT_HEADER};
+use crate::config::Route;
+use crate::edge::{Edge, VARIANT_HEADER};
 use crate::metrics::status_class;
-use request::{find_token, normalize_path, split_path_token, strip_query_params, RequestParts};
 
 /// The Tollgate proxy logic.
 pub struct TollgateProxy {
@@ -65,54 +62,6 @@ impl Ctx {
     }
 }
 
-/// Verify an AWS Secure Media Delivery token; `None` if it is not one (the JWT denial stands).
-fn smd_verify(
-    secrets: &crate::auth::smd::SmdSecrets,
-    found: &request::FoundToken,
-    path: &str,
-    client: Option<std::net::IpAddr>,
-    now: u64,
-    req: &pingora_http::RequestHeader,
-    query: &str,
-) -> Option<std::result::Result<Arc<crate::auth::Claims>, Denial>> {
-    use crate::auth::smd;
-    let token = match &found.path_sid {
-        Some(sid) => Cow::Owned(format!("{sid}.{}", found.token)),
-        None => Cow::Borrowed(found.token.as_str()),
-    };
-    // CloudFront adds trusted `cloudfront-viewer-*` geo headers; here they could only come from
-    // the client, so they are never believed.
-    let headers: Vec<(&str, &[u8])> = req
-        .headers
-        .iter()
-        .filter(|(k, _)| !k.as_str().starts_with("cloudfront-viewer-"))
-        .map(|(k, v)| (k.as_str(), v.as_bytes()))
-        .collect();
-    let facts = smd::SmdRequest {
-        path,
-        client_ip: client,
-        headers: &headers,
-        query,
-    };
-    match smd::verify(&token, secrets, &facts, now) {
-        Ok(c) => Some(Ok(Arc::new(crate::auth::Claims {
-            kid: c.kid,
-            key_id: 0,
-            exp: c.exp,
-            nbf: c.nbf,
-            iat: c.iat,
-            sub: None,
-            subs: Vec::new(),
-            sid: c.sid,
-            // scope and viewer binding were enforced by the SMD rules themselves
-            paths: Vec::new(),
-            ip: None,
-        }))),
-        Err(Denial::UnknownKid) => None,
-        Err(d) => Some(Err(d)),
-    }
-}
-
 /// Status codes cacheable by default when the origin gives no explicit freshness (RFC 9110
 /// §15.1 "heuristically cacheable"); the route's `default_ttl` applies to them.
 fn heuristically_cacheable(status: u16) -> bool {
@@ -122,239 +71,7 @@ fn heuristically_cacheable(status: u16) -> bool {
     )
 }
 
-fn request_host(session: &Session) -> String {
-    let req = session.req_header();
-    let raw = req
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("");
-    raw.to_ascii_lowercase()
-}
-
 impl TollgateProxy {
-    /// Steps 1–3 of the request flow. Returns the status to answer locally, if any.
-    fn admit(&self, session: &mut Session, ctx: &mut Ctx) -> Option<u16> {
-        let edge = &*self.edge;
-        let req = session.req_header();
-        let raw_path = req.uri.path();
-        let raw_query = req.uri.query().unwrap_or("");
-        let normalized = match normalize_path(raw_path) {
-            Ok(p) => p,
-            Err(why) => {
-                log::debug!("refused path {raw_path:?}: {}", why.as_str());
-                return Some(400);
-            }
-        };
-        let (path_token, path): (Option<(&str, Option<&str>)>, &str) = match edge
-            .path_source
-            .then(|| split_path_token(&normalized))
-            .flatten()
-        {
-            Some((tok, sid, rest)) => (Some((tok, sid)), rest),
-            None => (None, &normalized),
-        };
-        let Some((route_index, route)) = edge
-            .config
-            .routes
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.glob.matches(path))
-        else {
-            return Some(404);
-        };
-        let names: Vec<&str> = edge.query_token_names.iter().map(String::as_str).collect();
-        let query = strip_query_params(raw_query, &names);
-
-        let decision: Decision = match route.access {
-            AccessMode::Public => access::public(),
-            AccessMode::Paywall | AccessMode::Token => {
-                let cookies: Vec<&[u8]> = req
-                    .headers
-                    .get_all(http::header::COOKIE)
-                    .iter()
-                    .map(HeaderValue::as_bytes)
-                    .collect();
-                let parts = RequestParts {
-                    path_token,
-                    query: raw_query,
-                    authorization: req
-                        .headers
-                        .get(http::header::AUTHORIZATION)
-                        .map(HeaderValue::as_bytes),
-                    cookies: &cookies,
-                };
-                let client = session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| a.ip());
-                let now = unix_now();
-                let presented = find_token(&edge.config.auth.token_sources, &parts)
-                    .map(|t| self.present(&t, path, client, now, req, &query));
-                let decision = if route.access == AccessMode::Paywall {
-                    access::paywall(&route.require, presented)
-                } else {
-                    access::token(&route.require, presented)
-                };
-                let ua = req
-                    .headers
-                    .get(http::header::USER_AGENT)
-                    .map_or(&b""[..], HeaderValue::as_bytes);
-                self.watch_session(route.access, decision, client, ua, now)
-            }
-            // Validation refuses the other modes until they are implemented; fail closed anyway.
-            _ => return Some(403),
-        };
-        if let Some(result) = decision.result {
-            edge.metrics
-                .auth_decisions
-                .with_label_values(&[result.as_str()])
-                .inc();
-        }
-        ctx.route = Some(route_index);
-        let Some(variant) = decision.variant else {
-            return Some(403);
-        };
-        ctx.variant = variant;
-        ctx.path = path.to_owned();
-        ctx.query = query.into_owned();
-        let uri_changed = ctx.path != raw_path || ctx.query != raw_query;
-        ctx.host = request_host(session);
-        self.sanitize(session, ctx, uri_changed);
-        None
-    }
-
-    /// Verify a found token and gather what its claims are checked against.
-    fn present<'a>(
-        &self,
-        found: &request::FoundToken,
-        path: &'a str,
-        client: Option<std::net::IpAddr>,
-        now: u64,
-        req: &pingora_http::RequestHeader,
-        query: &str,
-    ) -> access::Presented<'a> {
-        let edge = &*self.edge;
-        let mut verified = edge
-            .tokens
-            .verify(&found.token, &edge.keys.load(), &edge.policy, now);
-        // Not one of ours: maybe a token of the AWS Secure Media Delivery service (HS256 with
-        // its own kids), if the publisher migrates with its token service unchanged.
-        if let (Err(Denial::UnknownKid | Denial::AlgMismatch), Some(secrets)) =
-            (&verified, &edge.smd)
-        {
-            if let Some(result) = smd_verify(secrets, found, path, client, now, req, query) {
-                verified = result;
-            }
-        }
-        // The `<sid>.` prefix of a path token is outside the signature: it may only repeat the
-        // signed `sid`, never replace it (revocation is keyed on the signed one).
-        if let (Ok(claims), Some(prefix)) = (&verified, &found.path_sid) {
-            if claims.sid.as_deref().is_some_and(|sid| sid != prefix) {
-                verified = Err(Denial::Malformed);
-            }
-        }
-        let revoked = verified
-            .as_ref()
-            .ok()
-            .and_then(|c| c.sid.as_deref())
-            .is_some_and(|sid| edge.revocations.is_revoked(sid, now));
-        access::Presented {
-            verified,
-            revoked,
-            path,
-            client,
-        }
-    }
-
-    /// Auto-revocation: count where an admitted session is seen from; over the limits, revoke it
-    /// (this request included).
-    fn watch_session(
-        &self,
-        mode: AccessMode,
-        decision: Decision,
-        client: Option<std::net::IpAddr>,
-        user_agent: &[u8],
-        now: u64,
-    ) -> Decision {
-        let edge = &*self.edge;
-        let (Some(auto), Some(claims)) = (&edge.auto_revoker, &decision.claims) else {
-            return decision;
-        };
-        let Some(sid) = claims.sid.as_deref() else {
-            return decision;
-        };
-        if decision.result != Some(access::AuthResult::Valid) {
-            return decision;
-        }
-        let Some(trip) = auto.observe(sid, client, user_agent, now) else {
-            return decision;
-        };
-        let ttl = Duration::from_secs(claims.exp.saturating_sub(now))
-            .max(edge.config.revocation.default_ttl);
-        log::warn!("session {sid:?} revoked automatically: {trip:?} inside the window");
-        if let Err(e) = edge.revocations.revoke(sid, ttl, "auto", now) {
-            log::error!("saving revocations: {e}");
-        }
-        edge.metrics.auto_revocations.inc();
-        edge.metrics
-            .revoked_sessions
-            .set(edge.revocations.len() as i64);
-        Decision {
-            // paywall readers fall back to the teaser, media viewers are refused
-            variant: (mode == AccessMode::Paywall).then_some(Variant::Anonymous),
-            result: Some(access::AuthResult::Revoked),
-            claims: decision.claims,
-        }
-    }
-
-    /// Remove every client-sent copy of the variant and secret headers and the token itself,
-    /// and rewrite the URI to the normalized, token-free form the cache and origin see.
-    fn sanitize(&self, session: &mut Session, ctx: &Ctx, uri_changed: bool) {
-        let edge = &*self.edge;
-        let req = session.req_header_mut();
-        for h in &edge.strip_headers {
-            req.remove_header(h);
-        }
-        if edge.bearer_source {
-            let is_bearer = req
-                .headers
-                .get(http::header::AUTHORIZATION)
-                .is_some_and(|v| request::bearer_token(v.as_bytes()).is_some());
-            if is_bearer {
-                req.remove_header(&http::header::AUTHORIZATION);
-            }
-        }
-        if !edge.cookie_token_names.is_empty() && req.headers.contains_key(http::header::COOKIE) {
-            let names: Vec<&str> = edge.cookie_token_names.iter().map(String::as_str).collect();
-            let joined: Vec<u8> = req
-                .headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .map(HeaderValue::as_bytes)
-                .collect::<Vec<_>>()
-                .join(&b"; "[..]);
-            req.remove_header(&http::header::COOKIE);
-            if let Some(kept) = request::strip_cookies(&joined, &names) {
-                if let Ok(v) = HeaderValue::from_str(&kept) {
-                    let _ = req.insert_header(http::header::COOKIE, v);
-                }
-            }
-        }
-        if uri_changed {
-            let pq = if ctx.query.is_empty() {
-                Cow::Borrowed(ctx.path.as_str())
-            } else {
-                Cow::Owned(format!("{}?{}", ctx.path, ctx.query))
-            };
-            match http::Uri::builder().path_and_query(pq.as_ref()).build() {
-                Ok(uri) => req.set_uri(uri),
-                Err(e) => log::warn!("cannot rewrite uri {pq}: {e}"),
-            }
-        }
-    }
-
     fn freshness(&self, route: &Route, resp: &ResponseHeader) -> RespCacheable {
         let status = resp.status.as_u16();
         if resp.headers.contains_key(http::header::SET_COOKIE) || vary_names(resp).any(|n| n == "*")
