@@ -15,6 +15,8 @@ SECS=${2:-10}
 SEG=${3:-65536}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${TOLLGATE_BIN:-$ROOT/target/release/tollgate}
+# shellcheck source=common.sh
+. "$ROOT/benches/wrk/common.sh"
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release)
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 1; }
 
@@ -22,7 +24,6 @@ WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 EDGE=$(free_port); ADMIN=$(free_port); ORIGIN=$(free_port)
 
 mkdir -p "$WORK/www/vod/show" "$WORK/www/pub/vod/show"
@@ -61,17 +62,10 @@ curl -s "$TOKEN_URL" | cmp -s - "$WORK/www/vod/show/seg.ts" || { echo "token seg
 code=$(curl -s -o /dev/null -w '%{http_code}' "$BASE/vod/show/seg.ts")
 [ "$code" = 403 ] || { echo "segment without a token answered $code, not 403" >&2; exit 1; }
 
-once() {
-  local out; out=$(taskset -c 1 wrk -t1 -c50 -d"${SECS}s" --latency "$@")
-  if echo "$out" | grep -q "Non-2xx\|Socket errors"; then echo "errors during a run:" >&2; echo "$out" >&2; exit 1; fi
-  echo "$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(echo "$out" | awk '$1=="99%" {print $2}')"
-}
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-median_v() { sort -V | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 declare -a P_R P_P T_R T_P
 for _ in $(seq "$RUNS"); do
-  read -r r p <<<"$(once "$PUBLIC_URL")"; P_R+=("$r"); P_P+=("$p")
-  read -r r p <<<"$(once "$TOKEN_URL")"; T_R+=("$r"); T_P+=("$p")
+  read -r r p <<<"$(wrk_once "$PUBLIC_URL")"; P_R+=("$r"); P_P+=("$p")
+  read -r r p <<<"$(wrk_once "$TOKEN_URL")"; T_R+=("$r"); T_P+=("$p")
 done
 PUB=$(printf '%s\n' "${P_R[@]}" | median); PUBP=$(printf '%s\n' "${P_P[@]}" | median_v)
 TOKR=$(printf '%s\n' "${T_R[@]}" | median); TOKP=$(printf '%s\n' "${T_P[@]}" | median_v)

@@ -13,6 +13,8 @@ RUNS=${1:-5}
 SECS=${2:-10}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${TOLLGATE_BIN:-$ROOT/target/release/tollgate}
+# shellcheck source=common.sh
+. "$ROOT/benches/wrk/common.sh"
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release)
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 1; }
 
@@ -21,7 +23,6 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 EDGE=$(free_port); ADMIN=$(free_port); ORIGIN=$(free_port)
 
 # origin: 1 KiB bodies
@@ -65,21 +66,14 @@ curl -s -H "Authorization: Bearer $ONE" "$BASE/premium/article" | grep -q sss ||
 # warm the token cache with every rotating token (and prove they verify)
 TOKENS_FILE="$WORK/tokens.txt" WRK_PATH=/premium/article taskset -c 1 wrk -t1 -c50 -d3s -s "$ROOT/benches/wrk/rotate.lua" "$BASE" >/dev/null
 
-once() { # wrk args... -> "req/s p99"
-  local out; out=$(taskset -c 1 wrk -t1 -c50 -d"${SECS}s" --latency "$@")
-  if echo "$out" | grep -q "Non-2xx\|Socket errors"; then echo "errors during a run:" >&2; echo "$out" >&2; exit 1; fi
-  echo "$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(echo "$out" | awk '$1=="99%" {print $2}')"
-}
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-median_v() { sort -V | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # Scenarios are interleaved round by round (A B C, A B C, ...) so that drift in the machine's
 # background load hits every scenario alike.
 declare -a A_R B_R C_R A_P B_P C_P
 for _ in $(seq "$RUNS"); do
-  read -r r p <<<"$(once "$BASE/public/article")"; A_R+=("$r"); A_P+=("$p")
-  read -r r p <<<"$(once -H "Authorization: Bearer $ONE" "$BASE/premium/article")"; B_R+=("$r"); B_P+=("$p")
-  read -r r p <<<"$(TOKENS_FILE="$WORK/tokens.txt" WRK_PATH=/premium/article once -s "$ROOT/benches/wrk/rotate.lua" "$BASE")"; C_R+=("$r"); C_P+=("$p")
+  read -r r p <<<"$(wrk_once "$BASE/public/article")"; A_R+=("$r"); A_P+=("$p")
+  read -r r p <<<"$(wrk_once -H "Authorization: Bearer $ONE" "$BASE/premium/article")"; B_R+=("$r"); B_P+=("$p")
+  read -r r p <<<"$(TOKENS_FILE="$WORK/tokens.txt" WRK_PATH=/premium/article wrk_once -s "$ROOT/benches/wrk/rotate.lua" "$BASE")"; C_R+=("$r"); C_P+=("$p")
 done
 row() { echo "$1|$(printf '%s\n' "${@:2:$RUNS}" | median)|$(printf '%s\n' "${@:$((RUNS+2))}" | median_v)|$(echo "${@:2:$RUNS}")"; }
 R1=$(row "public hit" "${A_R[@]}" "${A_P[@]}")

@@ -19,6 +19,8 @@ ROUNDS=${1:-5}
 SECS=${2:-10}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${TOLLGATE_BIN:-$ROOT/target/release/tollgate}
+# shellcheck source=common.sh
+. "$ROOT/benches/wrk/common.sh"
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release)
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 1; }
 
@@ -28,7 +30,6 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ORIGIN=$(free_port)
 
 # origin: 1 KiB and 100 KiB random bodies
@@ -99,8 +100,6 @@ once() { # URL -> "req/s p99 requests"
   if echo "$out" | grep -q "Non-2xx\|Socket errors"; then echo "errors during a run:" >&2; echo "$out" >&2; exit 1; fi
   echo "$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(echo "$out" | awk '$1=="99%" {print $2}') $(echo "$out" | awk '/requests in/ {print $1}')"
 }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-median_v() { sort -V | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # Interleaved round by round (memory 1k, disk 1k, memory 100k, disk 100k, ...) so that drift in
 # the machine's background load hits every scenario alike.
