@@ -109,8 +109,7 @@ impl TollgateProxy {
         else {
             return Some(404);
         };
-        let names: Vec<&str> = edge.query_token_names.iter().map(String::as_str).collect();
-        let query = strip_query_params(raw_query, &names);
+        let query = strip_query_params(raw_query, &edge.query_token_names);
 
         let decision: Decision = match route.access {
             AccessMode::Public => access::public(),
@@ -271,8 +270,15 @@ impl TollgateProxy {
                 req.remove_header(&http::header::AUTHORIZATION);
             }
         }
-        if !edge.cookie_token_names.is_empty() && req.headers.contains_key(http::header::COOKIE) {
-            let names: Vec<&str> = edge.cookie_token_names.iter().map(String::as_str).collect();
+        // Rebuild the Cookie header only when it carries a token cookie.
+        let token_cookie = edge.cookie_token_names.iter().any(|name| {
+            req.headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .any(|v| request::cookie_value(v.as_bytes(), name).is_some())
+        });
+        if token_cookie {
+            let names = &edge.cookie_token_names;
             let joined: Vec<u8> = req
                 .headers
                 .get_all(http::header::COOKIE)
@@ -281,7 +287,7 @@ impl TollgateProxy {
                 .collect::<Vec<_>>()
                 .join(&b"; "[..]);
             req.remove_header(&http::header::COOKIE);
-            if let Some(kept) = request::strip_cookies(&joined, &names) {
+            if let Some(kept) = request::strip_cookies(&joined, names) {
                 if let Ok(v) = HeaderValue::from_str(&kept) {
                     let _ = req.insert_header(http::header::COOKIE, v);
                 }

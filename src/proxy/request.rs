@@ -159,13 +159,13 @@ pub fn query_param<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
 }
 
 /// The query without any parameter named in `names`, preserving the order of the rest.
-pub fn strip_query_params<'a>(query: &'a str, names: &[&str]) -> Cow<'a, str> {
+pub fn strip_query_params<'a, S: AsRef<str>>(query: &'a str, names: &[S]) -> Cow<'a, str> {
     if names.is_empty() {
         return Cow::Borrowed(query);
     }
     let is_token = |pair: &str| {
         let k = pair.split_once('=').map_or(pair, |(k, _)| k);
-        names.contains(&k)
+        names.iter().any(|n| n.as_ref() == k)
     };
     if !query.split('&').any(is_token) {
         return Cow::Borrowed(query);
@@ -197,14 +197,14 @@ pub fn cookie_value<'a>(header: &'a [u8], name: &str) -> Option<&'a str> {
 }
 
 /// A `Cookie` header value without the cookies named in `names`; `None` if nothing is left.
-pub fn strip_cookies(header: &[u8], names: &[&str]) -> Option<String> {
+pub fn strip_cookies<S: AsRef<str>>(header: &[u8], names: &[S]) -> Option<String> {
     let v = String::from_utf8_lossy(header);
     let kept: Vec<&str> = v
         .split(';')
         .map(str::trim)
         .filter(|c| {
             let k = c.split_once('=').map_or(*c, |(k, _)| k);
-            !c.is_empty() && !names.contains(&k)
+            !c.is_empty() && !names.iter().any(|n| n.as_ref() == k)
         })
         .collect();
     (!kept.is_empty()).then(|| kept.join("; "))
