@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use pingora_cache::key::CacheHashKey;
 use pingora_cache::CacheMeta;
 use pingora_http::ResponseHeader;
+use tollgate::cache::disk::RawMeta;
 use tollgate::cache::{cache_key, DiskStore, Variant};
 
 fn usage() -> ! {
@@ -73,8 +74,8 @@ fn main() {
                 let path = format!("/obj/{i}");
                 let hash = cache_key(&host, &path, "", Variant::Public).combined_bin();
                 let data = body(i, len);
-                let ok = store
-                    .begin_fill(hash, Arc::from(path.as_str()), &meta(data.len()))
+                let ok = RawMeta::of(&meta(data.len()))
+                    .and_then(|raw| store.begin_fill(hash, Arc::from(path.as_str()), &raw))
                     .is_some_and(|mut fill| fill.write(&data) && store.commit(fill));
                 if !ok {
                     failed.fetch_add(1, Ordering::Relaxed);

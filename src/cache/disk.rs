@@ -90,6 +90,38 @@ pub struct DiskStore {
     errors: Option<DiskErrors>,
 }
 
+/// A response's cache metadata in pingora's serialized form (internal meta, header), as stored
+/// in object files. Fills serialize once; hits keep the bytes they read, so promoting a disk hit
+/// to memory does not serialize again.
+#[derive(Clone)]
+pub struct RawMeta {
+    /// pingora's internal meta.
+    pub internal: Bytes,
+    /// The serialized response header.
+    pub header: Bytes,
+}
+
+impl RawMeta {
+    /// Serialize a meta.
+    pub fn of(meta: &CacheMeta) -> Option<RawMeta> {
+        match meta.serialize() {
+            Ok((internal, header)) => Some(RawMeta {
+                internal: internal.into(),
+                header: header.into(),
+            }),
+            Err(e) => {
+                log::warn!("cache: cannot serialize meta: {e}");
+                None
+            }
+        }
+    }
+
+    /// Deserialize.
+    pub fn to_meta(&self) -> Option<CacheMeta> {
+        CacheMeta::deserialize(&self.internal, &self.header).ok()
+    }
+}
+
 /// A verified object opened for reading.
 pub struct Opened {
     /// The open file.
@@ -100,6 +132,8 @@ pub struct Opened {
     pub path: Arc<str>,
     /// The deserialized meta.
     pub meta: CacheMeta,
+    /// The same meta as stored.
+    pub raw_meta: RawMeta,
     /// The block table.
     pub table: Arc<Vec<u32>>,
     /// The whole body, when it was small enough to verify up front.
@@ -538,11 +572,14 @@ impl DiskStore {
             return Err(ReadErr::Corrupt(Corrupt::Table));
         }
         let table = decode_table(&table_bytes);
-        let (p, rest) = meta_bytes.split_at(fixed.path_len as usize);
-        let (internal, header) = rest.split_at(fixed.internal_len as usize);
-        let path = std::str::from_utf8(p).map_err(|_| ReadErr::Corrupt(Corrupt::Meta))?;
-        let meta = CacheMeta::deserialize(internal, header)
+        let (plen, ilen) = (fixed.path_len as usize, fixed.internal_len as usize);
+        let path = std::str::from_utf8(&meta_bytes[..plen])
             .map_err(|_| ReadErr::Corrupt(Corrupt::Meta))?;
+        let raw_meta = RawMeta {
+            internal: meta_bytes.slice(plen..plen + ilen),
+            header: meta_bytes.slice(plen + ilen..),
+        };
+        let meta = raw_meta.to_meta().ok_or(ReadErr::Corrupt(Corrupt::Meta))?;
         let body = if fixed.body_len > VERIFY_UPFRONT {
             None
         } else if whole {
@@ -596,6 +633,7 @@ impl DiskStore {
             fixed,
             path,
             meta,
+            raw_meta,
             table: Arc::new(table),
             body,
         })

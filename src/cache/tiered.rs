@@ -20,7 +20,7 @@ use pingora_cache::{
 };
 use pingora_error::{Error, ErrorType, Result};
 
-use super::disk::{read_verified, DiskStore, Fill, Opened, READ_STEP};
+use super::disk::{read_verified, DiskStore, Fill, Opened, RawMeta, READ_STEP};
 use super::format::Fixed;
 use super::memory::MemoryStore;
 
@@ -151,6 +151,7 @@ impl Storage for TieredStore {
             fixed,
             path,
             meta: stored_meta,
+            raw_meta,
             table,
             body,
         } = opened;
@@ -158,7 +159,7 @@ impl Storage for TieredStore {
             memory: self.memory,
             hash,
             path,
-            meta: stored_meta.serialize().ok(),
+            meta: raw_meta,
         });
         let hit = DiskHit {
             disk,
@@ -196,8 +197,7 @@ impl Storage for TieredStore {
                 let hash = key.combined_bin();
                 let path: Arc<str> =
                     Arc::from(super::key::path_of(key.primary_key()).unwrap_or(""));
-                let meta = clone_meta(meta);
-                match meta {
+                match RawMeta::of(meta) {
                     Some(meta) => blocking(move || disk.begin_fill(hash, path, &meta))
                         .await?
                         .map(|fill| DiskFill {
@@ -244,7 +244,7 @@ impl Storage for TieredStore {
         trace: &SpanHandle,
     ) -> Result<bool> {
         let in_memory = self.memory.update_meta(key, meta, trace).await?;
-        let on_disk = match (self.disk, clone_meta(meta)) {
+        let on_disk = match (self.disk, RawMeta::of(meta)) {
             (Some(disk), Some(meta)) => {
                 let hash = key.combined_bin();
                 blocking(move || disk.rewrite_meta(&hash, &meta)).await?
@@ -259,18 +259,12 @@ impl Storage for TieredStore {
     }
 }
 
-/// `CacheMeta` is not `Clone`; a round trip through its serialization copies it.
-fn clone_meta(meta: &CacheMeta) -> Option<CacheMeta> {
-    let (internal, header) = meta.serialize().ok()?;
-    CacheMeta::deserialize(&internal, &header).ok()
-}
-
 /// What a complete disk read promotes into memory.
 struct Promote {
     memory: &'static MemoryStore,
     hash: HashBinary,
     path: Arc<str>,
-    meta: Option<(Vec<u8>, Vec<u8>)>,
+    meta: RawMeta,
 }
 
 /// A disk hit: verified blocks read with positional reads on the blocking pool.
@@ -304,10 +298,7 @@ impl DiskHit {
         if body.len() as u64 != self.fixed.body_len {
             return;
         }
-        if let Some(meta) = p
-            .meta
-            .and_then(|(i, h)| CacheMeta::deserialize(&i, &h).ok())
-        {
+        if let Some(meta) = p.meta.to_meta() {
             p.memory.admit(p.hash, p.path, &meta, body);
         }
     }

@@ -9,22 +9,13 @@ use std::sync::Arc;
 
 use pingora_cache::key::HashBinary;
 
-use pingora_cache::CacheMeta;
-
 use super::super::format::{encode_table, BlockHasher, Fixed, FIXED_LEN};
-use super::{now_nanos, read_verified, DiskStore, Entry, READ_STEP, WRITE_STEP};
+use super::{now_nanos, read_verified, DiskStore, Entry, RawMeta, READ_STEP, WRITE_STEP};
 
 impl DiskStore {
     /// Start a fill (blocking): a temp file with room for the header, then path and meta.
-    pub fn begin_fill(&self, hash: HashBinary, path: Arc<str>, meta: &CacheMeta) -> Option<Fill> {
-        let (internal, header) = match meta.serialize() {
-            Ok(m) => m,
-            Err(e) => {
-                log::warn!("disk cache: cannot serialize meta: {e}");
-                self.error("serialize");
-                return None;
-            }
-        };
+    pub fn begin_fill(&self, hash: HashBinary, path: Arc<str>, meta: &RawMeta) -> Option<Fill> {
+        let (internal, header) = (&meta.internal, &meta.header);
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let tmp = self.root.join("tmp").join(format!(
             "{}.{}.{generation}.tmp",
@@ -33,8 +24,8 @@ impl DiskStore {
         ));
         let mut meta_bytes = Vec::with_capacity(path.len() + internal.len() + header.len());
         meta_bytes.extend_from_slice(path.as_bytes());
-        meta_bytes.extend_from_slice(&internal);
-        meta_bytes.extend_from_slice(&header);
+        meta_bytes.extend_from_slice(internal);
+        meta_bytes.extend_from_slice(header);
         let fixed = Fixed {
             generation,
             path_len: path.len() as u32,
@@ -127,7 +118,7 @@ impl DiskStore {
     }
 
     /// Rewrite an object's meta (after a 304 revalidation), keeping its body. Blocking.
-    pub fn rewrite_meta(&self, hash: &HashBinary, meta: &CacheMeta) -> bool {
+    pub fn rewrite_meta(&self, hash: &HashBinary, meta: &RawMeta) -> bool {
         let Some(opened) = self.open_object(hash) else {
             return false;
         };

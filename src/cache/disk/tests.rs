@@ -9,7 +9,9 @@ fn meta() -> CacheMeta {
 }
 
 fn put(store: &DiskStore, hash: HashBinary, path: &str, body: &[u8]) {
-    let mut fill = store.begin_fill(hash, Arc::from(path), &meta()).unwrap();
+    let mut fill = store
+        .begin_fill(hash, Arc::from(path), &RawMeta::of(&meta()).unwrap())
+        .unwrap();
     for chunk in body.chunks(100_000) {
         assert!(fill.write(chunk));
     }
@@ -118,7 +120,9 @@ fn temp_files_of_dead_writers_are_dropped_at_start() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = open(dir.path(), 1 << 30);
-        let mut fill = s.begin_fill([4; 16], Arc::from("/t"), &meta()).unwrap();
+        let mut fill = s
+            .begin_fill([4; 16], Arc::from("/t"), &RawMeta::of(&meta()).unwrap())
+            .unwrap();
         fill.write(b"partial");
         std::mem::forget(fill); // as if the process was killed mid-fill
     }
