@@ -32,17 +32,6 @@ const DISK_ERRORS: &str = "tollgate_cache_disk_errors_total";
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
 
-/// A client for large bodies: no pooling, a generous timeout for debug builds.
-fn slow_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(50))
-        .build()
-        .expect("reqwest client")
-}
-
 /// Wait (up to `timeout`) until the disk tier reports at least `n` objects: a fill's write to
 /// disk may finish just after the client has the last byte.
 async fn wait_disk_objects(edge: &Edge, n: usize, timeout: Duration) {
@@ -267,7 +256,7 @@ async fn kill_9_during_concurrent_fills_never_serves_a_broken_object() {
     let in_flight = batch("b", 100, 20);
 
     // Batch A: stored completely before the kill.
-    let client = slow_client();
+    let client = support::big_body_client();
     for (p, body) in &complete {
         let s = get_streamed(&client, &edge, p, body).await;
         assert_eq!(s.status, 200, "{p}");
@@ -407,7 +396,7 @@ async fn a_damaged_object_file_is_a_miss_never_a_broken_body() {
     .into_iter()
     .map(|(p, n, flip)| (p.to_string(), origin.set_large(p, n), flip))
     .collect();
-    let client = slow_client();
+    let client = support::big_body_client();
     for (p, body) in objects
         .iter()
         .map(|(p, b)| (p, b))

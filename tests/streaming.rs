@@ -16,16 +16,6 @@ const STORED_MISS: &str = "tollgate; fwd=miss; stored";
 
 const MIB: usize = 1024 * 1024;
 
-fn big_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(55))
-        .build()
-        .expect("reqwest client")
-}
-
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / MIB as f64
 }
@@ -52,7 +42,7 @@ async fn a_200_mib_object_streams_from_disk_without_being_held_in_memory() {
         let body = body.clone();
         std::thread::spawn(move || sha256_hex(&body))
     };
-    let client = big_client();
+    let client = support::big_body_client();
 
     let t = Instant::now();
     let first = get_streamed(&client, &edge, path, &body).await;

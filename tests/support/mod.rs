@@ -1165,6 +1165,17 @@ pub fn pooled_client() -> reqwest::Client {
         .expect("reqwest client")
 }
 
+/// Like [`client`] with a generous timeout, for large bodies in debug builds.
+pub fn big_body_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(55))
+        .build()
+        .expect("reqwest client")
+}
+
 /// Where a request carries its token.
 #[derive(Debug, Clone, Copy)]
 pub enum Tok<'a> {
