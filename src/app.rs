@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use anyhow::Context;
 use async_trait::async_trait;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{Server, ShutdownWatch};
@@ -95,7 +96,14 @@ pub fn build(edge: Arc<Edge>, flags: RunFlags) -> anyhow::Result<Server> {
         "tollgate edge",
     );
     for l in &config.listeners {
-        proxy.add_tcp(&l.addr.to_string());
+        match &l.tls {
+            None => proxy.add_tcp(&l.addr.to_string()),
+            Some(tls) => {
+                let settings = crate::tls::settings(tls)
+                    .with_context(|| format!("TLS listener {}", l.addr))?;
+                proxy.add_tls_with_settings(&l.addr.to_string(), None, settings);
+            }
+        }
     }
     server.add_service(proxy);
 

@@ -15,10 +15,12 @@
 //! `units` (sizes, durations), `glob` (route patterns).
 
 mod auth;
+mod behaviour;
 mod glob;
 mod origin;
 pub mod raw;
 mod routes;
+mod tls;
 mod types;
 mod units;
 mod validate;
@@ -29,11 +31,13 @@ mod tests;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use behaviour::{Behaviour, Forward, QueryPolicy, ViewerProtocol, ALWAYS_FORWARDED};
 pub use glob::Glob;
+pub use tls::{cert_names, CertPair, ListenerTls};
 pub use types::{
     is_tchar, AccessMode, Admin, AuthSettings, AutoRevocation, CacheSettings, Config, DiskSettings,
     KeysSettings, Listener, LoggingSettings, Origin, PemKeyConf, PingoraSettings,
-    RevocationSettings, Route, RouteCache, SmdSettings, TokenSource,
+    RevocationSettings, Route, RouteCache, SigV4Settings, SmdSettings, TokenSource,
 };
 pub use units::{format_duration, format_size, parse_duration, parse_size};
 pub use validate::validate;

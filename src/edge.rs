@@ -58,6 +58,9 @@ pub enum EdgeError {
     /// A PEM key names an algorithm the verifier does not know.
     #[error("keys.pem: unsupported alg {0:?} (use ES256 or RS256)")]
     Alg(String),
+    /// An origin's `ca_file` could not be read.
+    #[error("origin '{0}': cannot read ca_file: {1}")]
+    Ca(String, String),
     /// A configured header value is not valid in HTTP.
     #[error("origin '{0}': the secret or host is not a valid header value")]
     HeaderValue(String),
@@ -77,6 +80,10 @@ pub struct OriginRuntime {
     pub host_header: HeaderValue,
     /// The secret header and its value.
     pub secret: Option<(http::HeaderName, HeaderValue)>,
+    /// Pinned CA certificates for an `https://` origin (`ca_file`); `None`: system roots.
+    pub ca: Option<Arc<Box<[openssl::x509::X509]>>>,
+    /// AWS SigV4 signing of origin requests.
+    pub sigv4: Option<crate::config::SigV4Settings>,
 }
 
 /// Everything the request path needs, shared by all workers.
@@ -99,6 +106,8 @@ pub struct Edge {
     pub metrics: Arc<Metrics>,
     /// Origins by name.
     pub origins: HashMap<String, OriginRuntime>,
+    /// Port of the first TLS listener, for `redirect_to_https` Location headers.
+    pub https_port: Option<u16>,
     /// Headers removed from every client request (variant + every origin secret header).
     pub strip_headers: Vec<http::HeaderName>,
     /// Query parameter names that carry tokens (never in the key, never forwarded).
@@ -223,13 +232,27 @@ impl Edge {
                 }
                 _ => None,
             };
+            let ca = match &o.ca_file {
+                None => None,
+                Some(path) => {
+                    let certs = std::fs::read(path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|pem| {
+                            openssl::x509::X509::stack_from_pem(&pem).map_err(|e| e.to_string())
+                        })
+                        .map_err(|e| EdgeError::Ca(name.clone(), e))?;
+                    Some(Arc::new(certs.into_boxed_slice()))
+                }
+            };
             origins.insert(
                 name.clone(),
                 OriginRuntime {
+                    ca,
+                    sigv4: o.sigv4.clone(),
                     name: name.clone(),
                     addr,
                     tls: o.scheme_https,
-                    host: o.host.clone(),
+                    host: o.tls_name.clone().unwrap_or_else(|| o.host.clone()),
                     host_header,
                     secret,
                 },
@@ -276,6 +299,11 @@ impl Edge {
             cache_lock: lock,
             metrics,
             origins,
+            https_port: config
+                .listeners
+                .iter()
+                .find(|l| l.tls.is_some())
+                .map(|l| l.addr.port()),
             strip_headers,
             query_token_names,
             cookie_token_names,

@@ -27,3 +27,4 @@ pub mod edge;
 pub mod metrics;
 pub mod proxy;
 pub mod revocation;
+pub mod tls;

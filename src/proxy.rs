@@ -163,9 +163,9 @@ impl ProxyHttp for TollgateProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         match self.admit(session, ctx) {
             None => Ok(false),
-            Some(status) => {
-                ctx.local_status = Some(status);
-                respond::local(session, status).await?;
+            Some(answer) => {
+                ctx.local_status = Some(answer.status());
+                respond::answer(session, &answer).await?;
                 Ok(true)
             }
         }
@@ -264,6 +264,7 @@ impl ProxyHttp for TollgateProxy {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no origin"))?;
         ctx.upstream_start = Some(Instant::now());
         let mut peer = HttpPeer::new(origin.addr, origin.tls, origin.host.clone());
+        peer.options.ca = origin.ca.clone();
         peer.options.connection_timeout = Some(Duration::from_secs(5));
         peer.options.read_timeout = Some(Duration::from_secs(60));
         Ok(Box::new(peer))
@@ -279,6 +280,10 @@ impl ProxyHttp for TollgateProxy {
             .route(&self.edge)
             .and_then(|r| self.edge.origins.get(&r.origin))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no origin"))?;
+        if let Some(route) = ctx.route(&self.edge) {
+            let b = &route.behaviour;
+            request::apply_forwarding(upstream_request, &b.forward_headers, &b.forward_cookies);
+        }
         if !ctx.host.is_empty() {
             upstream_request.insert_header("x-forwarded-host", ctx.host.as_str())?;
         }
@@ -290,7 +295,8 @@ impl ProxyHttp for TollgateProxy {
         if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
             upstream_request.insert_header("x-forwarded-for", addr.ip().to_string())?;
         }
-        upstream_request.insert_header("x-forwarded-proto", "http")?;
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
         Ok(())
     }
 

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use super::raw::RawOrigin;
-use super::types::{is_tchar, Origin};
+use super::raw::{RawOrigin, RawSigV4};
+use super::types::{is_tchar, Origin, SigV4Settings};
 use super::validate::{existing_file, Problems};
 
 /// Headers the proxy itself manages (hop-by-hop, framing, routing, the variant it sets): the
@@ -139,7 +139,47 @@ fn validate_origin(
         );
     }
 
+    let ca_file = raw.ca_file.and_then(|f| {
+        let full = existing_file(base_dir, &f, &at("ca_file"), "PEM CA certificate file", p)?;
+        let ok = std::fs::read(&full)
+            .ok()
+            .and_then(|pem| openssl::x509::X509::stack_from_pem(&pem).ok())
+            .is_some_and(|certs| !certs.is_empty());
+        if !ok {
+            p.add(
+                at("ca_file"),
+                format!(
+                    "{} holds no PEM certificate. Fix: point it at the CA certificate(s)",
+                    full.display()
+                ),
+            );
+        }
+        Some(full)
+    });
+    let sigv4 = raw
+        .sigv4
+        .and_then(|s| validate_sigv4(s, &at("sigv4"), base_dir, env, p));
+    let tls_name = raw.tls_name.and_then(|n| {
+        let valid = !n.is_empty()
+            && n.len() <= 253
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
+        if !valid {
+            p.add(
+                at("tls_name"),
+                format!("'{n}' is not a DNS name. Fix: write e.g. origin.example.com"),
+            );
+        }
+        valid.then(|| n.to_ascii_lowercase())
+    });
     let (url, (scheme_https, host, port, addr)) = url?;
+    if (ca_file.is_some() || tls_name.is_some()) && !scheme_https {
+        p.add(
+            at("ca_file"),
+            "ca_file and tls_name are only used for https:// origins. Fix: use an https:// url, \
+             or remove them",
+        );
+    }
     if p.0.len() > problems_before {
         return None;
     }
@@ -152,6 +192,75 @@ fn validate_origin(
         addr,
         secret_header,
         secret,
+        ca_file,
+        tls_name,
+        sigv4,
+    })
+}
+
+fn validate_sigv4(
+    raw: RawSigV4,
+    at: &str,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    p: &mut Problems,
+) -> Option<SigV4Settings> {
+    let key = |f: &str| format!("{at}.{f}");
+    let scope_part = |v: Option<String>, f: &str, default: Option<&str>, p: &mut Problems| match v
+        .or(default.map(str::to_owned))
+    {
+        Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
+            Some(v)
+        }
+        Some(v) => {
+            p.add(
+                key(f),
+                format!("'{v}' is not a valid name. Fix: write e.g. us-east-1 / s3"),
+            );
+            None
+        }
+        None => {
+            p.add(
+                key(f),
+                "missing. Fix: set the bucket's region, e.g. region: eu-west-1",
+            );
+            None
+        }
+    };
+    let region = scope_part(raw.region, "region", None, p);
+    let service = scope_part(raw.service, "service", Some("s3"), p);
+    let access_key_id = match (raw.access_key_id, raw.access_key_id_env) {
+        (Some(id), None) => Some(id),
+        (None, Some(var)) => read_secret_env(&var, &key("access_key_id_env"), env, p),
+        _ => {
+            p.add(
+                key("access_key_id"),
+                "set exactly one of access_key_id and access_key_id_env",
+            );
+            None
+        }
+    };
+    let secret_access_key = match (raw.secret_access_key_file, raw.secret_access_key_env) {
+        (Some(file), None) => read_secret_file(&file, &key("secret_access_key_file"), base_dir, p),
+        (None, Some(var)) => read_secret_env(&var, &key("secret_access_key_env"), env, p),
+        _ => {
+            p.add(
+                key("secret_access_key_file"),
+                "set exactly one of secret_access_key_file and secret_access_key_env",
+            );
+            None
+        }
+    };
+    let session_token = match raw.session_token_env {
+        Some(var) => Some(read_secret_env(&var, &key("session_token_env"), env, p)?),
+        None => None,
+    };
+    Some(SigV4Settings {
+        region: region?,
+        service: service?,
+        access_key_id: access_key_id?,
+        secret_access_key: secret_access_key?,
+        session_token,
     })
 }
 

@@ -87,6 +87,12 @@ pub struct RawConfig {
     #[serde(default)]
     pub revocation: RawRevocation,
     pub smd: Option<RawSmd>,
+    /// `signed_keys:` — CloudFront Key-Pair-Id → public key PEM file.
+    #[serde(default)]
+    pub signed_keys: BTreeMap<String, PathBuf>,
+    /// `basic_auth:` — realm → htpasswd file of bcrypt hashes.
+    #[serde(default)]
+    pub basic_auth: BTreeMap<String, PathBuf>,
 }
 
 /// `smd:` — accept AWS Secure Media Delivery tokens.
@@ -135,12 +141,23 @@ pub struct RawListener {
     pub tls: Option<RawTls>,
 }
 
-/// `listeners[].tls` (parsed, not yet supported).
+/// `listeners[].tls`: the default certificate, more certificates chosen by SNI, HTTP/2.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub sni: Vec<RawCertPair>,
+    pub http2: Option<bool>,
+}
+
+/// `listeners[].tls.sni[]`: a certificate served to clients asking for one of its names.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertPair {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 /// `admin:`.
@@ -159,6 +176,25 @@ pub struct RawOrigin {
     pub secret_header: Option<String>,
     pub secret_file: Option<PathBuf>,
     pub secret_env: Option<String>,
+    /// PEM file of the CA(s) that must have signed an `https://` origin's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Name sent as SNI and checked against the origin's certificate (default: the URL's host).
+    pub tls_name: Option<String>,
+    /// `origins.<name>.sigv4`: sign origin requests (private S3-compatible bucket).
+    pub sigv4: Option<RawSigV4>,
+}
+
+/// `origins.<name>.sigv4`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSigV4 {
+    pub region: Option<String>,
+    pub service: Option<String>,
+    pub access_key_id: Option<String>,
+    pub access_key_id_env: Option<String>,
+    pub secret_access_key_file: Option<PathBuf>,
+    pub secret_access_key_env: Option<String>,
+    pub session_token_env: Option<String>,
 }
 
 /// `keys:`.
@@ -204,6 +240,24 @@ pub struct RawRoute {
     pub require: Option<Vec<String>>,
     pub realm: Option<String>,
     pub cache: Option<RawRouteCache>,
+    /// Query-string policy: `all` (default), `none`, or a list of parameter names to keep.
+    pub query: Option<RawNames>,
+    /// `allow_all` (default), `redirect_to_https` or `https_only`.
+    pub viewer_protocol: Option<String>,
+    /// Allowed methods, e.g. `[GET, HEAD]`; default: every method.
+    pub methods: Option<Vec<String>>,
+    /// Request headers forwarded to the origin: `all` (default) or a list.
+    pub forward_headers: Option<RawNames>,
+    /// Cookies forwarded to the origin: `all` (default), `none` or a list.
+    pub forward_cookies: Option<RawNames>,
+}
+
+/// `all`, `none`, or a list of names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawNames {
+    Word(String),
+    List(Vec<String>),
 }
 
 /// `routes[].cache`.

@@ -23,12 +23,20 @@ fn shadows(earlier: &Glob, later: &Glob) -> bool {
     }
 }
 
+/// What the rest of the file declares, for cross references from routes.
+pub(super) struct Declared<'a> {
+    pub origins: &'a BTreeSet<String>,
+    pub keys: bool,
+    pub signed_keys: bool,
+    pub realms: &'a std::collections::BTreeMap<String, std::path::PathBuf>,
+}
+
 pub(super) fn validate_routes(
     raw: Vec<RawRoute>,
-    origins: &BTreeSet<String>,
-    keys_declared: bool,
+    declared: &Declared,
     p: &mut Problems,
 ) -> Vec<Route> {
+    let origins = declared.origins;
     if raw.is_empty() {
         p.add(
             "routes",
@@ -93,7 +101,7 @@ pub(super) fn validate_routes(
                 None
             }
         };
-        let access = validate_access(route.access.as_deref(), &at("access"), keys_declared, p);
+        let access = validate_access(route.access.as_deref(), &at("access"), declared, p);
         let require = validate_require(route.require, access, &at("require"), p);
         match (&route.realm, access) {
             (Some(_), Some(mode)) if mode != AccessMode::Basic => p.add(
@@ -107,8 +115,23 @@ pub(super) fn validate_routes(
                 at("realm"),
                 "access: basic needs a realm. Fix: add realm: NAME (a key of basic_auth:)",
             ),
+            (Some(realm), Some(AccessMode::Basic)) if !declared.realms.contains_key(realm) => p.add(
+                at("realm"),
+                format!("realm '{realm}' is not under basic_auth:. Fix: add basic_auth: {{ {realm}: FILE }}"),
+            ),
             _ => {}
         }
+        let behaviour = super::behaviour::validate_behaviour(
+            super::behaviour::RawBehaviour {
+                query: route.query,
+                viewer_protocol: route.viewer_protocol,
+                methods: route.methods,
+                forward_headers: route.forward_headers,
+                forward_cookies: route.forward_cookies,
+            },
+            i,
+            p,
+        );
         let cache = validate_route_cache(route.cache.unwrap_or_default(), i, p);
         if let (Some(glob), Some(origin), Some(access)) = (glob, origin, access) {
             routes.push(Route {
@@ -120,6 +143,7 @@ pub(super) fn validate_routes(
                 require,
                 realm: route.realm,
                 cache,
+                behaviour,
             });
         }
     }
@@ -129,12 +153,16 @@ pub(super) fn validate_routes(
 fn validate_access(
     text: Option<&str>,
     key: &str,
-    keys_declared: bool,
+    declared: &Declared,
     p: &mut Problems,
 ) -> Option<AccessMode> {
+    let keys_declared = declared.keys;
     let Some(text) = text else {
         // No default: a forgotten `access:` must not silently make paid content public.
-        p.add(key, "missing. Fix: set access: public, paywall or token");
+        p.add(
+            key,
+            "missing. Fix: set access: public, paywall, token, signed or basic",
+        );
         return None;
     };
     let Some(mode) = AccessMode::parse(text) else {
@@ -142,23 +170,17 @@ fn validate_access(
         p.add(
             key,
             format!(
-                "'{text}' is not an access mode; modes are: {}. Fix: use public, paywall or token",
+                "'{text}' is not an access mode; modes are: {}. Fix: use one of them",
                 modes.join(", ")
             ),
         );
         return None;
     };
-    let later = match mode {
-        AccessMode::Public | AccessMode::Paywall | AccessMode::Token => None,
-        AccessMode::Signed => Some("arrives with signed URLs and cookies"),
-        AccessMode::Basic => Some("arrives with Basic auth"),
-    };
-    if let Some(when) = later {
+    if mode == AccessMode::Signed && !declared.signed_keys {
         p.add(
             key,
-            format!(
-                "access mode '{mode}' is not available yet ({when}); use public, paywall or token"
-            ),
+            "signed route needs signed_keys: (CloudFront Key-Pair-Id → public key PEM); \
+             without keys no signed URL could ever be accepted",
         );
     }
     if matches!(mode, AccessMode::Paywall | AccessMode::Token) && !keys_declared {

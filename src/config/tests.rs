@@ -137,7 +137,8 @@ fn base_config_and_defaults() {
     assert_eq!(
         c.listeners,
         vec![Listener {
-            addr: "127.0.0.1:8080".parse().expect("addr")
+            addr: "127.0.0.1:8080".parse().expect("addr"),
+            tls: None,
         }]
     );
     assert_eq!(c.pingora, PingoraSettings::default());
@@ -381,7 +382,26 @@ fn each_mistake_is_reported_at_its_path() {
         (&[("listeners", "listeners: [{ addr: '1.2.3.4' }]\n")], "listeners[0].addr", "not an IP:port"),
         (&[("listeners", "listeners: [{ addr: '127.0.0.1:80' }, { addr: '127.0.0.1:80' }]\n")], "listeners[1].addr", "is also used by listeners[0]"),
         (&[("listeners", "listeners: [{ addr: '0.0.0.0:80' }, { addr: '127.0.0.1:80' }]\n")], "listeners[1].addr", "overlaps 0.0.0.0:80 of listeners[0]"),
-        (&[("listeners", "listeners: [{ addr: '127.0.0.1:80', tls: { cert: c.pem, key: k.pem } }]\n")], "listeners[0].tls", "TLS listeners arrive in a later release"),
+        (&[("listeners", "listeners: [{ addr: '127.0.0.1:80', tls: { cert: c.pem, key: secrets/admin.token } }]\n")], "listeners[0].tls.cert", "cannot use"),
+        (&[("listeners", "listeners: [{ addr: '127.0.0.1:80', tls: { cert: secrets/admin.token, key: secrets/admin.token } }]\n")], "listeners[0].tls.cert", "not a PEM certificate"),
+        (&[("listeners", "listeners: [{ addr: '127.0.0.1:80', tls: { key: secrets/admin.token } }]\n")], "listeners[0].tls.cert", "missing"),
+        // route behaviours
+        (&[("routes", "routes: [{ match: /*, origin: news, access: public, query: some }]\n")], "routes[0].query", "not all, none or a list"),
+        (&[("routes", "routes: [{ match: /*, origin: news, access: public, viewer_protocol: https }]\n")], "routes[0].viewer_protocol", "not a viewer protocol policy"),
+        (&[("routes", "routes: [{ match: /*, origin: news, access: public, methods: ['G T'] }]\n")], "routes[0].methods[0]", "not an HTTP method"),
+        (&[("routes", "routes: [{ match: /*, origin: news, access: public, methods: [] }]\n")], "routes[0].methods", "empty"),
+        (&[("routes", "routes: [{ match: /*, origin: news, access: public, forward_headers: ['bad header'] }]\n")], "routes[0].forward_headers[0]", "not a valid name"),
+        (&[("routes", "routes: [{ match: /*, origin: news, access: signed }]\n")], "routes[0].access", "needs signed_keys"),
+        (&[("routes", "routes: [{ match: /*, origin: news, access: basic, realm: editors }]\n")], "routes[0].realm", "not under basic_auth"),
+        (&[("signed_keys", "signed_keys: { K1: nope.pem }\n")], "signed_keys.K1", "cannot use"),
+        (&[("basic_auth", "basic_auth: { 'a b': secrets/admin.token }\n")], "basic_auth.a b", "not a valid name"),
+        // origin TLS and SigV4
+        (&[("origins", "origins:\n  news: { url: 'https://127.0.0.1:9000', ca_file: secrets/admin.token }\n")], "origins.news.ca_file", "holds no PEM certificate"),
+        (&[("origins", "origins:\n  news: { url: 'http://127.0.0.1:9000', tls_name: origin.test }\n")], "origins.news.ca_file", "only used for https://"),
+        (&[("origins", "origins:\n  news: { url: 'https://127.0.0.1:9000', tls_name: 'a b' }\n")], "origins.news.tls_name", "not a DNS name"),
+        (&[("origins", "origins:\n  news: { url: 'https://b.s3.amazonaws.com', sigv4: { access_key_id: AK, secret_access_key_file: secrets/origin.secret } }\n")], "origins.news.sigv4.region", "missing"),
+        (&[("origins", "origins:\n  news: { url: 'https://b.s3.amazonaws.com', sigv4: { region: eu-west-1, access_key_id: AK, secret_access_key_env: NOPE_NOT_SET } }\n")], "origins.news.sigv4.secret_access_key_env", "not set"),
+        (&[("origins", "origins:\n  news: { url: 'https://b.s3.amazonaws.com', sigv4: { region: eu-west-1, secret_access_key_file: secrets/origin.secret } }\n")], "origins.news.sigv4.access_key_id", "exactly one"),
         // admin
         (&[("admin", "admin: { addr: '127.0.0.1:8080' }\n")], "admin.addr", "conflicts with listeners[0]"),
         (&[("admin", "admin: { token_file: secrets/admin.token }\n")], "admin.addr", "missing"),
@@ -433,10 +453,8 @@ fn each_mistake_is_reported_at_its_path() {
         (&[("routes", "routes: [{ match: /*, access: public }]\n")], "routes[0].origin", "missing"),
         (&[("routes", "routes: [{ match: /*, origin: news }]\n")], "routes[0].access", "missing"),
         (&[("routes", "routes: [{ match: /*, origin: news, access: paywal }]\n")], "routes[0].access", "'paywal' is not an access mode"),
-        (&[("routes", "routes: [{ match: /*, origin: news, access: signed }]\n")], "routes[0].access", "access mode 'signed' is not available yet"),
         (&[("keys", ""), ("routes", "routes: [{ match: /*, origin: news, access: token }]\n")], "routes[0].access", "token route needs keys"),
         (&[("revocation", "revocation: { auto: { window: 10m, max_ips: 0 } }\n")], "revocation.auto.max_ips", "at least 2"),
-        (&[("routes", "routes: [{ match: /*, origin: news, access: signed }]\n")], "routes[0].access", "access mode 'signed' is not available yet"),
         (&[("keys", ""), ("routes", "routes: [{ match: /*, origin: news, access: paywall }]\n")], "routes[0].access", "paywall route needs keys: set keys.jwks_file"),
         (&[("routes", "routes: [{ match: /*, origin: news, access: paywall, require: [premium, ''] }]\n")], "routes[0].require[1]", "empty subscription name"),
         (&[("routes", "routes: [{ match: /*, origin: news, access: paywall, require: [' gold'] }]\n")], "routes[0].require[0]", "leading or trailing spaces"),
@@ -468,17 +486,12 @@ fn each_mistake_is_reported_at_its_path() {
 }
 
 #[test]
-fn basic_route_reports_missing_realm_and_availability() {
+fn basic_route_reports_missing_realm() {
     let f = Fixture::new();
     let problems = f.problems(&[(
         "routes",
         "routes: [{ match: /drafts/*, origin: news, access: basic }]\n",
     )]);
-    assert_problem(
-        &problems,
-        "routes[0].access",
-        "'basic' is not available yet",
-    );
     assert_problem(&problems, "routes[0].realm", "needs a realm");
 }
 

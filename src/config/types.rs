@@ -39,6 +39,10 @@ pub struct Config {
     pub revocation: RevocationSettings,
     /// AWS Secure Media Delivery tokens, if accepted.
     pub smd: Option<SmdSettings>,
+    /// `signed_keys:` CloudFront Key-Pair-Id → public key PEM file (resolved path).
+    pub signed_keys: BTreeMap<String, PathBuf>,
+    /// `basic_auth:` realm → htpasswd file (resolved path).
+    pub basic_auth: BTreeMap<String, PathBuf>,
 }
 
 /// `smd:` — also accept tokens of the AWS Secure Media Delivery solution.
@@ -94,11 +98,13 @@ pub struct PingoraSettings {
     pub daemon: bool,
 }
 
-/// `listeners[]` entry: a plain-HTTP listening address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `listeners[]` entry: a listening address, plain HTTP or TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
     /// Address to bind, e.g. `0.0.0.0:8080`.
     pub addr: SocketAddr,
+    /// TLS (HTTP/2 + HTTP/1.1 by ALPN) when set.
+    pub tls: Option<super::ListenerTls>,
 }
 
 /// `admin:` — the admin listener.
@@ -142,6 +148,42 @@ pub struct Origin {
     pub secret_header: Option<String>,
     /// The secret value (from `secret_file` or `secret_env`). Never logged.
     pub secret: Option<String>,
+    /// CA file an `https://` origin's certificate must chain to (else the system roots).
+    pub ca_file: Option<PathBuf>,
+    /// SNI and certificate name for an `https://` origin, when not the URL's host.
+    pub tls_name: Option<String>,
+    /// Sign origin requests with AWS Signature Version 4.
+    pub sigv4: Option<SigV4Settings>,
+}
+
+/// `origins.<name>.sigv4`: credentials and scope for AWS Signature Version 4.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigV4Settings {
+    /// e.g. `us-east-1`.
+    pub region: String,
+    /// e.g. `s3`.
+    pub service: String,
+    /// Access key id (not secret).
+    pub access_key_id: String,
+    /// Secret access key. Never logged.
+    pub secret_access_key: String,
+    /// Session token for temporary credentials. Never logged.
+    pub session_token: Option<String>,
+}
+
+impl fmt::Debug for SigV4Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigV4Settings")
+            .field("region", &self.region)
+            .field("service", &self.service)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 impl fmt::Debug for Origin {
@@ -155,6 +197,9 @@ impl fmt::Debug for Origin {
             .field("addr", &self.addr)
             .field("secret_header", &self.secret_header)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
+            .field("tls_name", &self.tls_name)
+            .field("sigv4", &self.sigv4)
             .finish()
     }
 }
@@ -309,6 +354,8 @@ pub struct Route {
     pub realm: Option<String>,
     /// Caching policy.
     pub cache: RouteCache,
+    /// Query-string policy, viewer protocol, methods, forwarded headers and cookies.
+    pub behaviour: super::Behaviour,
 }
 
 /// `routes[].access`.

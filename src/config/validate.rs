@@ -38,14 +38,34 @@ pub fn validate(
     let declared_origins: BTreeSet<String> = raw.origins.keys().cloned().collect();
     let keys_declared = raw.keys.jwks_file.is_some() || !raw.keys.pem.is_empty();
     let pingora = validate_pingora(raw.pingora, base_dir, &mut p);
-    let listeners = validate_listeners(raw.listeners, &mut p);
+    let listeners = validate_listeners(raw.listeners, base_dir, &mut p);
     let admin = raw
         .admin
         .and_then(|admin| validate_admin(admin, &listeners, base_dir, &mut p));
     let origins = validate_origins(raw.origins, base_dir, env, &mut p);
     let keys = validate_keys(raw.keys, base_dir, &mut p);
     let auth = validate_auth(raw.auth, &mut p);
-    let routes = validate_routes(raw.routes, &declared_origins, keys_declared, &mut p);
+    let signed_keys = named_files(
+        raw.signed_keys,
+        "signed_keys",
+        "PEM public key",
+        base_dir,
+        &mut p,
+    );
+    let basic_auth = named_files(
+        raw.basic_auth,
+        "basic_auth",
+        "htpasswd file",
+        base_dir,
+        &mut p,
+    );
+    let declared = super::routes::Declared {
+        origins: &declared_origins,
+        keys: keys_declared,
+        signed_keys: !signed_keys.is_empty(),
+        realms: &basic_auth,
+    };
+    let routes = validate_routes(raw.routes, &declared, &mut p);
     let cache = validate_cache(raw.cache, base_dir, &mut p);
     let revocation = validate_revocation(raw.revocation, &mut p);
     let smd = raw.smd.and_then(|s| validate_smd(s, base_dir, &mut p));
@@ -70,6 +90,8 @@ pub fn validate(
         logging,
         revocation,
         smd,
+        signed_keys,
+        basic_auth,
     })
 }
 
@@ -80,6 +102,35 @@ pub(super) fn resolve(base_dir: &Path, path: &Path) -> PathBuf {
     } else {
         base_dir.join(path)
     }
+}
+
+/// `name: path` maps (`signed_keys`, `basic_auth`): names non-empty, files present.
+fn named_files(
+    raw: std::collections::BTreeMap<String, PathBuf>,
+    section: &str,
+    what: &str,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> std::collections::BTreeMap<String, PathBuf> {
+    let mut out = std::collections::BTreeMap::new();
+    for (name, path) in raw {
+        let key = format!("{section}.{name}");
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !valid {
+            p.add(
+                &key,
+                format!("'{name}' is not a valid name. Fix: use letters, digits, '.', '_', '-'"),
+            );
+            continue;
+        }
+        if let Some(full) = existing_file(base_dir, &path, &key, what, p) {
+            out.insert(name, full);
+        }
+    }
+    out
 }
 
 /// Resolves a path that must name an existing regular file.
@@ -179,7 +230,7 @@ fn parse_addr(text: &str, key: &str, example: &str, p: &mut Problems) -> Option<
     }
 }
 
-fn validate_listeners(raw: Vec<RawListener>, p: &mut Problems) -> Vec<Listener> {
+fn validate_listeners(raw: Vec<RawListener>, base_dir: &Path, p: &mut Problems) -> Vec<Listener> {
     if raw.is_empty() {
         p.add(
             "listeners",
@@ -190,13 +241,9 @@ fn validate_listeners(raw: Vec<RawListener>, p: &mut Problems) -> Vec<Listener> 
     let mut listeners: Vec<(usize, Listener)> = Vec::new();
     for (i, listener) in raw.into_iter().enumerate() {
         let key = format!("listeners[{i}].addr");
-        if listener.tls.is_some() {
-            p.add(
-                format!("listeners[{i}].tls"),
-                "TLS listeners arrive in a later release. Fix: remove tls: and terminate TLS \
-                 in front of Tollgate for now",
-            );
-        }
+        let tls = listener
+            .tls
+            .map(|tls| super::tls::validate_tls(tls, i, base_dir, p));
         let Some(text) = listener.addr else {
             p.add(
                 &key,
@@ -222,7 +269,17 @@ fn validate_listeners(raw: Vec<RawListener>, p: &mut Problems) -> Vec<Listener> 
             );
             continue;
         }
-        listeners.push((i, Listener { addr }));
+        match tls {
+            Some(None) => {}
+            Some(Some(tls)) => listeners.push((
+                i,
+                Listener {
+                    addr,
+                    tls: Some(tls),
+                },
+            )),
+            None => listeners.push((i, Listener { addr, tls: None })),
+        }
     }
     listeners.into_iter().map(|(_, l)| l).collect()
 }

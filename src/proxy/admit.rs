@@ -12,11 +12,12 @@ use pingora_proxy::Session;
 use super::request::{
     self, find_token, normalize_path, split_path_token, strip_query_params, RequestParts,
 };
+use super::respond::Answer;
 use super::{Ctx, TollgateProxy};
 use crate::access::{self, Decision};
 use crate::auth::Denial;
 use crate::cache::Variant;
-use crate::config::AccessMode;
+use crate::config::{AccessMode, QueryPolicy, Route, ViewerProtocol};
 use crate::edge::unix_now;
 
 /// Verify an AWS Secure Media Delivery token; `None` if it is not one (the JWT denial stands).
@@ -79,8 +80,8 @@ fn request_host(session: &Session) -> String {
 }
 
 impl TollgateProxy {
-    /// Steps 1–3 of the request flow. Returns the status to answer locally, if any.
-    pub(super) fn admit(&self, session: &mut Session, ctx: &mut Ctx) -> Option<u16> {
+    /// Steps 1–3 of the request flow. Returns the answer to give locally, if any.
+    pub(super) fn admit(&self, session: &mut Session, ctx: &mut Ctx) -> Option<Answer> {
         let edge = &*self.edge;
         let req = session.req_header();
         let raw_path = req.uri.path();
@@ -89,7 +90,7 @@ impl TollgateProxy {
             Ok(p) => p,
             Err(why) => {
                 log::debug!("refused path {raw_path:?}: {}", why.as_str());
-                return Some(400);
+                return Some(Answer::Status(400));
             }
         };
         let (path_token, path): (Option<(&str, Option<&str>)>, &str) = match edge
@@ -107,8 +108,12 @@ impl TollgateProxy {
             .enumerate()
             .find(|(_, r)| r.glob.matches(path))
         else {
-            return Some(404);
+            return Some(Answer::Status(404));
         };
+        ctx.route = Some(route_index);
+        if let Some(answer) = self.behaviour_gate(session, route) {
+            return Some(answer);
+        }
         let query = strip_query_params(raw_query, &edge.query_token_names);
 
         let decision: Decision = match route.access {
@@ -148,7 +153,7 @@ impl TollgateProxy {
                 self.watch_session(route.access, decision, client, ua, now)
             }
             // Validation refuses the other modes until they are implemented; fail closed anyway.
-            _ => return Some(403),
+            _ => return Some(Answer::Status(403)),
         };
         if let Some(result) = decision.result {
             edge.metrics
@@ -156,16 +161,58 @@ impl TollgateProxy {
                 .with_label_values(&[result.as_str()])
                 .inc();
         }
-        ctx.route = Some(route_index);
         let Some(variant) = decision.variant else {
-            return Some(403);
+            return Some(Answer::Status(403));
         };
         ctx.variant = variant;
         ctx.path = path.to_owned();
-        ctx.query = query.into_owned();
+        ctx.query = match &route.behaviour.query {
+            QueryPolicy::All => query.into_owned(),
+            QueryPolicy::None => String::new(),
+            QueryPolicy::Allow(names) => request::keep_query_params(&query, names),
+        };
         let uri_changed = ctx.path != raw_path || ctx.query != raw_query;
         ctx.host = request_host(session);
         self.sanitize(session, ctx, uri_changed);
+        None
+    }
+
+    /// Viewer protocol policy and allowed methods, checked before any token work.
+    fn behaviour_gate(&self, session: &Session, route: &Route) -> Option<Answer> {
+        let b = &route.behaviour;
+        let req = session.req_header();
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        if !tls {
+            match b.viewer_protocol {
+                ViewerProtocol::AllowAll => {}
+                ViewerProtocol::HttpsOnly => return Some(Answer::Status(403)),
+                ViewerProtocol::RedirectToHttps => {
+                    let host = request_host(session);
+                    let name = request::host_name(&host);
+                    if name.is_empty() {
+                        return Some(Answer::Status(400));
+                    }
+                    let port = match self.edge.https_port {
+                        Some(443) | None => String::new(),
+                        Some(p) => format!(":{p}"),
+                    };
+                    let pq = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+                    // GET/HEAD as CloudFront (301); 307 keeps the method and body of others.
+                    let code = if matches!(req.method, http::Method::GET | http::Method::HEAD) {
+                        301
+                    } else {
+                        307
+                    };
+                    return Some(Answer::Redirect(code, format!("https://{name}{port}{pq}")));
+                }
+            }
+        }
+        if let Some(methods) = &b.methods {
+            if !methods.contains(&req.method) {
+                let allow: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
+                return Some(Answer::NotAllowed(allow.join(", ")));
+            }
+        }
         None
     }
 

@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use crate::config::TokenSource;
+use crate::config::{Forward, TokenSource, ALWAYS_FORWARDED};
 
 /// Why a request was refused before routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +177,26 @@ pub fn strip_query_params<'a, S: AsRef<str>>(query: &'a str, names: &[S]) -> Cow
     Cow::Owned(kept.join("&"))
 }
 
+/// The query with only the parameters named in `names` (query-string allow-list), in order.
+pub fn keep_query_params<S: AsRef<str>>(query: &str, names: &[S]) -> String {
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            !pair.is_empty() && names.iter().any(|n| n.as_ref() == k)
+        })
+        .collect();
+    kept.join("&")
+}
+
+/// The host name of a `Host` value, without the port (IPv6 literals keep their brackets).
+pub fn host_name(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_inclusive(']').next().unwrap_or("");
+    }
+    host.split(':').next().unwrap_or("")
+}
+
 /// The token of an `Authorization: Bearer <token>` header value.
 pub fn bearer_token(value: &[u8]) -> Option<&str> {
     let v = std::str::from_utf8(value).ok()?;
@@ -260,6 +280,57 @@ pub fn find_token(sources: &[TokenSource], parts: &RequestParts<'_>) -> Option<F
         }
     }
     None
+}
+
+/// Apply a route's `forward_headers` / `forward_cookies` to the origin request. Headers the
+/// edge needs (framing, conditionals, ranges: [`ALWAYS_FORWARDED`]) always pass; `Cookie` is
+/// governed by `forward_cookies` alone.
+pub fn apply_forwarding(
+    req: &mut pingora_http::RequestHeader,
+    headers: &Forward,
+    cookies: &Forward,
+) {
+    if *headers != Forward::All {
+        let drop: Vec<http::HeaderName> = req
+            .headers
+            .keys()
+            .filter(|k| {
+                let k = k.as_str();
+                k != "cookie" && !ALWAYS_FORWARDED.contains(&k) && !headers.allows(k)
+            })
+            .cloned()
+            .collect();
+        for k in drop {
+            req.remove_header(&k);
+        }
+    }
+    match cookies {
+        Forward::All => {}
+        Forward::None => {
+            req.remove_header(&http::header::COOKIE);
+        }
+        Forward::Only(names) => {
+            let kept: Vec<String> = req
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
+                .flat_map(|v| v.split(';'))
+                .map(str::trim)
+                .filter(|c| {
+                    let k = c.split_once('=').map_or(*c, |(k, _)| k);
+                    names.iter().any(|n| n == k)
+                })
+                .map(str::to_owned)
+                .collect();
+            req.remove_header(&http::header::COOKIE);
+            if !kept.is_empty() {
+                if let Ok(v) = http::HeaderValue::from_str(&kept.join("; ")) {
+                    let _ = req.insert_header(http::header::COOKIE, v);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

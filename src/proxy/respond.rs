@@ -14,6 +14,7 @@ fn body_for(status: u16) -> &'static str {
         401 => "authentication required\n",
         403 => "forbidden\n",
         404 => "not found\n",
+        301 | 307 => "moved to https\n",
         405 => "method not allowed\n",
         502 => "bad gateway: the origin did not answer properly\n",
         504 => "gateway timeout\n",
@@ -21,10 +22,50 @@ fn body_for(status: u16) -> &'static str {
     }
 }
 
+/// An answer the edge gives without asking the origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A bare status (400, 403, 404, ...).
+    Status(u16),
+    /// `301`/`307` to `location` (viewer protocol policy `redirect_to_https`).
+    Redirect(u16, String),
+    /// `405` with the `Allow` list.
+    NotAllowed(String),
+    /// `401` with `WWW-Authenticate: Basic realm="..."`.
+    Challenge(String),
+}
+
+impl Answer {
+    /// The status code sent.
+    pub fn status(&self) -> u16 {
+        match self {
+            Answer::Status(s) | Answer::Redirect(s, _) => *s,
+            Answer::NotAllowed(_) => 405,
+            Answer::Challenge(_) => 401,
+        }
+    }
+}
+
 /// Answer from the edge without asking the origin.
 pub async fn local(session: &mut Session, status: u16) -> Result<()> {
+    answer(session, &Answer::Status(status)).await
+}
+
+/// Send an [`Answer`]: the status, its one extra header, a short body, `Cache-Status`, `Age`.
+pub async fn answer(session: &mut Session, answer: &Answer) -> Result<()> {
+    let status = answer.status();
     let body = Bytes::from_static(body_for(status).as_bytes());
-    let mut resp = ResponseHeader::build(status, Some(5))?;
+    let mut resp = ResponseHeader::build(status, Some(6))?;
+    match answer {
+        Answer::Status(_) => {}
+        Answer::Redirect(_, location) => resp.insert_header(http::header::LOCATION, location)?,
+        Answer::NotAllowed(allow) => resp.insert_header(http::header::ALLOW, allow)?,
+        Answer::Challenge(realm) => {
+            // The realm is a config name (token characters), so it needs no escaping.
+            let value = format!("Basic realm=\"{realm}\", charset=\"UTF-8\"");
+            resp.insert_header(http::header::WWW_AUTHENTICATE, value)?
+        }
+    }
     resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     let cache_status = if status >= 500 {

@@ -17,6 +17,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod tokens;
 
 use std::collections::{BTreeMap, HashMap};
@@ -556,6 +557,10 @@ pub struct EdgeOptions {
     pub extra_listeners: Vec<String>,
     /// Top-level YAML appended to the config as is (e.g. `state_dir:`, `revocation:`).
     pub extra_yaml: String,
+    /// Replaces the `news` origin's `url` (default `http://<test origin>`).
+    pub origin_url: Option<String>,
+    /// More `key: value` lines under `origins.news` (e.g. `ca_file: ca.pem`).
+    pub origin_extra: Vec<String>,
 }
 
 impl Default for EdgeOptions {
@@ -572,6 +577,8 @@ impl Default for EdgeOptions {
             graceful_shutdown_timeout_seconds: None,
             extra_listeners: Vec::new(),
             extra_yaml: String::new(),
+            origin_url: None,
+            origin_extra: Vec::new(),
         }
     }
 }
@@ -654,7 +661,22 @@ fn config_yaml(
     let extra_listeners: String = opts
         .extra_listeners
         .iter()
-        .map(|a| format!("  - addr: {}\n", yaml_str(a)))
+        .map(|a| {
+            if a.starts_with('{') {
+                format!("  - {a}\n") // a whole listener mapping, e.g. with tls:
+            } else {
+                format!("  - addr: {}\n", yaml_str(a))
+            }
+        })
+        .collect();
+    let origin_url = opts
+        .origin_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{origin}"));
+    let origin_extra: String = opts
+        .origin_extra
+        .iter()
+        .map(|l| format!("    {l}\n"))
         .collect();
     let mut extra_yaml = opts.extra_yaml.clone();
     if !extra_yaml.is_empty() && !extra_yaml.ends_with('\n') {
@@ -663,7 +685,7 @@ fn config_yaml(
     format!(
         "listeners:\n  - addr: 127.0.0.1:{port}\n{extra_listeners}\
          admin:\n  addr: 127.0.0.1:{admin_port}\n  token_file: admin.token\n\
-         origins:\n  news:\n    url: http://{origin}\n    secret_header: {SECRET_HEADER}\n    secret_file: origin.secret\n\
+         origins:\n  news:\n    url: {origin_url}\n    secret_header: {SECRET_HEADER}\n    secret_file: origin.secret\n{origin_extra}\
          keys:\n  jwks_file: jwks.json\n  reload_interval_seconds: {reload}\n\
          auth:\n{auth}  leeway_seconds: 30\n  subscriptions_claim: subs\n  token_sources: [{sources}]\n\
          routes:\n{routes}\
