@@ -1,0 +1,83 @@
+# The comparison table of benches/peers/run.sh.
+#   stdin:     "<scenario>\t<title>" lines, in display order
+#   -v peers:  "tollgate haproxy nginx varnish" (any subset, in column order)
+#   -v raw:    run.sh's raw.tsv (round, scenario, peer, req/s, p99 as wrk prints it)
+# Cells are medians over the rounds; ratios are Tollgate's median req/s over the peer's. The
+# issue 7 targets are evaluated at the end when Tollgate, HAProxy and nginx were all measured.
+
+function us(v) {               # wrk's "812.00us" / "1.23ms" / "1.10s" / "2.00m" in microseconds
+  if (v ~ /us$/) return v + 0
+  if (v ~ /ms$/) return v * 1000
+  if (v ~ /m$/) return v * 60e6
+  if (v ~ /s$/) return v * 1e6
+  return v + 0
+}
+function median(list,    a, n, i, j, t) {
+  n = split(list, a, " ")
+  for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+  return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+function lat(u) { return u < 1000 ? sprintf("%.0fus", u) : sprintf("%.2fms", u / 1000) }
+function ratio(a, b) { return (a == "" || b == "" || b == 0) ? "-" : sprintf("%.2fx", a / b) }
+function target(text, ok) { printf "  %-70s %s\n", text, ok == "" ? "not measured" : (ok ? "met" : "NOT met") }
+
+BEGIN {
+  FS = "\t"
+  np = split(peers, P, " ")
+  while ((getline line < raw) > 0) {
+    split(line, f, "\t")
+    if (f[1] == "round") continue
+    RPS[f[2], f[3]] = RPS[f[2], f[3]] " " f[4] + 0
+    LAT[f[2], f[3]] = LAT[f[2], f[3]] " " us(f[5])
+  }
+  has_t = peers ~ /(^| )tollgate( |$)/
+  printf "\n%-50s", "scenario"
+  for (i = 1; i <= np; i++) printf " %20s", P[i]
+  if (has_t) {
+    for (i = 1; i <= np; i++) if (P[i] != "tollgate") printf " %9s", "T/" P[i]
+    printf " %9s %11s", "T/best", "p99 T/best"
+  }
+  printf "\n"
+}
+{
+  s = $1; ns++; S[ns] = s
+  printf "%-50s", $2
+  best = ""; bestlat = ""
+  for (i = 1; i <= np; i++) {
+    p = P[i]
+    if ((s, p) in RPS) {
+      M[s, p] = median(RPS[s, p]); L[s, p] = median(LAT[s, p])
+      printf " %20s", sprintf("%.0f (%s)", M[s, p], lat(L[s, p]))
+      if (p != "tollgate" && (best == "" || M[s, p] > best)) best = M[s, p]
+      if (p != "tollgate" && (bestlat == "" || L[s, p] < bestlat)) bestlat = L[s, p]
+    } else printf " %20s", "-"
+  }
+  BEST[s] = best; BESTLAT[s] = bestlat
+  if (has_t) {
+    t = ((s, "tollgate") in M) ? M[s, "tollgate"] : ""
+    for (i = 1; i <= np; i++) if (P[i] != "tollgate") printf " %9s", ratio(t, ((s, P[i]) in M) ? M[s, P[i]] : "")
+    printf " %9s %11s", ratio(t, best), ratio(((s, "tollgate") in L) ? L[s, "tollgate"] : "", bestlat)
+  }
+  printf "\n"
+}
+function r(s, p) { return ((s, "tollgate") in M && (s, p) in M) ? M[s, "tollgate"] / M[s, p] : "" }
+function ge(x, y) { return x == "" ? "" : x >= y }
+END {
+  if (!has_t) exit
+  print "\nissue 7 targets:"
+  target("1. public hit >= 1.0x the fastest peer", ge(BEST["pub1k"] == "" ? "" : M["pub1k", "tollgate"] / BEST["pub1k"], 1.0))
+  target("1. public hit >= 1.3x nginx", ge(r("pub1k", "nginx"), 1.3))
+  target("2. one ES256 token >= 4x HAProxy", ge(r("sub1", "haproxy"), 4))
+  target("2. one ES256 token >= 0.9x Tollgate's own public hit",
+         ge(((("sub1", "tollgate") in M) && (("pub1k", "tollgate") in M)) ? M["sub1", "tollgate"] / M["pub1k", "tollgate"] : "", 0.9))
+  target("3. 10,000 rotating ES256 tokens >= 4x HAProxy", ge(r("rot10k", "haproxy"), 4))
+  target("4. never-seen ES256 token per request >= 1.0x HAProxy", ge(r("fresh", "haproxy"), 1.0))
+  target("5. 100 KiB object hit >= 1.0x nginx", ge(r("pub100k", "nginx"), 1.0))
+  ok = ""
+  for (k = 1; k <= ns; k++) {
+    s = S[k]
+    if (!((s, "tollgate") in L) || BESTLAT[s] == "") continue
+    ok = (ok == "" ? 1 : ok) && L[s, "tollgate"] <= BESTLAT[s]
+  }
+  target("6. p99 in every row no worse than the best peer's", ok)
+}
