@@ -16,6 +16,7 @@
 
 mod auth;
 mod glob;
+mod logging;
 mod origin;
 pub mod raw;
 mod routes;
@@ -31,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 pub use glob::Glob;
 pub use types::{
-    is_tchar, AccessMode, Admin, AuthSettings, AutoRevocation, CacheSettings, Config, DiskSettings,
+    is_tchar, AccessLogTarget, AccessMode, Admin, AuthSettings, AutoRevocation, CacheSettings, Config, DiskSettings,
     KeysSettings, Listener, LoggingSettings, Origin, PemKeyConf, PingoraSettings,
     RevocationSettings, Route, RouteCache, SmdSettings, TokenSource,
 };
