@@ -89,9 +89,13 @@ pub fn build(edge: Arc<Edge>, flags: RunFlags) -> anyhow::Result<Server> {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config, flags));
     server.bootstrap();
 
+    let access_log = crate::access_log::open(&config, &edge.metrics)?.map(|(log, writer)| {
+        server.add_service(background_service("access log", writer));
+        log
+    });
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        TollgateProxy::new(edge.clone()),
+        TollgateProxy::new(edge.clone()).with_access_log(access_log),
         "tollgate edge",
     );
     for l in &config.listeners {

@@ -31,8 +31,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use glob::Glob;
+pub use types::AccessLogTarget;
 pub use types::{
-    is_tchar, AccessLogTarget, AccessMode, Admin, AuthSettings, AutoRevocation, CacheSettings, Config, DiskSettings,
+    is_tchar, AccessMode, Admin, AuthSettings, AutoRevocation, CacheSettings, Config, DiskSettings,
     KeysSettings, Listener, LoggingSettings, Origin, PemKeyConf, PingoraSettings,
     RevocationSettings, Route, RouteCache, SmdSettings, TokenSource,
 };

@@ -136,6 +136,9 @@ mod tests {
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].starts_with("logging.access_log: empty value"));
         let err = parse_raw("logging: { access_log: [a] }\n").expect_err("a list is refused");
-        assert!(err.to_string().contains("off, stdout, a file path"), "{err}");
+        assert!(
+            err.to_string().contains("off, stdout, a file path"),
+            "{err}"
+        );
     }
 }

@@ -157,6 +157,7 @@ impl TollgateProxy {
                 .inc();
         }
         ctx.route = Some(route_index);
+        (ctx.auth, ctx.claims) = (decision.result, decision.claims);
         let Some(variant) = decision.variant else {
             return Some(403);
         };
