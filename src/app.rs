@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+mod drain;
+
 use async_trait::async_trait;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{Server, ShutdownWatch};
@@ -93,10 +95,16 @@ pub fn build(edge: Arc<Edge>, flags: RunFlags) -> anyhow::Result<Server> {
         server.add_service(background_service("access log", writer));
         log
     });
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        TollgateProxy::new(edge.clone()).with_access_log(access_log),
-        "tollgate edge",
+    let grace = Duration::from_secs(server.configuration.grace_period_seconds.unwrap_or(0));
+    let mut proxy = Service::new(
+        "tollgate edge".to_string(),
+        drain::Draining::new(
+            pingora_proxy::http_proxy(
+                &server.configuration,
+                TollgateProxy::new(edge.clone()).with_access_log(access_log),
+            ),
+            drain::IDLE_LINGER.min(grace),
+        ),
     );
     for l in &config.listeners {
         proxy.add_tcp(&l.addr.to_string());

@@ -7,13 +7,15 @@
 
 mod support;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::tokens;
-use support::{get, raw_get, send, Edge, EdgeOptions, Origin, Tok};
+use support::{client, get, raw_get, send, Edge, EdgeOptions, Origin, Tok};
 
 fn signal(pid: u32, sig: &str) {
     let st = Command::new("kill")
@@ -291,4 +293,121 @@ async fn sigusr1_after_mv_starts_a_new_file_and_loses_no_line() {
     // and the process is still the same, healthy one
     edge.assert_running();
     assert_eq!(get(&edge, "/news/after", Tok::None).await.status, 200);
+}
+
+/// Read one HTTP/1.1 response with a `Content-Length` body from a kept-alive connection.
+fn read_response(s: &mut TcpStream) -> (u16, Vec<(String, String)>) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).expect("read response head");
+        assert_eq!(n, 1, "connection closed before a response: {buf:?}");
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .map(|(_, v)| v.parse().unwrap())
+        .expect("content-length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).expect("read body");
+    (status, headers)
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_and_answers_idle_keepalive_once_more() {
+    let origin = Origin::start();
+    let mut opts = EdgeOptions {
+        grace_period_seconds: Some(4),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..EdgeOptions::default()
+    };
+    opts.routes
+        .push(r#"{ match: "/slow/*", origin: news, access: public }"#.into());
+    let edge = Edge::start_with(&origin, &[], opts);
+
+    // A kept-alive connection, idle between two requests when SIGTERM arrives.
+    let mut idle = TcpStream::connect(("127.0.0.1", edge.port)).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let req = format!(
+        "GET /news/k HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+        edge.port
+    );
+    idle.write_all(req.as_bytes()).unwrap();
+    assert_eq!(read_response(&mut idle).0, 200);
+
+    // Slow requests in flight: the origin takes 2 s for each.
+    origin.set_delay(Duration::from_secs(2));
+    const SLOW: usize = 6;
+    let mut inflight = Vec::new();
+    for i in 0..SLOW {
+        let url = edge.url(&format!("/slow/{i}"));
+        inflight.push(tokio::spawn(async move {
+            let r = send(client().get(url)).await;
+            (r.status, r.body)
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while origin.total() < 1 + SLOW {
+        assert!(
+            Instant::now() < deadline,
+            "slow requests never reached the origin"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopped = Instant::now();
+    signal(edge.pid(), "TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The idle connection gets its next request answered, and is told to close.
+    idle.write_all(req.as_bytes()).unwrap();
+    let (status, headers) = read_response(&mut idle);
+    assert_eq!(status, 200);
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "connection" && v.eq_ignore_ascii_case("close")),
+        "the last answer on a draining connection says Connection: close: {headers:?}"
+    );
+
+    for (i, task) in inflight.into_iter().enumerate() {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(
+            status, 200,
+            "in-flight request {i} failed during the drain: {body}"
+        );
+        assert!(body.contains(&format!("/slow/{i}")), "request {i}: {body}");
+    }
+    // The process exits once the grace period (4 s) is over, and cleanly.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(st) = edge.exit_status() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the edge did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(2),
+        "it waited for the in-flight requests"
+    );
 }
