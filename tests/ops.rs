@@ -411,3 +411,57 @@ async fn sigterm_drains_in_flight_requests_and_answers_idle_keepalive_once_more(
         "it waited for the in-flight requests"
     );
 }
+
+#[tokio::test]
+async fn every_spec_metric_has_help_and_type_and_durations_resolve_sub_millisecond() {
+    let origin = Origin::start();
+    let edge = Edge::start(&origin, &[]);
+    for path in ["/news/m", "/news/m", "/nowhere"] {
+        get(&edge, path, Tok::None).await;
+    }
+    edge.wait_metric("tollgate_requests_total", &[], 3.0).await;
+    let text = edge.metrics().await;
+    support::parse_metrics(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    // SPEC §7, plus the access log's own counter.
+    let families = [
+        ("tollgate_requests_total", "counter"),
+        ("tollgate_auth_decisions_total", "counter"),
+        ("tollgate_request_duration_seconds", "histogram"),
+        ("tollgate_upstream_duration_seconds", "histogram"),
+        ("tollgate_cache_objects", "gauge"),
+        ("tollgate_cache_bytes", "gauge"),
+        ("tollgate_cache_evictions_total", "counter"),
+        ("tollgate_keys_loaded", "gauge"),
+        ("tollgate_revoked_sessions", "gauge"),
+        ("tollgate_access_log_dropped_total", "counter"),
+    ];
+    for (name, ty) in families {
+        let help = format!("# HELP {name} ");
+        let help_line = text.lines().find(|l| l.starts_with(&help));
+        assert!(
+            help_line.is_some_and(|l| l.len() > help.len() + 10),
+            "{name}: no help text\n{text}"
+        );
+        let type_line = format!("# TYPE {name} {ty}");
+        assert!(text.lines().any(|l| l == type_line), "{type_line} missing");
+    }
+    for name in [
+        "tollgate_request_duration_seconds",
+        "tollgate_upstream_duration_seconds",
+    ] {
+        let les: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}_bucket{{")))
+            .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next()?.parse().ok())
+            .collect();
+        let sub_ms = les.iter().filter(|&&le| le < 0.001).count();
+        assert!(
+            les.contains(&0.00005) && sub_ms >= 4,
+            "{name}: buckets {les:?} do not resolve sub-millisecond times"
+        );
+        assert!(
+            les.contains(&10.0),
+            "{name}: buckets {les:?} stop before 10 s"
+        );
+    }
+}
