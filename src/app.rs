@@ -1,8 +1,12 @@
 //! Builds the Pingora server from a validated config: the proxy on every listener, the admin
 //! listener, and the background services (key reload, token-cache sweep).
 
+use std::num::NonZeroU64;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+mod drain;
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -20,6 +24,9 @@ use crate::proxy::TollgateProxy;
 pub const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 5;
 /// Seconds then allowed for in-flight requests to finish.
 pub const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 5;
+
+/// How long `tollgate -d` waits for its daemon to be ready before failing.
+pub const DAEMON_READY_TIMEOUT_SECONDS: u64 = 60;
 
 /// Pingora process flags (SPEC §4: `-d`, `-u`, `-t`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -41,18 +48,32 @@ fn server_conf(config: &Config, flags: RunFlags) -> ServerConf {
         .map(|l| l.addr.port().to_string())
         .unwrap_or_else(|| "0".into());
     let tmp = std::env::temp_dir();
+    // Under systemd (RuntimeDirectory=tollgate) the pid file and upgrade socket default to
+    // /run/tollgate/, where the unit's PIDFile= looks.
+    let runtime_dir = std::env::var_os("RUNTIME_DIRECTORY").and_then(|v| {
+        v.to_str()
+            .and_then(|s| s.split(':').next())
+            .map(PathBuf::from)
+    });
+    let (default_pid, default_sock) = match &runtime_dir {
+        Some(dir) => (dir.join("tollgate.pid"), dir.join("upgrade.sock")),
+        None => (
+            tmp.join(format!("tollgate-{tag}.pid")),
+            tmp.join(format!("tollgate-{tag}-upgrade.sock")),
+        ),
+    };
     let mut conf = ServerConf {
         daemon: flags.daemon || p.daemon,
         pid_file: p
             .pid_file
             .clone()
-            .unwrap_or_else(|| tmp.join(format!("tollgate-{tag}.pid")))
+            .unwrap_or(default_pid)
             .to_string_lossy()
             .into_owned(),
         upgrade_sock: p
             .upgrade_sock
             .clone()
-            .unwrap_or_else(|| tmp.join(format!("tollgate-{tag}-upgrade.sock")))
+            .unwrap_or(default_sock)
             .to_string_lossy()
             .into_owned(),
         error_log: p
@@ -75,6 +96,11 @@ fn server_conf(config: &Config, flags: RunFlags) -> ServerConf {
         ..ServerConf::default()
     };
     conf.work_stealing = true;
+    // With -d, the launching process exits only once the daemon has written its pid file and is
+    // about to take over the listeners (or failed): systemd's ExecReload then signals the old
+    // process, and reads the new main PID from PIDFile= (see systemd/tollgate.service).
+    conf.daemon_wait_for_ready = true;
+    conf.daemon_ready_timeout_seconds = NonZeroU64::new(DAEMON_READY_TIMEOUT_SECONDS);
     conf
 }
 
@@ -88,12 +114,24 @@ pub fn build(edge: Arc<Edge>, flags: RunFlags) -> anyhow::Result<Server> {
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config, flags));
-    server.bootstrap();
+    // Bootstrap (taking the listeners over from the old process on -u) runs as a service, after
+    // daemonizing, so that the daemon can tell the launching process when it is ready.
+    let bootstrap = server.bootstrap_as_a_service();
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        TollgateProxy::new(edge.clone()),
-        "tollgate edge",
+    let access_log = crate::access_log::open(&config, &edge.metrics)?.map(|(log, writer)| {
+        server.add_service(background_service("access log", writer));
+        log
+    });
+    let grace = Duration::from_secs(server.configuration.grace_period_seconds.unwrap_or(0));
+    let mut proxy = Service::new(
+        "tollgate edge".to_string(),
+        drain::Draining::new(
+            pingora_proxy::http_proxy(
+                &server.configuration,
+                TollgateProxy::new(edge.clone()).with_access_log(access_log),
+            ),
+            drain::IDLE_LINGER.min(grace),
+        ),
     );
     for l in &config.listeners {
         match &l.tls {
@@ -105,12 +143,12 @@ pub fn build(edge: Arc<Edge>, flags: RunFlags) -> anyhow::Result<Server> {
             }
         }
     }
-    server.add_service(proxy);
+    server.add_service(proxy).add_dependency(&bootstrap);
 
     if let Some(admin) = &config.admin {
         let mut svc = Service::new("tollgate admin".to_string(), AdminApp::new(edge.clone()));
         svc.add_tcp(&admin.addr.to_string());
-        server.add_service(svc);
+        server.add_service(svc).add_dependency(&bootstrap);
     }
 
     server.add_service(background_service(

@@ -17,6 +17,7 @@
 mod auth;
 mod behaviour;
 mod glob;
+mod logging;
 mod origin;
 pub mod raw;
 mod routes;
@@ -34,6 +35,7 @@ use std::path::{Path, PathBuf};
 pub use behaviour::{Behaviour, Forward, QueryPolicy, ViewerProtocol, ALWAYS_FORWARDED};
 pub use glob::Glob;
 pub use tls::{cert_names, CertPair, ListenerTls};
+pub use types::AccessLogTarget;
 pub use types::{
     is_tchar, AccessMode, Admin, AuthSettings, AutoRevocation, CacheSettings, Config, DiskSettings,
     KeysSettings, Listener, LoggingSettings, Origin, PemKeyConf, PingoraSettings,

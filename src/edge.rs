@@ -133,6 +133,9 @@ impl Edge {
         for label in crate::access::AuthResult::all_labels() {
             metrics.auth_decisions.with_label_values(&[label]);
         }
+        for origin in config.origins.keys() {
+            metrics.upstream_duration.with_label_values(&[origin]);
+        }
         let mut pem = Vec::with_capacity(config.keys.pem.len());
         for p in &config.keys.pem {
             pem.push(PemKeySpec {

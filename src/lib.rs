@@ -13,10 +13,11 @@
 //! 5. Miss: the route's origin, with the secret header and `x-tollgate-variant` — [`proxy`].
 //! 6. Respond with `Cache-Status` and `Age` — [`proxy::respond`].
 //!
-//! [`app`] assembles the Pingora server; [`admin`] serves `/metrics`, `/healthz` and
+//! [`access_log`] writes one JSON line per request off the request path. [`app`] assembles the Pingora server; [`admin`] serves `/metrics`, `/healthz` and
 //! `/admin/*`; [`metrics`] names every metric; [`demo`] is the embedded default.
 
 pub mod access;
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod auth;

@@ -219,17 +219,26 @@ fn check_edge(conf: &Path, config: tollgate::config::Config) -> ExitCode {
 fn run(conf: &Path, flags: RunFlags) -> anyhow::Result<()> {
     let config =
         tollgate::config::load(conf).map_err(|e| anyhow::anyhow!("{}: {e}", conf.display()))?;
+    init_logger(&config.logging.level);
     let edge = tollgate::edge::Edge::new(config)?;
     let server = tollgate::app::build(edge, flags)?;
     server.run_forever()
 }
 
-fn main() -> ExitCode {
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("info,pingora_cache::meta=error"),
+/// The log filter: `RUST_LOG` if set, else `level` (from `logging.level` when running a config).
+/// Pingora's cache-metadata chatter stays at error unless asked for.
+fn init_logger(level: &str) {
+    let _ = env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or(format!("{level},pingora_cache::meta=error")),
     )
-    .init();
+    .try_init();
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!((&cli.command, &cli.conf), (None, Some(_))) {
+        init_logger(tollgate::config::raw::DEFAULT_LOG_LEVEL);
+    }
     let flags = RunFlags {
         daemon: cli.daemon,
         upgrade: cli.upgrade,

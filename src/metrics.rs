@@ -49,6 +49,8 @@ pub struct Metrics {
     pub token_cache_entries: IntGauge,
     /// `tollgate_cache_purged_total`
     pub cache_purged: IntCounter,
+    /// `tollgate_access_log_dropped_total{reason}`
+    pub access_log_dropped: IntCounterVec,
 }
 
 impl Metrics {
@@ -140,6 +142,16 @@ impl Metrics {
             "tollgate_cache_purged_total",
             "Objects removed by /admin/purge.",
         )?;
+        let access_log_dropped = IntCounterVec::new(
+            Opts::new(
+                "tollgate_access_log_dropped_total",
+                "Access log lines lost: queue_full (the writer fell behind) or write_error.",
+            ),
+            &["reason"],
+        )?;
+        for reason in ["queue_full", "write_error"] {
+            access_log_dropped.with_label_values(&[reason]);
+        }
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(auth_decisions.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
@@ -155,6 +167,7 @@ impl Metrics {
         registry.register(Box::new(auto_revocations.clone()))?;
         registry.register(Box::new(token_cache_entries.clone()))?;
         registry.register(Box::new(cache_purged.clone()))?;
+        registry.register(Box::new(access_log_dropped.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -172,6 +185,7 @@ impl Metrics {
             auto_revocations,
             token_cache_entries,
             cache_purged,
+            access_log_dropped,
         })
     }
 

@@ -7,6 +7,7 @@
 //! - `response_cache_filter`: origin freshness clamped to the route's TTL bounds.
 //! - `response_filter`: `Cache-Status`, `Age`, never the secret.
 
+mod access_record;
 pub mod admit;
 pub mod request;
 pub mod respond;
@@ -24,6 +25,9 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::access::AuthResult;
+use crate::access_log::AccessLog;
+use crate::auth::Claims;
 use crate::cache::{cache_key, Variant};
 use crate::config::Route;
 use crate::edge::{Edge, VARIANT_HEADER};
@@ -32,12 +36,22 @@ use crate::metrics::status_class;
 /// The Tollgate proxy logic.
 pub struct TollgateProxy {
     edge: Arc<Edge>,
+    access_log: Option<AccessLog>,
 }
 
 impl TollgateProxy {
     /// A proxy over the given edge state.
     pub fn new(edge: Arc<Edge>) -> TollgateProxy {
-        TollgateProxy { edge }
+        TollgateProxy {
+            edge,
+            access_log: None,
+        }
+    }
+
+    /// Send one [`crate::access_log::Record`] per request to this access log.
+    pub fn with_access_log(mut self, log: Option<AccessLog>) -> TollgateProxy {
+        self.access_log = log;
+        self
     }
 }
 
@@ -54,6 +68,10 @@ pub struct Ctx {
     disk_hit: bool,
     local_status: Option<u16>,
     upstream_start: Option<Instant>,
+    // for the access log
+    auth: Option<AuthResult>,
+    claims: Option<Arc<Claims>>,
+    origin_time: Option<Duration>,
 }
 
 impl Ctx {
@@ -157,6 +175,9 @@ impl ProxyHttp for TollgateProxy {
             disk_hit: false,
             local_status: None,
             upstream_start: None,
+            auth: None,
+            claims: None,
+            origin_time: None,
         }
     }
 
@@ -307,6 +328,7 @@ impl ProxyHttp for TollgateProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(start) = ctx.upstream_start.take() {
+            ctx.origin_time = Some(start.elapsed());
             let origin = ctx
                 .route(&self.edge)
                 .map(|r| r.origin.as_str())
@@ -315,7 +337,7 @@ impl ProxyHttp for TollgateProxy {
                 .metrics
                 .upstream_duration
                 .with_label_values(&[origin])
-                .observe(start.elapsed().as_secs_f64());
+                .observe(ctx.origin_time.unwrap_or_default().as_secs_f64());
         }
         // Never store or return the origin secret, whatever header the origin echoes it in.
         if let Some(origin) = ctx
@@ -420,5 +442,8 @@ impl ProxyHttp for TollgateProxy {
             .inc();
         m.request_duration
             .observe(ctx.start.elapsed().as_secs_f64());
+        if let Some(log) = &self.access_log {
+            log.log(self.access_record(session, ctx, status, cache_status));
+        }
     }
 }

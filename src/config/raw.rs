@@ -300,7 +300,36 @@ pub struct RawCacheDisk {
 #[serde(deny_unknown_fields)]
 pub struct RawLogging {
     pub level: Option<String>,
-    pub access_log: Option<bool>,
+    pub access_log: Option<RawAccessLog>,
+}
+
+/// `logging.access_log` as written: `off`, `stdout`, a file path, or a boolean (`true` is
+/// `stdout`, `false` is `off`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawAccessLog(pub String);
+
+impl<'de> Deserialize<'de> for RawAccessLog {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AccessLogVisitor;
+
+        impl Visitor<'_> for AccessLogVisitor {
+            type Value = RawAccessLog;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("off, stdout, a file path, true or false")
+            }
+
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawAccessLog, E> {
+                Ok(RawAccessLog(if v { "stdout" } else { "off" }.to_owned()))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawAccessLog, E> {
+                Ok(RawAccessLog(v.to_owned()))
+            }
+        }
+
+        deserializer.deserialize_any(AccessLogVisitor)
+    }
 }
 
 /// A size or duration as written: `256MiB`, `5m`, or a bare number (`1024`, `30`).

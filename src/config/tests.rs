@@ -204,7 +204,7 @@ fn base_config_and_defaults() {
     assert_eq!((c.routes[0].index, c.routes[1].index), (0, 1));
     assert_eq!(c.state_dir, None);
     assert_eq!(c.logging.level, "info");
-    assert!(c.logging.access_log);
+    assert_eq!(c.logging.access_log, crate::config::AccessLogTarget::Off);
 }
 
 #[test]
@@ -476,6 +476,8 @@ fn each_mistake_is_reported_at_its_path() {
         (&[("pingora", "pingora: { threads: 1000 }\n")], "pingora.threads", "out of range"),
         (&[("logging", "logging: { level: loud }\n")], "logging.level", "'loud' is not a log directive"),
         (&[("logging", "logging: { level: 'info,tollgate=noisy' }\n")], "logging.level", "'tollgate=noisy'"),
+        (&[("logging", "logging: { access_log: no-such-dir/access.log }\n")], "logging.access_log", "does not exist"),
+        (&[("logging", "logging: { access_log: keys }\n")], "logging.access_log", "is a directory"),
     ];
     for (overrides, path, needle) in cases {
         let problems = f.problems(overrides);

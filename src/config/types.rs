@@ -446,8 +446,19 @@ pub struct CacheSettings {
 pub struct LoggingSettings {
     /// `env_logger`-style filter, e.g. `info` or `info,tollgate=debug`; `RUST_LOG` overrides it.
     pub level: String,
-    /// Log one line per request.
-    pub access_log: bool,
+    /// Where the access log (one JSON line per request) goes.
+    pub access_log: AccessLogTarget,
+}
+
+/// `logging.access_log`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// No access log (the default).
+    Off,
+    /// Standard output (the journal, under systemd).
+    Stdout,
+    /// Appended to this file; reopened on `SIGUSR1` (log rotation).
+    File(PathBuf),
 }
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ pub fn validate(
     let state_dir = raw
         .state_dir
         .and_then(|dir| validate_state_dir(&dir, base_dir, &mut p));
-    let logging = validate_logging(raw.logging, &mut p);
+    let logging = super::logging::validate_logging(raw.logging, base_dir, &mut p);
 
     if !p.0.is_empty() {
         return Err(p.0);
@@ -574,44 +574,5 @@ fn validate_state_dir(dir: &Path, base_dir: &Path, p: &mut Problems) -> Option<P
             None
         }
         _ => Some(full),
-    }
-}
-
-fn validate_logging(raw: RawLogging, p: &mut Problems) -> LoggingSettings {
-    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
-    let level = raw.level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned());
-    let bad = level
-        .split(',')
-        .map(str::trim)
-        .find(|directive| !valid_log_directive(directive, &LEVELS));
-    if let Some(directive) = bad {
-        p.add(
-            "logging.level",
-            format!(
-                "'{directive}' is not a log directive. Fix: use a level ({}) or target=level \
-                 pairs, e.g. info,tollgate=debug",
-                LEVELS.join(", ")
-            ),
-        );
-    }
-    LoggingSettings {
-        level,
-        access_log: raw.access_log.unwrap_or(true),
-    }
-}
-
-/// `level` or `target=level`. (`env_logger` also reads a bare `target`, but here a bare word
-/// that is not a level is far more likely a misspelt level.)
-fn valid_log_directive(directive: &str, levels: &[&str]) -> bool {
-    let is_level = |l: &str| levels.contains(&l.to_ascii_lowercase().as_str());
-    match directive.split_once('=') {
-        Some((target, level)) => {
-            !target.is_empty()
-                && target
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-                && is_level(level)
-        }
-        None => is_level(directive),
     }
 }

@@ -161,6 +161,7 @@ impl TollgateProxy {
                 .with_label_values(&[result.as_str()])
                 .inc();
         }
+        (ctx.auth, ctx.claims) = (decision.result, decision.claims);
         let Some(variant) = decision.variant else {
             return Some(Answer::Status(403));
         };

@@ -1,0 +1,467 @@
+//! Running the node like infrastructure: the JSON access log (fields, no token, rotation on
+//! SIGUSR1) and graceful shutdown (SIGTERM drains in-flight requests; an idle kept-alive
+//! connection gets one more answer, with `Connection: close`, instead of being dropped).
+//!
+//! The wrk-driven graceful-upgrade check and the real-Prometheus scrape are scripts
+//! (`tests/upgrade.sh`, `tests/prometheus.sh`): they need `wrk` and `prometheus`.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::tokens;
+use support::{client, get, raw_get, send, Edge, EdgeOptions, Origin, Tok};
+
+fn signal(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(st.success(), "kill -{sig} {pid} failed");
+}
+
+fn read_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// Poll until `files` hold `n` lines in total (5 s at most); return them.
+fn wait_lines(files: &[&Path], n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let all: Vec<Value> = files.iter().flat_map(|f| read_lines(f)).collect();
+        if all.len() >= n || Instant::now() > deadline {
+            return all;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn log_options(log: &Path) -> EdgeOptions {
+    let mut routes = support::default_routes();
+    routes.push(r#"{ match: "/vod/*", origin: news, access: token }"#.into());
+    EdgeOptions {
+        routes,
+        token_sources: vec![
+            "path".into(),
+            "query:token".into(),
+            "bearer".into(),
+            "cookie:token".into(),
+        ],
+        extra_yaml: format!(
+            "logging: {{ access_log: {} }}\n",
+            serde_json::to_string(&log.to_string_lossy()).unwrap()
+        ),
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..EdgeOptions::default()
+    }
+}
+
+/// The request tag `n=<i>` of a rotation-test request.
+fn tag(line: &Value) -> Option<u64> {
+    line["query"]
+        .as_str()?
+        .split('&')
+        .find_map(|p| p.strip_prefix("n="))?
+        .parse()
+        .ok()
+}
+
+#[tokio::test]
+async fn access_log_has_one_line_per_request_with_every_field_and_never_a_token() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("access.log");
+    let key = tokens::es256("k1");
+    let origin = Origin::start();
+    let edge = Edge::start_with(&origin, &[&key], log_options(&log));
+
+    let sub = tokens::subscriber(&key, "alice");
+    let media = tokens::media(&key, Some("s-42"), &["/vod/"], None, 600);
+    let forged = tokens::forged(&key);
+    let expired = tokens::expired(&key);
+    let path_tok = format!("/s-42.{media}/vod/show/seg1.ts");
+    let forged_path = format!("/{forged}/vod/show/seg2.ts");
+    let cases: Vec<(String, Tok<'_>, u16)> = vec![
+        ("/premium/a".into(), Tok::None, 200),
+        ("/premium/a?x=y".into(), Tok::Query(&sub), 200),
+        ("/premium/a?x=y".into(), Tok::Bearer(&sub), 200),
+        ("/premium/a?x=y".into(), Tok::Cookie(&sub), 200),
+        (path_tok, Tok::None, 200),
+        (forged_path, Tok::None, 403),
+        ("/vod/show/seg3.ts".into(), Tok::Query(&expired), 403),
+        ("/nowhere".into(), Tok::None, 404),
+        ("/news/a".into(), Tok::None, 200),
+        ("/news/a".into(), Tok::None, 200),
+    ];
+    for (path, tok, want) in &cases {
+        let r = get(&edge, path, *tok).await;
+        assert_eq!(r.status, *want, "{path} {tok:?}: {r:?}");
+    }
+    // A target that does not normalize (400), with a token in the query.
+    let bad = raw_get(edge.port, &format!("/a%2Fb?n=11&token={sub}"), &[]).unwrap();
+    assert_eq!(bad.status, 400);
+
+    let lines = wait_lines(&[&log], 11);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(lines.len(), 11, "one line per request:\n{text}");
+    for secret in [&sub, &media, &forged, &expired] {
+        let signature = secret.rsplit('.').next().unwrap();
+        assert!(
+            !text.contains(signature),
+            "a token leaked into the log:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("eyJ"),
+        "no JWT part may appear in the log:\n{text}"
+    );
+    assert!(!text.contains(&edge.secret), "the origin secret leaked");
+
+    let keys = [
+        "time",
+        "client",
+        "method",
+        "host",
+        "path",
+        "status",
+        "bytes",
+        "duration",
+        "cache",
+        "tier",
+        "variant",
+        "auth",
+        "route",
+        "sid",
+        "origin_time",
+    ];
+    for line in &lines {
+        for k in keys {
+            assert!(line.get(k).is_some(), "field {k} missing in {line}");
+        }
+        assert_eq!(line["client"], "127.0.0.1");
+        assert_eq!(line["method"], "GET");
+        assert_eq!(line["host"], format!("127.0.0.1:{}", edge.port));
+        assert!(line["time"].as_str().unwrap().ends_with('Z'), "{line}");
+        assert!(line["duration"].as_f64().unwrap() > 0.0, "{line}");
+    }
+    // Lines of one path and query, in any order (a log line is written after its response).
+    let of = |path: &str, query: Option<&str>| -> Vec<&Value> {
+        lines
+            .iter()
+            .filter(|l| l["path"] == path && l["query"].as_str() == query)
+            .collect()
+    };
+    let field = |ls: &[&Value], k: &str| -> Vec<String> {
+        let mut v: Vec<String> = ls.iter().map(|l| l[k].to_string()).collect();
+        v.sort();
+        v
+    };
+    // anonymous reader: the teaser from the origin, stored
+    let anon = of("/premium/a", None);
+    assert_eq!(anon.len(), 1, "{text}");
+    assert_eq!(
+        (
+            &anon[0]["status"],
+            &anon[0]["cache"],
+            &anon[0]["variant"],
+            &anon[0]["auth"]
+        ),
+        (
+            &200.into(),
+            &"miss".into(),
+            &"anonymous".into(),
+            &"missing".into()
+        )
+    );
+    assert_eq!(anon[0]["route"], "/premium/*");
+    assert!(
+        anon[0]["origin_time"].as_f64().unwrap() > 0.0,
+        "a fill has an origin time"
+    );
+    assert!(anon[0]["bytes"].as_u64().unwrap() > 0);
+    // one subscriber by query (token parameter gone, the rest kept), bearer and cookie: one
+    // fill, then two memory hits without an origin time
+    let subs = of("/premium/a", Some("x=y"));
+    assert_eq!(field(&subs, "variant"), vec!["\"subscriber\""; 3]);
+    assert_eq!(field(&subs, "auth"), vec!["\"valid\""; 3]);
+    assert_eq!(
+        field(&subs, "cache"),
+        vec!["\"hit\"", "\"hit\"", "\"miss\""]
+    );
+    assert_eq!(
+        field(&subs, "tier"),
+        vec!["\"memory\"", "\"memory\"", "null"]
+    );
+    for l in subs.iter().filter(|l| l["cache"] == "hit") {
+        assert!(l["origin_time"].is_null(), "{l}");
+    }
+    // path token with a session id: the token segment is not in the path, the sid is logged
+    let seg1 = of("/vod/show/seg1.ts", None);
+    assert_eq!(seg1.len(), 1, "{text}");
+    assert_eq!(
+        (&seg1[0]["sid"], &seg1[0]["auth"]),
+        (&"s-42".into(), &"valid".into())
+    );
+    // refused at the edge: the path without the token, the reason, no variant
+    let seg2 = of("/vod/show/seg2.ts", None);
+    assert_eq!(seg2.len(), 1, "{text}");
+    assert_eq!(
+        (
+            &seg2[0]["status"],
+            &seg2[0]["auth"],
+            &seg2[0]["variant"],
+            &seg2[0]["cache"]
+        ),
+        (
+            &403.into(),
+            &"bad_signature".into(),
+            &Value::Null,
+            &"edge".into()
+        )
+    );
+    let seg3 = of("/vod/show/seg3.ts", None);
+    assert_eq!(seg3.len(), 1, "{text}");
+    assert_eq!(
+        (&seg3[0]["status"], &seg3[0]["auth"]),
+        (&403.into(), &"expired".into())
+    );
+    let nowhere = of("/nowhere", None);
+    assert_eq!(
+        (&nowhere[0]["status"], &nowhere[0]["route"]),
+        (&404.into(), &Value::Null)
+    );
+    let news = of("/news/a", None);
+    assert_eq!(field(&news, "cache"), vec!["\"hit\"", "\"miss\""]);
+    assert_eq!(field(&news, "auth"), vec!["null", "null"]);
+    assert_eq!(field(&news, "variant"), vec!["\"public\""; 2]);
+    let bad = of("/a%2Fb", Some("n=11"));
+    assert_eq!(bad.len(), 1, "{text}");
+    assert_eq!(bad[0]["status"], 400);
+    assert_eq!(
+        edge.metric("tollgate_access_log_dropped_total", &[]).await,
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn sigusr1_after_mv_starts_a_new_file_and_loses_no_line() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("access.log");
+    let rotated: PathBuf = logs.path().join("access.log.1");
+    let key = tokens::es256("k1");
+    let origin = Origin::start();
+    let edge = Edge::start_with(&origin, &[&key], log_options(&log));
+
+    // Requests flow without pause while the file is moved and the edge told to reopen.
+    const N: u64 = 300;
+    let url = edge.url("/news/rotate");
+    let traffic = tokio::spawn(async move {
+        let c = support::pooled_client();
+        for n in 0..N {
+            let r = send(c.get(format!("{url}?n={n}"))).await;
+            assert_eq!(r.status, 200);
+        }
+    });
+    while read_lines(&log).len() < 50 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    std::fs::rename(&log, &rotated).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    signal(edge.pid(), "USR1");
+    traffic.await.unwrap();
+
+    let lines = wait_lines(&[&rotated, &log], N as usize);
+    let (old, new) = (read_lines(&rotated).len(), read_lines(&log).len());
+    assert!(old >= 50 && new > 0, "old file {old} lines, new file {new}");
+    let mut tags: Vec<u64> = lines.iter().map(|l| tag(l).unwrap()).collect();
+    tags.sort_unstable();
+    assert_eq!(
+        tags,
+        (0..N).collect::<Vec<_>>(),
+        "every request exactly once"
+    );
+    // and the process is still the same, healthy one
+    edge.assert_running();
+    assert_eq!(get(&edge, "/news/after", Tok::None).await.status, 200);
+}
+
+/// Read one HTTP/1.1 response with a `Content-Length` body from a kept-alive connection.
+fn read_response(s: &mut TcpStream) -> (u16, Vec<(String, String)>) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).expect("read response head");
+        assert_eq!(n, 1, "connection closed before a response: {buf:?}");
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .map(|(_, v)| v.parse().unwrap())
+        .expect("content-length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).expect("read body");
+    (status, headers)
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_and_answers_idle_keepalive_once_more() {
+    let origin = Origin::start();
+    let mut opts = EdgeOptions {
+        grace_period_seconds: Some(4),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..EdgeOptions::default()
+    };
+    opts.routes
+        .push(r#"{ match: "/slow/*", origin: news, access: public }"#.into());
+    let edge = Edge::start_with(&origin, &[], opts);
+
+    // A kept-alive connection, idle between two requests when SIGTERM arrives.
+    let mut idle = TcpStream::connect(("127.0.0.1", edge.port)).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let req = format!(
+        "GET /news/k HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+        edge.port
+    );
+    idle.write_all(req.as_bytes()).unwrap();
+    assert_eq!(read_response(&mut idle).0, 200);
+
+    // Slow requests in flight: the origin takes 2 s for each.
+    origin.set_delay(Duration::from_secs(2));
+    const SLOW: usize = 6;
+    let mut inflight = Vec::new();
+    for i in 0..SLOW {
+        let url = edge.url(&format!("/slow/{i}"));
+        inflight.push(tokio::spawn(async move {
+            let r = send(client().get(url)).await;
+            (r.status, r.body)
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while origin.total() < 1 + SLOW {
+        assert!(
+            Instant::now() < deadline,
+            "slow requests never reached the origin"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopped = Instant::now();
+    signal(edge.pid(), "TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The idle connection gets its next request answered, and is told to close.
+    idle.write_all(req.as_bytes()).unwrap();
+    let (status, headers) = read_response(&mut idle);
+    assert_eq!(status, 200);
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "connection" && v.eq_ignore_ascii_case("close")),
+        "the last answer on a draining connection says Connection: close: {headers:?}"
+    );
+
+    for (i, task) in inflight.into_iter().enumerate() {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(
+            status, 200,
+            "in-flight request {i} failed during the drain: {body}"
+        );
+        assert!(body.contains(&format!("/slow/{i}")), "request {i}: {body}");
+    }
+    // The process exits once the grace period (4 s) is over, and cleanly.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(st) = edge.exit_status() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the edge did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(2),
+        "it waited for the in-flight requests"
+    );
+}
+
+#[tokio::test]
+async fn every_spec_metric_has_help_and_type_and_durations_resolve_sub_millisecond() {
+    let origin = Origin::start();
+    let edge = Edge::start(&origin, &[]);
+    for path in ["/news/m", "/news/m", "/nowhere"] {
+        get(&edge, path, Tok::None).await;
+    }
+    edge.wait_metric("tollgate_requests_total", &[], 3.0).await;
+    let text = edge.metrics().await;
+    support::parse_metrics(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    // SPEC §7, plus the access log's own counter.
+    let families = [
+        ("tollgate_requests_total", "counter"),
+        ("tollgate_auth_decisions_total", "counter"),
+        ("tollgate_request_duration_seconds", "histogram"),
+        ("tollgate_upstream_duration_seconds", "histogram"),
+        ("tollgate_cache_objects", "gauge"),
+        ("tollgate_cache_bytes", "gauge"),
+        ("tollgate_cache_evictions_total", "counter"),
+        ("tollgate_keys_loaded", "gauge"),
+        ("tollgate_revoked_sessions", "gauge"),
+        ("tollgate_access_log_dropped_total", "counter"),
+    ];
+    for (name, ty) in families {
+        let help = format!("# HELP {name} ");
+        let help_line = text.lines().find(|l| l.starts_with(&help));
+        assert!(
+            help_line.is_some_and(|l| l.len() > help.len() + 10),
+            "{name}: no help text\n{text}"
+        );
+        let type_line = format!("# TYPE {name} {ty}");
+        assert!(text.lines().any(|l| l == type_line), "{type_line} missing");
+    }
+    for name in [
+        "tollgate_request_duration_seconds",
+        "tollgate_upstream_duration_seconds",
+    ] {
+        let les: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}_bucket{{")))
+            .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next()?.parse().ok())
+            .collect();
+        let sub_ms = les.iter().filter(|&&le| le < 0.001).count();
+        assert!(
+            les.contains(&0.00005) && sub_ms >= 4,
+            "{name}: buckets {les:?} do not resolve sub-millisecond times"
+        );
+        assert!(
+            les.contains(&10.0),
+            "{name}: buckets {les:?} stop before 10 s"
+        );
+    }
+}
