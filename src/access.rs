@@ -26,6 +26,8 @@ pub enum AuthResult {
     WrongIp,
     /// The session was revoked.
     Revoked,
+    /// Refused by another mode's check (Basic credentials, CloudFront signature), with its label.
+    Refused(&'static str),
 }
 
 impl AuthResult {
@@ -42,6 +44,7 @@ impl AuthResult {
         .into_iter()
         .chain(Denial::ALL.into_iter().map(AuthResult::Denied))
         .map(AuthResult::as_str)
+        .chain(EXTRA_LABELS)
     }
 
     /// The metric label.
@@ -54,9 +57,13 @@ impl AuthResult {
             AuthResult::OutOfScope => "wrong_path",
             AuthResult::WrongIp => "wrong_ip",
             AuthResult::Revoked => "revoked",
+            AuthResult::Refused(label) => label,
         }
     }
 }
+
+/// Labels of the Basic-auth and signed-URL checks not already among the token labels.
+const EXTRA_LABELS: [&str; 1] = ["bad_credentials"];
 
 /// What the edge decided for a request.
 #[derive(Debug, Clone)]
@@ -74,6 +81,16 @@ pub fn public() -> Decision {
     Decision {
         variant: Some(Variant::Public),
         result: None,
+        claims: None,
+    }
+}
+
+/// A mode that checked something other than a JWT (Basic credentials, a CloudFront signature)
+/// and let the request in: the entitled variant.
+pub fn granted() -> Decision {
+    Decision {
+        variant: Some(Variant::Subscriber),
+        result: Some(AuthResult::Valid),
         claims: None,
     }
 }

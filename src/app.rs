@@ -188,6 +188,19 @@ impl BackgroundService for Housekeeping {
             // Index the disk tier in the background: lookups open files by name meanwhile.
             tokio::task::spawn_blocking(move || disk.scan());
         }
+        if self.edge.config.logging.access_log == crate::config::AccessLogTarget::Off {
+            // SIGUSR1 means "reopen logs" to operators (logrotate); with no access log there is
+            // nothing to reopen, but the signal must not kill the node (its default action).
+            if let Ok(mut usr1) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+            {
+                tokio::spawn(async move {
+                    while usr1.recv().await.is_some() {
+                        log::info!("SIGUSR1: no access log configured, nothing to reopen");
+                    }
+                });
+            }
+        }
         let mut stamp = key_files_stamp(&self.edge);
         let mut ticker = tokio::time::interval(self.interval);
         loop {

@@ -58,6 +58,12 @@ pub enum EdgeError {
     /// A PEM key names an algorithm the verifier does not know.
     #[error("keys.pem: unsupported alg {0:?} (use ES256 or RS256)")]
     Alg(String),
+    /// A credentials or key file for `access: basic` / `signed` could not be loaded.
+    #[error("{0}: {1}")]
+    Credentials(String, String),
+    /// An origin's SigV4 settings were refused by the signer.
+    #[error("origin '{0}': sigv4: {1}")]
+    SigV4(String, String),
     /// An origin's `ca_file` could not be read.
     #[error("origin '{0}': cannot read ca_file: {1}")]
     Ca(String, String),
@@ -83,7 +89,7 @@ pub struct OriginRuntime {
     /// Pinned CA certificates for an `https://` origin (`ca_file`); `None`: system roots.
     pub ca: Option<Arc<Box<[openssl::x509::X509]>>>,
     /// AWS SigV4 signing of origin requests.
-    pub sigv4: Option<crate::config::SigV4Settings>,
+    pub sigv4: Option<crate::sigv4::SigV4Signer>,
 }
 
 /// Everything the request path needs, shared by all workers.
@@ -124,6 +130,8 @@ pub struct Edge {
     pub auto_revoker: Option<AutoRevoker>,
     /// AWS Secure Media Delivery secrets, when such tokens are accepted.
     pub smd: Option<crate::auth::smd::SmdSecrets>,
+    /// `basic_auth:` realms and their credential files (`access: basic`).
+    pub realms: HashMap<String, Arc<crate::auth::htpasswd::Htpasswd>>,
 }
 
 impl Edge {
@@ -247,11 +255,28 @@ impl Edge {
                     Some(Arc::new(certs.into_boxed_slice()))
                 }
             };
+            let sigv4 = match &o.sigv4 {
+                None => None,
+                Some(s) => {
+                    let err =
+                        |e: crate::sigv4::SigV4Error| EdgeError::SigV4(name.clone(), e.to_string());
+                    let creds = crate::sigv4::SigV4Credentials::new(
+                        &s.access_key_id,
+                        &s.secret_access_key,
+                        s.session_token.as_deref(),
+                    )
+                    .map_err(err)?;
+                    Some(
+                        crate::sigv4::SigV4Signer::new(creds, &s.region, &s.service)
+                            .map_err(err)?,
+                    )
+                }
+            };
             origins.insert(
                 name.clone(),
                 OriginRuntime {
                     ca,
-                    sigv4: o.sigv4.clone(),
+                    sigv4,
                     name: name.clone(),
                     addr,
                     tls: o.scheme_https,
@@ -290,8 +315,17 @@ impl Edge {
             None => None,
         };
 
+        let mut realms = HashMap::new();
+        for (realm, path) in &config.basic_auth {
+            let file = crate::auth::htpasswd::Htpasswd::load(path).map_err(|e| {
+                EdgeError::Credentials(format!("basic_auth.{realm}"), e.to_string())
+            })?;
+            realms.insert(realm.clone(), Arc::new(file));
+        }
+
         Ok(Arc::new(Edge {
             smd,
+            realms,
             revocations,
             auto_revoker,
             tokens: TokenCache::new(config.auth.token_cache_entries),
@@ -361,6 +395,11 @@ pub fn key_problems(config: &Config) -> Vec<String> {
     }
     let jwks = config.keys.jwks_file.as_deref();
     problems.extend(KeySet::check(jwks, &pem).iter().map(ToString::to_string));
+    for (realm, path) in &config.basic_auth {
+        if let Err(e) = crate::auth::htpasswd::Htpasswd::load(path) {
+            problems.push(format!("basic_auth.{realm}: {e}"));
+        }
+    }
     let paywalled = config
         .routes
         .iter()

@@ -28,4 +28,5 @@ pub mod edge;
 pub mod metrics;
 pub mod proxy;
 pub mod revocation;
+pub mod sigv4;
 pub mod tls;

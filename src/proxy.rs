@@ -136,6 +136,59 @@ impl TollgateProxy {
     }
 }
 
+/// Sign an origin request with AWS SigV4 (private S3 bucket). Client `Authorization` and
+/// `x-amz-*` headers are removed first: S3 refuses unsigned `x-amz-*` headers, and a client
+/// must never choose what the edge signs.
+fn sign_origin_request(
+    signer: &crate::sigv4::SigV4Signer,
+    host: &HeaderValue,
+    req: &mut pingora_http::RequestHeader,
+) -> Result<()> {
+    use crate::sigv4::{OriginRequest, Payload};
+    let drop: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| *k == http::header::AUTHORIZATION || k.as_str().starts_with("x-amz-"))
+        .cloned()
+        .collect();
+    for k in drop {
+        req.remove_header(&k);
+    }
+    let pq = req
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let payload = if matches!(req.method, Method::GET | Method::HEAD) {
+        Payload::Empty
+    } else {
+        Payload::Unsigned
+    };
+    let signed = signer
+        .sign(
+            &OriginRequest {
+                method: req.method.as_str(),
+                host: host.to_str().unwrap_or_default(),
+                path_and_query: &pq,
+                payload,
+                signed_headers: &[],
+            },
+            SystemTime::now(),
+        )
+        .map_err(|e| Error::explain(ErrorType::InternalError, format!("sigv4: {e}")))?;
+    if signed.path_and_query != pq {
+        let uri = http::Uri::builder()
+            .path_and_query(signed.path_and_query.as_str())
+            .build()
+            .map_err(|e| Error::explain(ErrorType::InternalError, format!("sigv4 uri: {e}")))?;
+        req.set_uri(uri);
+    }
+    for (name, value) in signed.headers {
+        req.insert_header(name, value)?;
+    }
+    Ok(())
+}
+
 /// The header names listed in the response's `Vary` fields, trimmed and lower-cased.
 fn vary_names(resp: &ResponseHeader) -> impl Iterator<Item = String> + '_ {
     resp.headers
@@ -182,7 +235,7 @@ impl ProxyHttp for TollgateProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        match self.admit(session, ctx) {
+        match self.admit(session, ctx).await {
             None => Ok(false),
             Some(answer) => {
                 ctx.local_status = Some(answer.status());
@@ -318,6 +371,9 @@ impl ProxyHttp for TollgateProxy {
         }
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+        if let Some(signer) = &origin.sigv4 {
+            sign_origin_request(signer, &origin.host_header, upstream_request)?;
+        }
         Ok(())
     }
 

@@ -209,13 +209,17 @@ fn validate_sigv4(
     let scope_part = |v: Option<String>, f: &str, default: Option<&str>, p: &mut Problems| match v
         .or(default.map(str::to_owned))
     {
-        Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
+        Some(v)
+            if !v.is_empty()
+                && v.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+        {
             Some(v)
         }
         Some(v) => {
             p.add(
                 key(f),
-                format!("'{v}' is not a valid name. Fix: write e.g. us-east-1 / s3"),
+                format!("'{v}' is not a valid name (lower case, digits, '-'). Fix: write e.g. us-east-1 / s3"),
             );
             None
         }

@@ -81,7 +81,7 @@ fn request_host(session: &Session) -> String {
 
 impl TollgateProxy {
     /// Steps 1–3 of the request flow. Returns the answer to give locally, if any.
-    pub(super) fn admit(&self, session: &mut Session, ctx: &mut Ctx) -> Option<Answer> {
+    pub(super) async fn admit(&self, session: &mut Session, ctx: &mut Ctx) -> Option<Answer> {
         let edge = &*self.edge;
         let req = session.req_header();
         let raw_path = req.uri.path();
@@ -152,14 +152,22 @@ impl TollgateProxy {
                     .map_or(&b""[..], HeaderValue::as_bytes);
                 self.watch_session(route.access, decision, client, ua, now)
             }
+            AccessMode::Basic => {
+                let realm = route.realm.as_deref().unwrap_or_default();
+                match self.basic_check(realm, req).await {
+                    Ok(_user) => access::granted(),
+                    Err(label) => {
+                        self.count_auth(access::AuthResult::Refused(label));
+                        ctx.auth = Some(access::AuthResult::Refused(label));
+                        return Some(Answer::Challenge(realm.to_owned()));
+                    }
+                }
+            }
             // Validation refuses the other modes until they are implemented; fail closed anyway.
             _ => return Some(Answer::Status(403)),
         };
         if let Some(result) = decision.result {
-            edge.metrics
-                .auth_decisions
-                .with_label_values(&[result.as_str()])
-                .inc();
+            self.count_auth(result);
         }
         (ctx.auth, ctx.claims) = (decision.result, decision.claims);
         let Some(variant) = decision.variant else {
@@ -176,6 +184,37 @@ impl TollgateProxy {
         ctx.host = request_host(session);
         self.sanitize(session, ctx, uri_changed);
         None
+    }
+
+    fn count_auth(&self, result: access::AuthResult) {
+        self.edge
+            .metrics
+            .auth_decisions
+            .with_label_values(&[result.as_str()])
+            .inc();
+    }
+
+    /// HTTP Basic credentials against the realm's file. bcrypt costs milliseconds, so a check
+    /// the file's cache of verified credentials cannot answer runs on the blocking pool.
+    async fn basic_check(
+        &self,
+        realm: &str,
+        req: &pingora_http::RequestHeader,
+    ) -> Result<String, &'static str> {
+        let Some(file) = self.edge.realms.get(realm) else {
+            return Err("unknown_realm");
+        };
+        let header = req.headers.get(http::header::AUTHORIZATION);
+        let verdict = match file.check_cached(header.map(HeaderValue::as_bytes)) {
+            Some(verdict) => verdict,
+            None => {
+                let (file, header) = (Arc::clone(file), header.map(|h| h.as_bytes().to_vec()));
+                tokio::task::spawn_blocking(move || file.check(header.as_deref()))
+                    .await
+                    .unwrap_or(Err(crate::auth::htpasswd::BasicDenial::BadCredentials))
+            }
+        };
+        verdict.map_err(|d| d.as_str())
     }
 
     /// Viewer protocol policy and allowed methods, checked before any token work.
@@ -308,6 +347,13 @@ impl TollgateProxy {
         let req = session.req_header_mut();
         for h in &edge.strip_headers {
             req.remove_header(h);
+        }
+        let basic = ctx
+            .route(edge)
+            .is_some_and(|r| r.access == AccessMode::Basic);
+        if basic {
+            // Credentials are for the edge; the origin never sees them.
+            req.remove_header(&http::header::AUTHORIZATION);
         }
         if edge.bearer_source {
             let is_bearer = req
