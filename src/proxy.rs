@@ -4,10 +4,12 @@
 //!   ([`admit`]). Runs before the cache lookup, so a hit is never served without a decision.
 //! - `request_cache_filter` / `cache_key_callback`: cache GET/HEAD keyed by content + variant.
 //! - `upstream_request_filter` (misses only): origin `Host`, secret header, variant header.
-//! - `response_cache_filter`: origin freshness clamped to the route's TTL bounds.
+//! - `response_cache_filter`: HTTP caching semantics ([`freshness`]): targeted fields, age,
+//!   freshness clamped to the route's TTL bounds, stale windows, `304` updates.
 //! - `response_filter`: `Cache-Status`, `Age`, never the secret.
 
 pub mod admit;
+pub mod freshness;
 pub mod request;
 pub mod respond;
 
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use http::{HeaderValue, Method};
-use pingora_cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
+use pingora_cache::cache_control::{CacheControl, InterpretCacheControl};
 use pingora_cache::key::HashBinary;
 use pingora_cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable, VarianceBuilder};
 use pingora_core::upstreams::peer::HttpPeer;
@@ -54,90 +56,14 @@ pub struct Ctx {
     disk_hit: bool,
     local_status: Option<u16>,
     upstream_start: Option<Instant>,
+    /// The origin's `304` while revalidating, applied to the stored header.
+    not_modified: Option<Box<ResponseHeader>>,
 }
 
 impl Ctx {
     fn route<'a>(&self, edge: &'a Edge) -> Option<&'a Route> {
         self.route.and_then(|i| edge.config.routes.get(i))
     }
-}
-
-/// Status codes cacheable by default when the origin gives no explicit freshness (RFC 9110
-/// §15.1 "heuristically cacheable"); the route's `default_ttl` applies to them.
-fn heuristically_cacheable(status: u16) -> bool {
-    matches!(
-        status,
-        200 | 203 | 204 | 206 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
-    )
-}
-
-impl TollgateProxy {
-    fn freshness(&self, route: &Route, resp: &ResponseHeader) -> RespCacheable {
-        let status = resp.status.as_u16();
-        if resp.headers.contains_key(http::header::SET_COOKIE) || vary_names(resp).any(|n| n == "*")
-        {
-            return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
-        }
-        let cc = CacheControl::from_resp_headers(resp);
-        if let Some(cc) = &cc {
-            if cc.is_cacheable() == Cacheable::No {
-                return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
-            }
-        }
-        let now = SystemTime::now();
-        let explicit = cc
-            .as_ref()
-            .and_then(|c| c.fresh_duration())
-            .or_else(|| expires_ttl(resp, now));
-        let ttl = match explicit {
-            Some(ttl) => ttl,
-            None if heuristically_cacheable(status) => route.cache.default_ttl,
-            None => return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache),
-        };
-        let ttl = ttl.clamp(route.cache.min_ttl, route.cache.max_ttl);
-        let (swr, sie) = cc
-            .as_ref()
-            .map(|c| {
-                (
-                    secs_u32(c.serve_stale_while_revalidate_duration()),
-                    secs_u32(c.serve_stale_if_error_duration()),
-                )
-            })
-            .unwrap_or((0, 0));
-        let mut header = resp.clone();
-        if let Some(cc) = &cc {
-            cc.strip_private_headers(&mut header);
-        }
-        // A zero TTL is stored already stale, so the next request revalidates.
-        let fresh_until = if ttl.is_zero() {
-            now.checked_sub(Duration::from_secs(1)).unwrap_or(now)
-        } else {
-            now + ttl
-        };
-        RespCacheable::Cacheable(CacheMeta::new(fresh_until, now, swr, sie, header))
-    }
-}
-
-/// The header names listed in the response's `Vary` fields, trimmed and lower-cased.
-fn vary_names(resp: &ResponseHeader) -> impl Iterator<Item = String> + '_ {
-    resp.headers
-        .get_all(http::header::VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .filter(|n| !n.is_empty())
-}
-
-fn secs_u32(d: Option<Duration>) -> u32 {
-    d.map(|d| d.as_secs().min(u32::MAX as u64) as u32)
-        .unwrap_or(0)
-}
-
-/// Freshness from `Expires` relative to now (an invalid date means "already expired").
-fn expires_ttl(resp: &ResponseHeader, now: SystemTime) -> Option<Duration> {
-    pingora_cache::filters::calculate_expires_header_time(resp)
-        .map(|t| t.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[async_trait]
@@ -157,6 +83,7 @@ impl ProxyHttp for TollgateProxy {
             disk_hit: false,
             local_status: None,
             upstream_start: None,
+            not_modified: None,
         }
     }
 
@@ -213,7 +140,7 @@ impl ProxyHttp for TollgateProxy {
         _ctx: &mut Ctx,
         req: &pingora_http::RequestHeader,
     ) -> Option<HashBinary> {
-        let names: Vec<String> = vary_names(meta.response_header()).collect();
+        let names: Vec<String> = freshness::vary_names(meta.response_header()).collect();
         if names.is_empty() {
             return None;
         }
@@ -252,9 +179,37 @@ impl ProxyHttp for TollgateProxy {
                 return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
             }
         }
-        let verdict = self.freshness(route, resp);
+        // revalidation: pingora merged only a few of the 304's fields; apply all of them
+        let merged;
+        let resp = match ctx.not_modified.take() {
+            Some(not_modified) => {
+                let mut m = resp.clone();
+                freshness::merge_not_modified(&mut m, &not_modified);
+                merged = m;
+                &merged
+            }
+            None => resp,
+        };
+        let now = SystemTime::now();
+        let times = freshness::Times {
+            request: now.checked_sub(ctx.start.elapsed()).unwrap_or(now),
+            response: now,
+        };
+        let verdict = freshness::verdict(&route.cache, resp, times);
         ctx.stored = matches!(verdict, RespCacheable::Cacheable(_));
         Ok(verdict)
+    }
+
+    fn should_serve_stale(
+        &self,
+        session: &mut Session,
+        _ctx: &mut Ctx,
+        error: Option<&Error>,
+    ) -> bool {
+        session
+            .cache
+            .maybe_cache_meta()
+            .is_some_and(|m| freshness::may_serve_stale(m.response_header(), error))
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -335,6 +290,10 @@ impl ProxyHttp for TollgateProxy {
             }
         }
         upstream_response.remove_header(VARIANT_HEADER);
+        freshness::strip_connection_fields(upstream_response);
+        if upstream_response.status == http::StatusCode::NOT_MODIFIED {
+            ctx.not_modified = Some(Box::new(upstream_response.clone()));
+        }
         Ok(())
     }
 
