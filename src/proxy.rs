@@ -6,10 +6,12 @@
 //! - `upstream_request_filter` (misses only): origin `Host`, secret header, variant header.
 //! - `response_cache_filter`: HTTP caching semantics ([`freshness`]): targeted fields, age,
 //!   freshness clamped to the route's TTL bounds, stale windows, `304` updates.
-//! - `response_filter`: `Cache-Status`, `Age`, never the secret.
+//! - `response_filter`: `Cache-Status`, `Age`, never the secret; an unsafe request's success
+//!   invalidates what it changed ([`invalidate`]).
 
 pub mod admit;
 pub mod freshness;
+pub mod invalidate;
 pub mod request;
 pub mod respond;
 
@@ -313,6 +315,12 @@ impl ProxyHttp for TollgateProxy {
         upstream_response.insert_header("cache-status", status)?;
         if !upstream_response.headers.contains_key(http::header::AGE) {
             upstream_response.insert_header(http::header::AGE, "0")?;
+        }
+        if ctx.route.is_some() && invalidate::is_unsafe(&session.req_header().method) {
+            let paths = invalidate::targets(&ctx.host, &ctx.path, upstream_response);
+            if !paths.is_empty() {
+                self.edge.store.purge(paths, Vec::new()).await;
+            }
         }
         if ctx.variant == Variant::Subscriber {
             // Entitled content must not land in shared caches downstream of the edge.
