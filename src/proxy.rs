@@ -10,19 +10,19 @@
 //!   invalidates what it changed ([`invalidate`]).
 
 pub mod admit;
+mod caching;
 pub mod freshness;
 pub mod invalidate;
 pub mod request;
 pub mod respond;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use http::{HeaderValue, Method};
-use pingora_cache::cache_control::{CacheControl, InterpretCacheControl};
+use http::Method;
 use pingora_cache::key::HashBinary;
-use pingora_cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable, VarianceBuilder};
+use pingora_cache::{CacheKey, CacheMeta, RespCacheable};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::ResponseHeader;
@@ -142,22 +142,7 @@ impl ProxyHttp for TollgateProxy {
         _ctx: &mut Ctx,
         req: &pingora_http::RequestHeader,
     ) -> Option<HashBinary> {
-        let names: Vec<String> = freshness::vary_names(meta.response_header()).collect();
-        if names.is_empty() {
-            return None;
-        }
-        let mut vb = VarianceBuilder::new();
-        for name in names {
-            let value = req
-                .headers
-                .get_all(name.as_str())
-                .iter()
-                .map(HeaderValue::as_bytes)
-                .collect::<Vec<_>>()
-                .join(&b","[..]);
-            vb.add_owned_name_value(name, value);
-        }
-        vb.finalize()
+        caching::vary_key(meta, req)
     }
 
     fn response_cache_filter(
@@ -166,40 +151,7 @@ impl ProxyHttp for TollgateProxy {
         resp: &ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<RespCacheable> {
-        let Some(route) = ctx.route(&self.edge) else {
-            return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
-        };
-        // A client Authorization header that reached the origin (not our bearer token, which is
-        // stripped) makes the response private unless the origin says otherwise.
-        if session
-            .req_header()
-            .headers
-            .contains_key(http::header::AUTHORIZATION)
-        {
-            let cc = CacheControl::from_resp_headers(resp);
-            if !cc.is_some_and(|c| c.allow_caching_authorized_req()) {
-                return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
-            }
-        }
-        // revalidation: pingora merged only a few of the 304's fields; apply all of them
-        let merged;
-        let resp = match ctx.not_modified.take() {
-            Some(not_modified) => {
-                let mut m = resp.clone();
-                freshness::merge_not_modified(&mut m, &not_modified);
-                merged = m;
-                &merged
-            }
-            None => resp,
-        };
-        let now = SystemTime::now();
-        let times = freshness::Times {
-            request: now.checked_sub(ctx.start.elapsed()).unwrap_or(now),
-            response: now,
-        };
-        let verdict = freshness::verdict(&route.cache, resp, times);
-        ctx.stored = matches!(verdict, RespCacheable::Cacheable(_));
-        Ok(verdict)
+        Ok(self.cache_verdict(session, resp, ctx))
     }
 
     fn should_serve_stale(
@@ -292,10 +244,7 @@ impl ProxyHttp for TollgateProxy {
             }
         }
         upstream_response.remove_header(VARIANT_HEADER);
-        freshness::strip_connection_fields(upstream_response);
-        if upstream_response.status == http::StatusCode::NOT_MODIFIED {
-            ctx.not_modified = Some(Box::new(upstream_response.clone()));
-        }
+        caching::upstream_fields(upstream_response, ctx);
         Ok(())
     }
 
@@ -316,12 +265,8 @@ impl ProxyHttp for TollgateProxy {
         if !upstream_response.headers.contains_key(http::header::AGE) {
             upstream_response.insert_header(http::header::AGE, "0")?;
         }
-        if ctx.route.is_some() && invalidate::is_unsafe(&session.req_header().method) {
-            let paths = invalidate::targets(&ctx.host, &ctx.path, upstream_response);
-            if !paths.is_empty() {
-                self.edge.store.purge(paths, Vec::new()).await;
-            }
-        }
+        self.invalidate_after_unsafe(session, upstream_response, ctx)
+            .await;
         if ctx.variant == Variant::Subscriber {
             // Entitled content must not land in shared caches downstream of the edge.
             upstream_response.insert_header(http::header::CACHE_CONTROL, "private")?;
