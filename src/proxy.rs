@@ -262,9 +262,7 @@ impl ProxyHttp for TollgateProxy {
             status
         };
         upstream_response.insert_header("cache-status", status)?;
-        if !upstream_response.headers.contains_key(http::header::AGE) {
-            upstream_response.insert_header(http::header::AGE, "0")?;
-        }
+        caching::set_age(session, upstream_response)?;
         self.invalidate_after_unsafe(session, upstream_response, ctx)
             .await;
         if ctx.variant == Variant::Subscriber {

@@ -285,7 +285,7 @@ async fn stale_if_error_and_when_the_origin_is_down() {
 }
 
 /// A `304` updates the stored header fields (all but framing) in memory and on disk, and the
-/// response is served fresh again with them.
+/// response is served fresh again with them, its age counted from the `304`.
 #[tokio::test]
 async fn a_304_updates_the_stored_headers_in_both_tiers() {
     let key = tokens::es256("k1");
@@ -301,6 +301,7 @@ async fn a_304_updates_the_stored_headers_in_both_tiers() {
         200,
         &[
             ("cache-control", "max-age=1"),
+            ("age", "100"),
             ("etag", "\"v1\""),
             ("x-test", "a"),
             ("content-foo", "a"),
@@ -334,6 +335,11 @@ async fn a_304_updates_the_stored_headers_in_both_tiers() {
     assert_eq!(r.header("x-test"), Some("b"));
     assert_eq!(r.header("content-foo"), Some("b"));
     assert_eq!(r.header("content-length"), Some("7"));
+    assert!(
+        age(&r) < 5,
+        "age counts from the 304, not the old Age: {}",
+        age(&r)
+    );
     let conditional = origin.last_for("/news/r").unwrap();
     assert_eq!(
         conditional.header("if-none-match").as_deref(),
@@ -347,6 +353,7 @@ async fn a_304_updates_the_stored_headers_in_both_tiers() {
         hit.cache_status()
     );
     assert_eq!(hit.header("x-test"), Some("b"));
+    assert!(age(&hit) < 5, "{}", age(&hit));
 
     edge.restart();
     let from_disk = get(&edge, "/news/r", Tok::None).await;

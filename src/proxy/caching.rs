@@ -6,7 +6,8 @@ use std::time::SystemTime;
 use http::HeaderValue;
 use pingora_cache::cache_control::{CacheControl, InterpretCacheControl};
 use pingora_cache::key::{CacheHashKey, HashBinary};
-use pingora_cache::{CacheMeta, NoCacheReason, RespCacheable, VarianceBuilder};
+use pingora_cache::{CacheMeta, CachePhase, NoCacheReason, RespCacheable, VarianceBuilder};
+use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
@@ -43,6 +44,28 @@ pub(super) fn upstream_fields(resp: &mut ResponseHeader, ctx: &mut Ctx) {
     }
 }
 
+/// The `Age` of a response: pingora sets it on hits; a response revalidated with a `304` gets
+/// its age from the refreshed meta (not the stored response's old `Age` field); anything else
+/// without one gets `0`.
+pub(super) fn set_age(session: &Session, resp: &mut ResponseHeader) -> Result<()> {
+    let age = match session.cache.phase() {
+        CachePhase::Revalidated => session
+            .cache
+            .maybe_cache_meta()
+            .map(|m| m.age().as_secs().to_string()),
+        CachePhase::RevalidatedNoCache(_) => Some("0".to_owned()),
+        _ => None,
+    };
+    match age {
+        Some(age) => resp.insert_header(http::header::AGE, age)?,
+        None if !resp.headers.contains_key(http::header::AGE) => {
+            resp.insert_header(http::header::AGE, "0")?
+        }
+        None => {}
+    }
+    Ok(())
+}
+
 impl TollgateProxy {
     /// `response_cache_filter`: whether and how long to store an origin response (or the stored
     /// response merged with a `304`).
@@ -68,22 +91,23 @@ impl TollgateProxy {
             }
         }
         // revalidation: pingora merged only a few of the 304's fields; apply all of them
+        let not_modified = ctx.not_modified.take();
         let merged;
-        let resp = match ctx.not_modified.take() {
+        let (resp, received) = match &not_modified {
             Some(not_modified) => {
                 let mut m = resp.clone();
-                freshness::merge_not_modified(&mut m, &not_modified);
+                freshness::merge_not_modified(&mut m, not_modified);
                 merged = m;
-                &merged
+                (&merged, &**not_modified)
             }
-            None => resp,
+            None => (resp, resp),
         };
         let now = SystemTime::now();
         let times = freshness::Times {
             request: now.checked_sub(ctx.start.elapsed()).unwrap_or(now),
             response: now,
         };
-        let verdict = freshness::verdict(&route.cache, resp, times);
+        let verdict = freshness::verdict(&route.cache, resp, received, times);
         ctx.stored = matches!(verdict, RespCacheable::Cacheable(_));
         verdict
     }

@@ -218,9 +218,13 @@ pub fn initial_age(
 
 /// Freshness from `Expires` (RFC 9111 §4.2.1): `Expires - Date`, with the receipt time standing
 /// in for a missing `Date`; an invalid `Expires` means already expired.
-fn expires_lifetime(resp: &ResponseHeader, response_time: SystemTime) -> Option<Duration> {
+fn expires_lifetime(
+    resp: &ResponseHeader,
+    date: Option<SystemTime>,
+    response_time: SystemTime,
+) -> Option<Duration> {
     let expires = pingora_cache::filters::calculate_expires_header_time(resp)?;
-    let date = date_value(resp).unwrap_or(response_time);
+    let date = date.unwrap_or(response_time);
     Some(expires.duration_since(date).unwrap_or(Duration::ZERO))
 }
 
@@ -235,8 +239,15 @@ pub struct Times {
 
 /// Whether (and how) to store `resp` on a route with cache bounds `bounds`: the meta carries the
 /// freshness deadline, the age-corrected epoch and the stale windows. `resp` must already be
-/// free of hop-by-hop fields ([`strip_connection_fields`]).
-pub fn verdict(bounds: &RouteCache, resp: &ResponseHeader, times: Times) -> RespCacheable {
+/// free of hop-by-hop fields ([`strip_connection_fields`]). The age comes from `received`: the
+/// response itself, or the `304` that revalidated it (the stored `Age` and `Date` describe the
+/// old response).
+pub fn verdict(
+    bounds: &RouteCache,
+    resp: &ResponseHeader,
+    received: &ResponseHeader,
+    times: Times,
+) -> RespCacheable {
     let uncacheable = RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
     if resp.headers.contains_key(header::SET_COOKIE) || vary_names(resp).any(|n| n == "*") {
         return uncacheable;
@@ -250,7 +261,7 @@ pub fn verdict(bounds: &RouteCache, resp: &ResponseHeader, times: Times) -> Resp
     } else {
         policy
             .lifetime
-            .or_else(|| expires_lifetime(resp, times.response))
+            .or_else(|| expires_lifetime(resp, date_value(received), times.response))
     };
     let lifetime = match explicit {
         // `no-cache` is a revalidation requirement, not a TTL: min_ttl does not lift it
@@ -260,7 +271,7 @@ pub fn verdict(bounds: &RouteCache, resp: &ResponseHeader, times: Times) -> Resp
         None => return uncacheable,
     };
     let now = times.response;
-    let age = initial_age(resp, times.request, now);
+    let age = initial_age(received, times.request, now);
     // pingora's meta serializes times as seconds since 1970
     let epoch = now
         .checked_sub(age)

@@ -25,7 +25,7 @@ fn at(now: SystemTime) -> Times {
 }
 
 fn meta(r: &ResponseHeader, now: SystemTime) -> Option<CacheMeta> {
-    match verdict(&bounds(), r, at(now)) {
+    match verdict(&bounds(), r, r, at(now)) {
         RespCacheable::Cacheable(m) => Some(m),
         RespCacheable::Uncacheable(_) => None,
     }
@@ -104,7 +104,7 @@ fn a_response_delay_counts_as_age() {
         request: now - Duration::from_secs(5),
         response: now,
     };
-    let RespCacheable::Cacheable(m) = verdict(&bounds(), &r, times) else {
+    let RespCacheable::Cacheable(m) = verdict(&bounds(), &r, &r, times) else {
         panic!("cacheable")
     };
     assert!(
@@ -293,4 +293,28 @@ fn a_304_updates_every_field_but_framing_and_cookies() {
     assert!(h.get("set-cookie").is_none());
     assert_eq!(h.get_all("x-multi").iter().count(), 2);
     assert_eq!(stored.status.as_u16(), 200);
+}
+
+#[test]
+fn a_revalidated_response_takes_its_age_from_the_304() {
+    let now = SystemTime::now();
+    let old_date = http_date(now - Duration::from_secs(600));
+    let mut stored = resp(
+        200,
+        &[
+            ("cache-control", "max-age=60"),
+            ("age", "100"),
+            ("date", &old_date),
+        ],
+    );
+    let nm = resp(
+        304,
+        &[("date", &http_date(now)), ("cache-control", "max-age=60")],
+    );
+    merge_not_modified(&mut stored, &nm);
+    let RespCacheable::Cacheable(m) = verdict(&bounds(), &stored, &nm, at(now)) else {
+        panic!("cacheable")
+    };
+    assert!(m.is_fresh(now + Duration::from_secs(50)));
+    assert!(m.age() < Duration::from_secs(5));
 }
