@@ -4,22 +4,26 @@
 //!   ([`admit`]). Runs before the cache lookup, so a hit is never served without a decision.
 //! - `request_cache_filter` / `cache_key_callback`: cache GET/HEAD keyed by content + variant.
 //! - `upstream_request_filter` (misses only): origin `Host`, secret header, variant header.
-//! - `response_cache_filter`: origin freshness clamped to the route's TTL bounds.
-//! - `response_filter`: `Cache-Status`, `Age`, never the secret.
+//! - `response_cache_filter`: HTTP caching semantics ([`freshness`]): targeted fields, age,
+//!   freshness clamped to the route's TTL bounds, stale windows, `304` updates.
+//! - `response_filter`: `Cache-Status`, `Age`, never the secret; an unsafe request's success
+//!   invalidates what it changed ([`invalidate`]).
 
 mod access_record;
 pub mod admit;
+mod caching;
+pub mod freshness;
+pub mod invalidate;
 pub mod request;
 pub mod respond;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use http::{HeaderValue, Method};
-use pingora_cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
+use http::Method;
 use pingora_cache::key::HashBinary;
-use pingora_cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable, VarianceBuilder};
+use pingora_cache::{CacheKey, CacheMeta, RespCacheable};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::ResponseHeader;
@@ -72,6 +76,8 @@ pub struct Ctx {
     auth: Option<AuthResult>,
     claims: Option<Arc<Claims>>,
     origin_time: Option<Duration>,
+    /// The origin's `304` while revalidating, applied to the stored header.
+    not_modified: Option<Box<ResponseHeader>>,
 }
 
 impl Ctx {
@@ -80,68 +86,12 @@ impl Ctx {
     }
 }
 
-/// Status codes cacheable by default when the origin gives no explicit freshness (RFC 9110
-/// §15.1 "heuristically cacheable"); the route's `default_ttl` applies to them.
-fn heuristically_cacheable(status: u16) -> bool {
-    matches!(
-        status,
-        200 | 203 | 204 | 206 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
-    )
-}
-
-impl TollgateProxy {
-    fn freshness(&self, route: &Route, resp: &ResponseHeader) -> RespCacheable {
-        let status = resp.status.as_u16();
-        if resp.headers.contains_key(http::header::SET_COOKIE) || vary_names(resp).any(|n| n == "*")
-        {
-            return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
-        }
-        let cc = CacheControl::from_resp_headers(resp);
-        if let Some(cc) = &cc {
-            if cc.is_cacheable() == Cacheable::No {
-                return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
-            }
-        }
-        let now = SystemTime::now();
-        let explicit = cc
-            .as_ref()
-            .and_then(|c| c.fresh_duration())
-            .or_else(|| expires_ttl(resp, now));
-        let ttl = match explicit {
-            Some(ttl) => ttl,
-            None if heuristically_cacheable(status) => route.cache.default_ttl,
-            None => return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache),
-        };
-        let ttl = ttl.clamp(route.cache.min_ttl, route.cache.max_ttl);
-        let (swr, sie) = cc
-            .as_ref()
-            .map(|c| {
-                (
-                    secs_u32(c.serve_stale_while_revalidate_duration()),
-                    secs_u32(c.serve_stale_if_error_duration()),
-                )
-            })
-            .unwrap_or((0, 0));
-        let mut header = resp.clone();
-        if let Some(cc) = &cc {
-            cc.strip_private_headers(&mut header);
-        }
-        // A zero TTL is stored already stale, so the next request revalidates.
-        let fresh_until = if ttl.is_zero() {
-            now.checked_sub(Duration::from_secs(1)).unwrap_or(now)
-        } else {
-            now + ttl
-        };
-        RespCacheable::Cacheable(CacheMeta::new(fresh_until, now, swr, sie, header))
-    }
-}
-
 /// Sign an origin request with AWS SigV4 (private S3 bucket). Client `Authorization` and
 /// `x-amz-*` headers are removed first: S3 refuses unsigned `x-amz-*` headers, and a client
 /// must never choose what the edge signs.
 fn sign_origin_request(
     signer: &crate::sigv4::SigV4Signer,
-    host: &HeaderValue,
+    host: &http::HeaderValue,
     req: &mut pingora_http::RequestHeader,
 ) -> Result<()> {
     use crate::sigv4::{OriginRequest, Payload};
@@ -173,7 +123,7 @@ fn sign_origin_request(
                 payload,
                 signed_headers: &[],
             },
-            SystemTime::now(),
+            std::time::SystemTime::now(),
         )
         .map_err(|e| Error::explain(ErrorType::InternalError, format!("sigv4: {e}")))?;
     if signed.path_and_query != pq {
@@ -187,28 +137,6 @@ fn sign_origin_request(
         req.insert_header(name, value)?;
     }
     Ok(())
-}
-
-/// The header names listed in the response's `Vary` fields, trimmed and lower-cased.
-fn vary_names(resp: &ResponseHeader) -> impl Iterator<Item = String> + '_ {
-    resp.headers
-        .get_all(http::header::VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .filter(|n| !n.is_empty())
-}
-
-fn secs_u32(d: Option<Duration>) -> u32 {
-    d.map(|d| d.as_secs().min(u32::MAX as u64) as u32)
-        .unwrap_or(0)
-}
-
-/// Freshness from `Expires` relative to now (an invalid date means "already expired").
-fn expires_ttl(resp: &ResponseHeader, now: SystemTime) -> Option<Duration> {
-    pingora_cache::filters::calculate_expires_header_time(resp)
-        .map(|t| t.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[async_trait]
@@ -231,6 +159,7 @@ impl ProxyHttp for TollgateProxy {
             auth: None,
             claims: None,
             origin_time: None,
+            not_modified: None,
         }
     }
 
@@ -287,22 +216,7 @@ impl ProxyHttp for TollgateProxy {
         _ctx: &mut Ctx,
         req: &pingora_http::RequestHeader,
     ) -> Option<HashBinary> {
-        let names: Vec<String> = vary_names(meta.response_header()).collect();
-        if names.is_empty() {
-            return None;
-        }
-        let mut vb = VarianceBuilder::new();
-        for name in names {
-            let value = req
-                .headers
-                .get_all(name.as_str())
-                .iter()
-                .map(HeaderValue::as_bytes)
-                .collect::<Vec<_>>()
-                .join(&b","[..]);
-            vb.add_owned_name_value(name, value);
-        }
-        vb.finalize()
+        caching::vary_key(meta, req)
     }
 
     fn response_cache_filter(
@@ -311,24 +225,19 @@ impl ProxyHttp for TollgateProxy {
         resp: &ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<RespCacheable> {
-        let Some(route) = ctx.route(&self.edge) else {
-            return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
-        };
-        // A client Authorization header that reached the origin (not our bearer token, which is
-        // stripped) makes the response private unless the origin says otherwise.
-        if session
-            .req_header()
-            .headers
-            .contains_key(http::header::AUTHORIZATION)
-        {
-            let cc = CacheControl::from_resp_headers(resp);
-            if !cc.is_some_and(|c| c.allow_caching_authorized_req()) {
-                return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
-            }
-        }
-        let verdict = self.freshness(route, resp);
-        ctx.stored = matches!(verdict, RespCacheable::Cacheable(_));
-        Ok(verdict)
+        Ok(self.cache_verdict(session, resp, ctx))
+    }
+
+    fn should_serve_stale(
+        &self,
+        session: &mut Session,
+        _ctx: &mut Ctx,
+        error: Option<&Error>,
+    ) -> bool {
+        session
+            .cache
+            .maybe_cache_meta()
+            .is_some_and(|m| freshness::may_serve_stale(m.response_header(), error))
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -419,6 +328,7 @@ impl ProxyHttp for TollgateProxy {
             }
         }
         upstream_response.remove_header(VARIANT_HEADER);
+        caching::upstream_fields(upstream_response, ctx);
         Ok(())
     }
 
@@ -436,9 +346,9 @@ impl ProxyHttp for TollgateProxy {
             status
         };
         upstream_response.insert_header("cache-status", status)?;
-        if !upstream_response.headers.contains_key(http::header::AGE) {
-            upstream_response.insert_header(http::header::AGE, "0")?;
-        }
+        caching::set_age(session, upstream_response)?;
+        self.invalidate_after_unsafe(session, upstream_response, ctx)
+            .await;
         if ctx.variant == Variant::Subscriber {
             // Entitled content must not land in shared caches downstream of the edge.
             upstream_response.insert_header(http::header::CACHE_CONTROL, "private")?;

@@ -647,6 +647,13 @@ impl DiskStore {
         hashes.iter().filter(|h| self.delete(h, None)).count()
     }
 
+    /// Remove the objects indexed under exactly this path now, without waiting for the start-up
+    /// scan (objects it has not indexed yet stay). Blocking.
+    pub fn purge_indexed_path(&self, path: &str) -> usize {
+        let hashes = self.paths.get(path);
+        hashes.iter().filter(|h| self.delete(h, None)).count()
+    }
+
     /// Remove every object whose path starts with `prefix`. Blocking.
     pub fn purge_prefix(&self, prefix: &str) -> usize {
         self.wait_scanned();

@@ -114,6 +114,40 @@ impl TieredStore {
         n
     }
 
+    /// Invalidate every variant of exact paths in both tiers (RFC 9111 §4.4), for the request
+    /// path: it never waits for the disk tier's start-up scan. `keys` (the request's own keys,
+    /// every variant) leave the disk at once; objects the scan has not indexed yet are removed
+    /// by a background task once it has. Returns the objects removed now.
+    pub async fn invalidate(&'static self, paths: Vec<String>, keys: Vec<HashBinary>) -> usize {
+        let mut n = paths
+            .iter()
+            .map(|p| self.memory.purge_path(p))
+            .sum::<usize>();
+        let Some(disk) = self.disk else {
+            return n;
+        };
+        let scanned = disk.scanned();
+        let later = (!scanned).then(|| paths.clone());
+        let now = blocking(move || {
+            keys.iter().filter(|h| disk.purge_hash(h)).count()
+                + paths
+                    .iter()
+                    .map(|p| disk.purge_indexed_path(p))
+                    .sum::<usize>()
+        })
+        .await
+        .unwrap_or(0);
+        n = n.max(now);
+        if let Some(paths) = later {
+            tokio::task::spawn_blocking(move || {
+                for p in &paths {
+                    disk.purge_path(p);
+                }
+            });
+        }
+        n
+    }
+
     fn count(&self, f: impl Fn(&LookupMetrics) -> &prometheus::IntCounter) {
         if let Some(m) = &self.lookups {
             f(m).inc();
