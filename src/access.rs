@@ -63,7 +63,12 @@ impl AuthResult {
 }
 
 /// Labels of the Basic-auth and signed-URL checks not already among the token labels.
-const EXTRA_LABELS: [&str; 1] = ["bad_credentials"];
+const EXTRA_LABELS: [&str; 4] = [
+    "bad_credentials",
+    "unknown_key",
+    "bad_hash_algorithm",
+    "wrong_resource",
+];
 
 /// What the edge decided for a request.
 #[derive(Debug, Clone)]

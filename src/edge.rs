@@ -130,6 +130,8 @@ pub struct Edge {
     pub auto_revoker: Option<AutoRevoker>,
     /// AWS Secure Media Delivery secrets, when such tokens are accepted.
     pub smd: Option<crate::auth::smd::SmdSecrets>,
+    /// `signed_keys:` CloudFront key pairs (`access: signed`).
+    pub signed_keys: crate::auth::cloudfront::SignedKeys,
     /// `basic_auth:` realms and their credential files (`access: basic`).
     pub realms: HashMap<String, Arc<crate::auth::htpasswd::Htpasswd>>,
 }
@@ -323,9 +325,13 @@ impl Edge {
             realms.insert(realm.clone(), Arc::new(file));
         }
 
+        let signed_keys = crate::auth::cloudfront::SignedKeys::load(&config.signed_keys)
+            .map_err(|e| EdgeError::Credentials("signed_keys".into(), e.to_string()))?;
+
         Ok(Arc::new(Edge {
             smd,
             realms,
+            signed_keys,
             revocations,
             auto_revoker,
             tokens: TokenCache::new(config.auth.token_cache_entries),
@@ -395,6 +401,9 @@ pub fn key_problems(config: &Config) -> Vec<String> {
     }
     let jwks = config.keys.jwks_file.as_deref();
     problems.extend(KeySet::check(jwks, &pem).iter().map(ToString::to_string));
+    for e in crate::auth::cloudfront::SignedKeys::check(&config.signed_keys) {
+        problems.push(format!("signed_keys: {e}"));
+    }
     for (realm, path) in &config.basic_auth {
         if let Err(e) = crate::auth::htpasswd::Htpasswd::load(path) {
             problems.push(format!("basic_auth.{realm}: {e}"));

@@ -14,6 +14,7 @@
 //! `claims.entitled(&route.require)`.
 
 pub mod cache;
+pub mod cloudfront;
 pub mod htpasswd;
 pub mod jwks;
 pub mod jwt;

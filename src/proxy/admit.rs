@@ -115,6 +115,15 @@ impl TollgateProxy {
             return Some(answer);
         }
         let query = strip_query_params(raw_query, &edge.query_token_names);
+        // CloudFront signing parameters are never part of the cache key or the origin request.
+        let query = if route.access == AccessMode::Signed {
+            match crate::auth::cloudfront::strip_signing_params(&query) {
+                std::borrow::Cow::Borrowed(_) => query,
+                std::borrow::Cow::Owned(q) => std::borrow::Cow::Owned(q),
+            }
+        } else {
+            query
+        };
 
         let decision: Decision = match route.access {
             AccessMode::Public => access::public(),
@@ -163,8 +172,14 @@ impl TollgateProxy {
                     }
                 }
             }
-            // Validation refuses the other modes until they are implemented; fail closed anyway.
-            _ => return Some(Answer::Status(403)),
+            AccessMode::Signed => match self.signed_check(session, raw_path, raw_query) {
+                Ok(()) => access::granted(),
+                Err(label) => {
+                    self.count_auth(access::AuthResult::Refused(label));
+                    ctx.auth = Some(access::AuthResult::Refused(label));
+                    return Some(Answer::Status(403));
+                }
+            },
         };
         if let Some(result) = decision.result {
             self.count_auth(result);
@@ -215,6 +230,39 @@ impl TollgateProxy {
             }
         };
         verdict.map_err(|d| d.as_str())
+    }
+
+    /// A CloudFront signed URL or signed cookies, for the URL as the viewer requested it.
+    fn signed_check(
+        &self,
+        session: &Session,
+        raw_path: &str,
+        raw_query: &str,
+    ) -> Result<(), &'static str> {
+        use crate::auth::cloudfront;
+        let req = session.req_header();
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let host = request_host(session);
+        let cookies: Vec<&str> = req
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let signed = cloudfront::SignedRequest {
+            scheme: if tls { "https" } else { "http" },
+            host: &host,
+            path: raw_path,
+            query: raw_query,
+            cookie_headers: &cookies,
+            client_ip: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+        };
+        cloudfront::verify(&signed, &self.edge.signed_keys, unix_now())
+            .map(|_| ())
+            .map_err(|d| d.as_str())
     }
 
     /// Viewer protocol policy and allowed methods, checked before any token work.
@@ -354,6 +402,26 @@ impl TollgateProxy {
         if basic {
             // Credentials are for the edge; the origin never sees them.
             req.remove_header(&http::header::AUTHORIZATION);
+        }
+        let signed = ctx
+            .route(edge)
+            .is_some_and(|r| r.access == AccessMode::Signed);
+        if signed {
+            // Signed cookies are for the edge too.
+            let kept: Vec<String> = req
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(|v| crate::auth::cloudfront::strip_signed_cookies(v).into_owned())
+                .filter(|v| !v.is_empty())
+                .collect();
+            req.remove_header(&http::header::COOKIE);
+            if !kept.is_empty() {
+                if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+                    let _ = req.insert_header(http::header::COOKIE, v);
+                }
+            }
         }
         if edge.bearer_source {
             let is_bearer = req
