@@ -35,6 +35,7 @@ BIN=${TOLLGATE_BIN:-$ROOT/target/debug/tollgate}
 
 WORK=$(mktemp -d)
 OUT_DIR=${OUT_DIR:-$WORK}
+mkdir -p "$OUT_DIR"
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
