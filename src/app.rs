@@ -168,11 +168,9 @@ struct Housekeeping {
     interval: Duration,
 }
 
-/// A cheap fingerprint of the key files: modification times and sizes.
-fn key_files_stamp(edge: &Edge) -> Vec<Option<(SystemTime, u64)>> {
-    let (jwks, pem) = &edge.key_sources;
-    jwks.iter()
-        .chain(pem.iter().map(|p| &p.path))
+/// A cheap fingerprint of files: modification times and sizes.
+fn files_stamp<'a>(paths: impl Iterator<Item = &'a PathBuf>) -> Vec<Option<(SystemTime, u64)>> {
+    paths
         .map(|p| {
             std::fs::metadata(p)
                 .ok()
@@ -201,14 +199,32 @@ impl BackgroundService for Housekeeping {
                 });
             }
         }
-        let mut stamp = key_files_stamp(&self.edge);
+        let key_files = || {
+            let (jwks, pem) = &self.edge.key_sources;
+            files_stamp(jwks.iter().chain(pem.iter().map(|p| &p.path)))
+        };
+        let realm_files = || files_stamp(self.edge.config.basic_auth.values());
+        let mut stamp = key_files();
+        let mut realm_stamp = realm_files();
         let mut ticker = tokio::time::interval(self.interval);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = ticker.tick() => {}
             }
-            let now_stamp = key_files_stamp(&self.edge);
+            let now_realms = realm_files();
+            if now_realms != realm_stamp {
+                realm_stamp = now_realms;
+                let problems = self.edge.reload_realms();
+                if problems.is_empty() {
+                    log::info!("basic_auth files reloaded");
+                }
+                for p in problems {
+                    log::error!("basic_auth reload failed, keeping the previous credentials: {p}");
+                    self.edge.metrics.key_reload_errors.inc();
+                }
+            }
+            let now_stamp = key_files();
             if now_stamp != stamp {
                 stamp = now_stamp;
                 match self.edge.reload_keys() {

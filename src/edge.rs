@@ -133,7 +133,8 @@ pub struct Edge {
     /// `signed_keys:` CloudFront key pairs (`access: signed`).
     pub signed_keys: crate::auth::cloudfront::SignedKeys,
     /// `basic_auth:` realms and their credential files (`access: basic`).
-    pub realms: HashMap<String, Arc<crate::auth::htpasswd::Htpasswd>>,
+    /// Replaced when the file changes (polled with the key files); a bad file keeps the old one.
+    pub realms: HashMap<String, ArcSwap<crate::auth::htpasswd::Htpasswd>>,
 }
 
 impl Edge {
@@ -322,7 +323,7 @@ impl Edge {
             let file = crate::auth::htpasswd::Htpasswd::load(path).map_err(|e| {
                 EdgeError::Credentials(format!("basic_auth.{realm}"), e.to_string())
             })?;
-            realms.insert(realm.clone(), Arc::new(file));
+            realms.insert(realm.clone(), ArcSwap::from_pointee(file));
         }
 
         let signed_keys = crate::auth::cloudfront::SignedKeys::load(&config.signed_keys)
@@ -386,6 +387,24 @@ impl Edge {
 
 /// Every problem with the configured key files, in one pass (for `tollgate check`), plus an
 /// empty key set in front of paywall routes (which would deny every reader).
+impl Edge {
+    /// Reload the htpasswd file of every `basic_auth` realm. A file that fails to load keeps
+    /// the previous credentials; returns the problems (realm: error).
+    pub fn reload_realms(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (realm, path) in &self.config.basic_auth {
+            let Some(slot) = self.realms.get(realm) else {
+                continue;
+            };
+            match crate::auth::htpasswd::Htpasswd::load(path) {
+                Ok(file) => slot.store(Arc::new(file)),
+                Err(e) => problems.push(format!("basic_auth.{realm}: {e}")),
+            }
+        }
+        problems
+    }
+}
+
 pub fn key_problems(config: &Config) -> Vec<String> {
     let mut pem = Vec::new();
     let mut problems = Vec::new();

@@ -243,3 +243,46 @@ fn chrono_like(amz: &str) -> std::time::SystemTime {
     let days = era * 146_097 + doe - 719_468;
     UNIX_EPOCH + Duration::from_secs((days * 86_400 + hh * 3600 + mm * 60 + ss) as u64)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_htpasswd_file_is_picked_up_and_a_broken_one_keeps_the_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start();
+    let edge = edge_with_realm(&origin, dir.path());
+    let file = dir.path().join("editors.htpasswd");
+    let c = client();
+    let url = edge.url("/drafts/rotated");
+    let status = |auth: String| {
+        let rb = c.get(&url).header("authorization", auth);
+        async move { send(rb).await.status }
+    };
+    assert_eq!(status(basic("alice", "correct horse")).await, 200);
+
+    // A broken file (plain-text password) is refused; the old credentials stay valid.
+    write_atomic(&file, "alice:plain-text\n");
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(status(basic("alice", "correct horse")).await, 200);
+    assert!(edge.metric("tollgate_key_reload_errors_total", &[]).await >= 1.0);
+
+    // A new password for alice replaces the old one within a reload interval (1 s here).
+    let new_hash = bcrypt::hash("new passphrase", 4).unwrap();
+    write_atomic(&file, &format!("alice:{new_hash}\n"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while status(basic("alice", "new passphrase")).await != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new password never accepted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        status(basic("alice", "correct horse")).await,
+        401,
+        "old password revoked"
+    );
+    assert_eq!(
+        status(basic("bob", "hunter2")).await,
+        401,
+        "bob was removed"
+    );
+}

@@ -216,14 +216,14 @@ impl TollgateProxy {
         realm: &str,
         req: &pingora_http::RequestHeader,
     ) -> Result<String, &'static str> {
-        let Some(file) = self.edge.realms.get(realm) else {
+        let Some(file) = self.edge.realms.get(realm).map(|f| f.load_full()) else {
             return Err("unknown_realm");
         };
         let header = req.headers.get(http::header::AUTHORIZATION);
         let verdict = match file.check_cached(header.map(HeaderValue::as_bytes)) {
             Some(verdict) => verdict,
             None => {
-                let (file, header) = (Arc::clone(file), header.map(|h| h.as_bytes().to_vec()));
+                let header = header.map(|h| h.as_bytes().to_vec());
                 tokio::task::spawn_blocking(move || file.check(header.as_deref()))
                     .await
                     .unwrap_or(Err(crate::auth::htpasswd::BasicDenial::BadCredentials))
