@@ -204,6 +204,8 @@ impl BackgroundService for Housekeeping {
             files_stamp(jwks.iter().chain(pem.iter().map(|p| &p.path)))
         };
         let realm_files = || files_stamp(self.edge.config.basic_auth.values());
+        let signed_files = || files_stamp(self.edge.config.signed_keys.values());
+        let mut signed_stamp = signed_files();
         let mut stamp = key_files();
         let mut realm_stamp = realm_files();
         let mut ticker = tokio::time::interval(self.interval);
@@ -211,6 +213,17 @@ impl BackgroundService for Housekeeping {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = ticker.tick() => {}
+            }
+            let now_signed = signed_files();
+            if now_signed != signed_stamp {
+                signed_stamp = now_signed;
+                match self.edge.reload_signed_keys() {
+                    Ok(n) => log::info!("signed_keys reloaded: {n} key pairs"),
+                    Err(e) => {
+                        log::error!("signed_keys reload failed, keeping the previous keys: {e}");
+                        self.edge.metrics.key_reload_errors.inc();
+                    }
+                }
             }
             let now_realms = realm_files();
             if now_realms != realm_stamp {

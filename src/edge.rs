@@ -131,7 +131,8 @@ pub struct Edge {
     /// AWS Secure Media Delivery secrets, when such tokens are accepted.
     pub smd: Option<crate::auth::smd::SmdSecrets>,
     /// `signed_keys:` CloudFront key pairs (`access: signed`).
-    pub signed_keys: crate::auth::cloudfront::SignedKeys,
+    /// Replaced when a key file changes (polled with the key files); a bad file keeps the old set.
+    pub signed_keys: ArcSwap<crate::auth::cloudfront::SignedKeys>,
     /// `basic_auth:` realms and their credential files (`access: basic`).
     /// Replaced when the file changes (polled with the key files); a bad file keeps the old one.
     pub realms: HashMap<String, ArcSwap<crate::auth::htpasswd::Htpasswd>>,
@@ -332,7 +333,7 @@ impl Edge {
         Ok(Arc::new(Edge {
             smd,
             realms,
-            signed_keys,
+            signed_keys: ArcSwap::from_pointee(signed_keys),
             revocations,
             auto_revoker,
             tokens: TokenCache::new(config.auth.token_cache_entries),
@@ -388,6 +389,15 @@ impl Edge {
 /// Every problem with the configured key files, in one pass (for `tollgate check`), plus an
 /// empty key set in front of paywall routes (which would deny every reader).
 impl Edge {
+    /// Reload the `signed_keys` files; on any error the previous set stays in force.
+    pub fn reload_signed_keys(&self) -> Result<usize, String> {
+        let keys = crate::auth::cloudfront::SignedKeys::load(&self.config.signed_keys)
+            .map_err(|e| format!("signed_keys: {e}"))?;
+        let n = self.config.signed_keys.len();
+        self.signed_keys.store(Arc::new(keys));
+        Ok(n)
+    }
+
     /// Reload the htpasswd file of every `basic_auth` realm. A file that fails to load keeps
     /// the previous credentials; returns the problems (realm: error).
     pub fn reload_realms(&self) -> Vec<String> {

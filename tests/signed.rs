@@ -17,6 +17,11 @@ fn fixtures() -> PathBuf {
 }
 
 fn signed_edge(origin: &Origin) -> (Edge, Value) {
+    signed_edge_with_keys(origin, |path| path)
+}
+
+/// An edge with the fixture's keys; `place` may copy a key file elsewhere and return the path.
+fn signed_edge_with_keys(origin: &Origin, place: impl Fn(PathBuf) -> PathBuf) -> (Edge, Value) {
     let doc: Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("e2e.json")).unwrap())
             .unwrap();
@@ -25,7 +30,7 @@ fn signed_edge(origin: &Origin) -> (Edge, Value) {
         .unwrap()
         .iter()
         .map(|(id, file)| {
-            let path = fixtures().join(file.as_str().unwrap());
+            let path = place(fixtures().join(file.as_str().unwrap()));
             format!("  {id}: {:?}\n", path.to_string_lossy())
         })
         .collect();
@@ -150,4 +155,51 @@ async fn a_cache_hit_still_needs_a_valid_signature() {
     let r = send(c.get(edge.url(&good)).header("host", "evil.test")).await;
     assert_eq!(r.status, 403);
     assert_eq!(origin.hits("/downloads/report.pdf"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_key_file_takes_effect_and_a_broken_one_keeps_the_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start();
+    let (edge, doc) = signed_edge_with_keys(&origin, |path| {
+        let copy = dir.path().join(path.file_name().unwrap());
+        std::fs::copy(&path, &copy).unwrap();
+        copy
+    });
+    let host = doc["host"].as_str().unwrap();
+    let good = doc["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "canned_rsa_sha1")
+        .unwrap()["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let c = client();
+    let status = || {
+        let rb = c.get(edge.url(&good)).header("host", host);
+        async move { send(rb).await.status }
+    };
+    assert_eq!(status().await, 200);
+    let rsa = dir.path().join("e2e_rsa.pem");
+    // Garbage in the key file: refused, the old key stays in force.
+    write_atomic(
+        &rsa,
+        "-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n",
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(status().await, 200);
+    assert!(edge.metric("tollgate_key_reload_errors_total", &[]).await >= 1.0);
+    // The key pair rotated to another key: URLs signed by the old one stop working.
+    let other = std::fs::read_to_string(fixtures().join("e2e_ec.pem")).unwrap();
+    write_atomic(&rsa, &other);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while status().await != 403 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rotated key never took effect"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

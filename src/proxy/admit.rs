@@ -260,7 +260,7 @@ impl TollgateProxy {
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip()),
         };
-        cloudfront::verify(&signed, &self.edge.signed_keys, unix_now())
+        cloudfront::verify(&signed, &self.edge.signed_keys.load(), unix_now())
             .map(|_| ())
             .map_err(|d| d.as_str())
     }
