@@ -271,7 +271,12 @@ pub fn verify(
     };
     if let Some(expires) = v[EXPIRES] {
         let expires = parse_epoch(&pct_decode(expires)?)?;
-        if !key.verify(hash, canned_policy(&url, expires).as_bytes(), &signature) {
+        if !keys.verify_remembered(
+            key,
+            hash,
+            canned_policy(&url, expires).as_bytes(),
+            &signature,
+        ) {
             return Err(SignedDenial::BadSignature);
         }
         if now >= expires {
@@ -281,7 +286,7 @@ pub fn verify(
     }
     let policy = v[POLICY].ok_or(SignedDenial::Malformed)?;
     let policy = cf_b64_decode(policy, MAX_POLICY_CHARS)?;
-    if !key.verify(hash, &policy, &signature) {
+    if !keys.verify_remembered(key, hash, &policy, &signature) {
         return Err(SignedDenial::BadSignature);
     }
     let statement = parse_policy(&policy)?;

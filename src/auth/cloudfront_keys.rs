@@ -189,7 +189,15 @@ fn path_label(path: Option<&Path>) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct SignedKeys {
     keys: BTreeMap<Arc<str>, SignedKey>,
+    /// Signatures that verified, as SHA-256 digests of (key-pair id, hash algorithm, signed
+    /// message, signature): a returning viewer costs a hash, not an RSA/ECDSA verify. Only
+    /// successes; every input of the check is in the digest (a malleated signature is another
+    /// entry, verified afresh); a reloaded set starts empty; cleared when full.
+    verified: dashmap::DashSet<[u8; 32], ahash::RandomState>,
 }
+
+/// Remembered signatures per key set before the memo is cleared.
+const MAX_VERIFIED_SIGNATURES: usize = 100_000;
 
 impl SignedKeys {
     /// A set with no keys.
@@ -237,6 +245,43 @@ impl SignedKeys {
         P: AsRef<Path>,
     {
         load_collecting(entries).1
+    }
+
+    /// `key.verify(hash, message, signature)`, remembering successes (see the `verified` field).
+    pub fn verify_remembered(
+        &self,
+        key: &SignedKey,
+        hash: HashAlgorithm,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let alg: &[u8] = match hash {
+            HashAlgorithm::Sha1 => b"1",
+            HashAlgorithm::Sha256 => b"256",
+        };
+        for part in [key.key_pair_id().as_bytes(), alg, message, signature] {
+            ctx.update(&(part.len() as u64).to_le_bytes());
+            ctx.update(part);
+        }
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(ctx.finish().as_ref());
+        if self.verified.contains(&digest) {
+            return true;
+        }
+        let ok = key.verify(hash, message, signature);
+        if ok {
+            if self.verified.len() >= MAX_VERIFIED_SIGNATURES {
+                self.verified.clear();
+            }
+            self.verified.insert(digest);
+        }
+        ok
+    }
+
+    /// How many verified signatures are remembered.
+    pub fn remembered(&self) -> usize {
+        self.verified.len()
     }
 
     /// The key for `key_pair_id`, if configured.

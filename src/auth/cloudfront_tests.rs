@@ -223,6 +223,42 @@ fn empty_key_set_denies_valid_signatures() {
 }
 
 #[test]
+fn remembered_signatures_change_no_verdict() {
+    let v = vectors();
+    let keys = fixture_keys();
+    let cases = v["cases"].as_array().expect("cases");
+    assert_eq!(keys.remembered(), 0);
+    for pass in ["first (verify)", "second (remembered)"] {
+        let failures: Vec<String> = cases
+            .iter()
+            .filter_map(|c| run_case(c, &keys).err())
+            .collect();
+        assert!(failures.is_empty(), "{pass} pass: {failures:?}");
+    }
+    let remembered = keys.remembered();
+    assert!(remembered >= 30, "only {remembered} signatures remembered");
+    // A remembered URL with one signature character changed is verified afresh, and fails.
+    let mut case = cases
+        .iter()
+        .find(|c| c["name"] == "canned_rsa_sha1")
+        .expect("vector")
+        .clone();
+    let query = str_field(&case, "query").to_string();
+    let i = query.find("Signature=").expect("signature") + "Signature=".len();
+    let flipped = if &query[i..i + 1] == "A" { "B" } else { "A" };
+    case["query"] = format!("{}{flipped}{}", &query[..i], &query[i + 1..]).into();
+    case["expect"] = "bad_signature".into();
+    run_case(&case, &keys).unwrap();
+    assert_eq!(
+        keys.remembered(),
+        remembered,
+        "failures are never remembered"
+    );
+    // A reloaded key set remembers nothing.
+    assert_eq!(fixture_keys().remembered(), 0);
+}
+
+#[test]
 fn expiry_follows_the_injected_clock() {
     let v = vectors();
     let keys = fixture_keys();
