@@ -203,3 +203,33 @@ async fn a_replaced_key_file_takes_effect_and_a_broken_one_keeps_the_old() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_cookies_stay_at_the_edge_and_other_cookies_pass() {
+    let origin = Origin::start();
+    let (edge, doc) = signed_edge(&origin);
+    let host = doc["host"].as_str().unwrap();
+    let signed = doc["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "cookies_rsa")
+        .unwrap()["cookie"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The cookie policy covers /downloads/*: any file there.
+    let r = send(
+        client()
+            .get(edge.url("/downloads/with-cookies.txt"))
+            .header("host", host)
+            .header("cookie", format!("theme=dark; {signed}; lang=fr")),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = origin.last_for("/downloads/with-cookies.txt").unwrap();
+    assert_eq!(
+        seen.header("cookie").as_deref(),
+        Some("theme=dark; lang=fr")
+    );
+}

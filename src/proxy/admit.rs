@@ -406,21 +406,35 @@ impl TollgateProxy {
         let signed = ctx
             .route(edge)
             .is_some_and(|r| r.access == AccessMode::Signed);
-        if signed {
-            // Signed cookies are for the edge too.
-            let kept: Vec<String> = req
+        let has_signed_cookie = |req: &pingora_http::RequestHeader| {
+            req.headers.get_all(http::header::COOKIE).iter().any(|v| {
+                v.to_str().is_ok_and(|v| {
+                    matches!(
+                        crate::auth::cloudfront::strip_signed_cookies(v),
+                        Cow::Owned(_)
+                    )
+                })
+            })
+        };
+        if signed && has_signed_cookie(req) {
+            // Signed cookies are for the edge too; other cookies pass as they came.
+            let kept: Vec<HeaderValue> = req
                 .headers
                 .get_all(http::header::COOKIE)
                 .iter()
-                .filter_map(|v| v.to_str().ok())
-                .map(|v| crate::auth::cloudfront::strip_signed_cookies(v).into_owned())
-                .filter(|v| !v.is_empty())
+                .filter_map(|v| match v.to_str() {
+                    Ok(text) => {
+                        let rest = crate::auth::cloudfront::strip_signed_cookies(text);
+                        (!rest.is_empty())
+                            .then(|| HeaderValue::from_str(&rest).ok())
+                            .flatten()
+                    }
+                    Err(_) => Some(v.clone()),
+                })
                 .collect();
             req.remove_header(&http::header::COOKIE);
-            if !kept.is_empty() {
-                if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
-                    let _ = req.insert_header(http::header::COOKIE, v);
-                }
+            for v in kept {
+                let _ = req.append_header(http::header::COOKIE, v);
             }
         }
         if edge.bearer_source {
