@@ -6,6 +6,8 @@ pub mod media;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::auth::cloudfront::SignedDenial;
+use crate::auth::htpasswd::BasicDenial;
 use crate::auth::{Claims, Denial};
 use crate::cache::Variant;
 
@@ -44,7 +46,9 @@ impl AuthResult {
         .into_iter()
         .chain(Denial::ALL.into_iter().map(AuthResult::Denied))
         .map(AuthResult::as_str)
-        .chain(EXTRA_LABELS)
+        // The other modes' refusals (labels shared with the token ones appear twice; harmless).
+        .chain(SignedDenial::ALL.iter().map(SignedDenial::as_str))
+        .chain([BasicDenial::BadCredentials.as_str()])
     }
 
     /// The metric label.
@@ -61,14 +65,6 @@ impl AuthResult {
         }
     }
 }
-
-/// Labels of the Basic-auth and signed-URL checks not already among the token labels.
-const EXTRA_LABELS: [&str; 4] = [
-    "bad_credentials",
-    "unknown_key",
-    "bad_hash_algorithm",
-    "wrong_resource",
-];
 
 /// What the edge decided for a request.
 #[derive(Debug, Clone)]

@@ -203,37 +203,32 @@ impl BackgroundService for Housekeeping {
             let (jwks, pem) = &self.edge.key_sources;
             files_stamp(jwks.iter().chain(pem.iter().map(|p| &p.path)))
         };
-        let realm_files = || files_stamp(self.edge.config.basic_auth.values());
-        let signed_files = || files_stamp(self.edge.config.signed_keys.values());
-        let mut signed_stamp = signed_files();
+        let config = &self.edge.config;
+        let credential_files = || {
+            files_stamp(
+                config
+                    .signed_keys
+                    .values()
+                    .chain(config.basic_auth.values()),
+            )
+        };
         let mut stamp = key_files();
-        let mut realm_stamp = realm_files();
+        let mut credential_stamp = credential_files();
         let mut ticker = tokio::time::interval(self.interval);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = ticker.tick() => {}
             }
-            let now_signed = signed_files();
-            if now_signed != signed_stamp {
-                signed_stamp = now_signed;
-                match self.edge.reload_signed_keys() {
-                    Ok(n) => log::info!("signed_keys reloaded: {n} key pairs"),
-                    Err(e) => {
-                        log::error!("signed_keys reload failed, keeping the previous keys: {e}");
-                        self.edge.metrics.key_reload_errors.inc();
-                    }
-                }
-            }
-            let now_realms = realm_files();
-            if now_realms != realm_stamp {
-                realm_stamp = now_realms;
-                let problems = self.edge.reload_realms();
+            let now_credentials = credential_files();
+            if now_credentials != credential_stamp {
+                credential_stamp = now_credentials;
+                let problems = self.edge.reload_credentials();
                 if problems.is_empty() {
-                    log::info!("basic_auth files reloaded");
+                    log::info!("signed_keys and basic_auth files reloaded");
                 }
                 for p in problems {
-                    log::error!("basic_auth reload failed, keeping the previous credentials: {p}");
+                    log::error!("reload failed, keeping the previous one: {p}");
                     self.edge.metrics.key_reload_errors.inc();
                 }
             }

@@ -358,6 +358,26 @@ impl Edge {
         }))
     }
 
+    /// Reload the `signed_keys` files and every `basic_auth` realm's htpasswd file. Whatever
+    /// fails to load keeps its previous version; returns the problems ("section.name: error").
+    pub fn reload_credentials(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        match crate::auth::cloudfront::SignedKeys::load(&self.config.signed_keys) {
+            Ok(keys) => self.signed_keys.store(Arc::new(keys)),
+            Err(e) => problems.push(format!("signed_keys: {e}")),
+        }
+        for (realm, path) in &self.config.basic_auth {
+            let Some(slot) = self.realms.get(realm) else {
+                continue;
+            };
+            match crate::auth::htpasswd::Htpasswd::load(path) {
+                Ok(file) => slot.store(Arc::new(file)),
+                Err(e) => problems.push(format!("basic_auth.{realm}: {e}")),
+            }
+        }
+        problems
+    }
+
     /// Reload the key set from its files. On error the old keys stay and the error metric rises.
     pub fn reload_keys(&self) -> Result<usize, crate::auth::KeyError> {
         let (jwks, pem) = &self.key_sources;
@@ -388,33 +408,6 @@ impl Edge {
 
 /// Every problem with the configured key files, in one pass (for `tollgate check`), plus an
 /// empty key set in front of paywall routes (which would deny every reader).
-impl Edge {
-    /// Reload the `signed_keys` files; on any error the previous set stays in force.
-    pub fn reload_signed_keys(&self) -> Result<usize, String> {
-        let keys = crate::auth::cloudfront::SignedKeys::load(&self.config.signed_keys)
-            .map_err(|e| format!("signed_keys: {e}"))?;
-        let n = self.config.signed_keys.len();
-        self.signed_keys.store(Arc::new(keys));
-        Ok(n)
-    }
-
-    /// Reload the htpasswd file of every `basic_auth` realm. A file that fails to load keeps
-    /// the previous credentials; returns the problems (realm: error).
-    pub fn reload_realms(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        for (realm, path) in &self.config.basic_auth {
-            let Some(slot) = self.realms.get(realm) else {
-                continue;
-            };
-            match crate::auth::htpasswd::Htpasswd::load(path) {
-                Ok(file) => slot.store(Arc::new(file)),
-                Err(e) => problems.push(format!("basic_auth.{realm}: {e}")),
-            }
-        }
-        problems
-    }
-}
-
 pub fn key_problems(config: &Config) -> Vec<String> {
     let mut pem = Vec::new();
     let mut problems = Vec::new();

@@ -278,7 +278,7 @@ impl ProxyHttp for TollgateProxy {
         if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
             upstream_request.insert_header("x-forwarded-for", addr.ip().to_string())?;
         }
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let tls = request::is_tls(session);
         upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
         if let Some(signer) = &origin.sigv4 {
             sign_origin_request(signer, &origin.host_header, upstream_request)?;

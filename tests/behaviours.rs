@@ -20,17 +20,17 @@ fn path_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
-/// `curl` over TLS to `name:port` (resolved to 127.0.0.1), trusting only `ca`.
-/// Returns (exit code, "http_version status", body).
-fn curl_tls(ca: &Path, name: &str, port: u16, path: &str, extra: &[&str]) -> (i32, String, String) {
+/// Run `curl` with `args` plus a `-w` trailer; returns (exit code, "http_version status", body).
+fn curl(args: &[String]) -> (i32, String, String) {
     let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "--cacert"])
-        .arg(ca)
-        .arg("--resolve")
-        .arg(format!("{name}:{port}:127.0.0.1"))
-        .args(["-w", "\n%{http_version} %{http_code}"])
-        .args(extra)
-        .arg(format!("https://{name}:{port}{path}"))
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_version} %{http_code}",
+        ])
+        .args(args)
         .output()
         .expect("run curl (install it: apt-get install -y curl)");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -40,6 +40,20 @@ fn curl_tls(ca: &Path, name: &str, port: u16, path: &str, extra: &[&str]) -> (i3
         meta.to_string(),
         body.to_string(),
     )
+}
+
+/// `curl` over TLS to `name:port` (resolved to 127.0.0.1), trusting only `ca`.
+/// Returns (exit code, "http_version status", body).
+fn curl_tls(ca: &Path, name: &str, port: u16, path: &str, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec![
+        "--cacert".to_string(),
+        path_str(ca),
+        "--resolve".to_string(),
+        format!("{name}:{port}:127.0.0.1"),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push(format!("https://{name}:{port}{path}"));
+    curl(&args)
 }
 
 /// A TLS listener mapping for `EdgeOptions::extra_listeners`.
@@ -252,23 +266,17 @@ async fn viewer_protocol_policies_redirect_or_refuse_plain_http() {
         assert_eq!((code, meta.as_str()), (0, "2 200"), "{path}: {body}");
     }
     // Following the redirect with a real client lands on the TLS listener.
-    let (code, meta, body) = {
-        let out = Command::new("curl")
-            .args(["-sS", "-L", "--max-time", "10", "--cacert"])
-            .arg(&ca.pem)
-            .arg("--resolve")
-            .arg(format!("site.test:{tls_port}:127.0.0.1"))
-            .arg("--resolve")
-            .arg(format!("site.test:{}:127.0.0.1", edge.port))
-            .args(["-w", "\n%{http_version} %{http_code}"])
-            .arg(format!("http://site.test:{}/secure/follow", edge.port))
-            .output()
-            .expect("curl");
-        let s = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (b, m) = s.rsplit_once('\n').unwrap_or(("", ""));
-        (out.status.code(), m.to_string(), b.to_string())
-    };
-    assert_eq!((code, meta.as_str()), (Some(0), "2 200"));
+    let (code, meta, body) = curl(&[
+        "-L".into(),
+        "--cacert".into(),
+        path_str(&ca.pem),
+        "--resolve".into(),
+        format!("site.test:{tls_port}:127.0.0.1"),
+        "--resolve".into(),
+        format!("site.test:{}:127.0.0.1", edge.port),
+        format!("http://site.test:{}/secure/follow", edge.port),
+    ]);
+    assert_eq!((code, meta.as_str()), (0, "2 200"));
     assert_eq!(body, "PAGE:/secure/follow\n");
 }
 

@@ -16,6 +16,17 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cloudfront")
 }
 
+/// A string field of the fixture case called `name`.
+fn case_field(doc: &Value, name: &str, field: &str) -> String {
+    let case = doc["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no case {name}"));
+    case[field].as_str().unwrap().to_string()
+}
+
 fn signed_edge(origin: &Origin) -> (Edge, Value) {
     signed_edge_with_keys(origin, |path| path)
 }
@@ -127,15 +138,7 @@ async fn a_cache_hit_still_needs_a_valid_signature() {
     let origin = Origin::start();
     let (edge, doc) = signed_edge(&origin);
     let host = doc["host"].as_str().unwrap();
-    let good = doc["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "canned_rsa_sha1")
-        .unwrap()["path"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let good = case_field(&doc, "canned_rsa_sha1", "path");
     let c = client();
     let r = send(c.get(edge.url(&good)).header("host", host)).await;
     assert_eq!((r.status, r.is_miss()), (200, true));
@@ -167,15 +170,7 @@ async fn a_replaced_key_file_takes_effect_and_a_broken_one_keeps_the_old() {
         copy
     });
     let host = doc["host"].as_str().unwrap();
-    let good = doc["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "canned_rsa_sha1")
-        .unwrap()["path"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let good = case_field(&doc, "canned_rsa_sha1", "path");
     let c = client();
     let status = || {
         let rb = c.get(edge.url(&good)).header("host", host);
@@ -209,15 +204,7 @@ async fn signed_cookies_stay_at_the_edge_and_other_cookies_pass() {
     let origin = Origin::start();
     let (edge, doc) = signed_edge(&origin);
     let host = doc["host"].as_str().unwrap();
-    let signed = doc["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "cookies_rsa")
-        .unwrap()["cookie"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let signed = case_field(&doc, "cookies_rsa", "cookie");
     // The cookie policy covers /downloads/*: any file there.
     let r = send(
         client()

@@ -116,13 +116,11 @@ impl TollgateProxy {
         }
         let query = strip_query_params(raw_query, &edge.query_token_names);
         // CloudFront signing parameters are never part of the cache key or the origin request.
-        let query = if route.access == AccessMode::Signed {
-            match crate::auth::cloudfront::strip_signing_params(&query) {
-                std::borrow::Cow::Borrowed(_) => query,
-                std::borrow::Cow::Owned(q) => std::borrow::Cow::Owned(q),
+        let query = match route.access {
+            AccessMode::Signed => {
+                Cow::Owned(crate::auth::cloudfront::strip_signing_params(&query).into_owned())
             }
-        } else {
-            query
+            _ => query,
         };
 
         let decision: Decision = match route.access {
@@ -241,7 +239,7 @@ impl TollgateProxy {
     ) -> Result<(), &'static str> {
         use crate::auth::cloudfront;
         let req = session.req_header();
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let tls = request::is_tls(session);
         let host = request_host(session);
         let cookies: Vec<&str> = req
             .headers
@@ -269,7 +267,7 @@ impl TollgateProxy {
     fn behaviour_gate(&self, session: &Session, route: &Route) -> Option<Answer> {
         let b = &route.behaviour;
         let req = session.req_header();
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let tls = request::is_tls(session);
         if !tls {
             match b.viewer_protocol {
                 ViewerProtocol::AllowAll => {}
@@ -396,46 +394,10 @@ impl TollgateProxy {
         for h in &edge.strip_headers {
             req.remove_header(h);
         }
-        let basic = ctx
-            .route(edge)
-            .is_some_and(|r| r.access == AccessMode::Basic);
-        if basic {
+        let access = ctx.route(edge).map(|r| r.access);
+        if access == Some(AccessMode::Basic) {
             // Credentials are for the edge; the origin never sees them.
             req.remove_header(&http::header::AUTHORIZATION);
-        }
-        let signed = ctx
-            .route(edge)
-            .is_some_and(|r| r.access == AccessMode::Signed);
-        let has_signed_cookie = |req: &pingora_http::RequestHeader| {
-            req.headers.get_all(http::header::COOKIE).iter().any(|v| {
-                v.to_str().is_ok_and(|v| {
-                    matches!(
-                        crate::auth::cloudfront::strip_signed_cookies(v),
-                        Cow::Owned(_)
-                    )
-                })
-            })
-        };
-        if signed && has_signed_cookie(req) {
-            // Signed cookies are for the edge too; other cookies pass as they came.
-            let kept: Vec<HeaderValue> = req
-                .headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .filter_map(|v| match v.to_str() {
-                    Ok(text) => {
-                        let rest = crate::auth::cloudfront::strip_signed_cookies(text);
-                        (!rest.is_empty())
-                            .then(|| HeaderValue::from_str(&rest).ok())
-                            .flatten()
-                    }
-                    Err(_) => Some(v.clone()),
-                })
-                .collect();
-            req.remove_header(&http::header::COOKIE);
-            for v in kept {
-                let _ = req.append_header(http::header::COOKIE, v);
-            }
         }
         if edge.bearer_source {
             let is_bearer = req
@@ -446,28 +408,29 @@ impl TollgateProxy {
                 req.remove_header(&http::header::AUTHORIZATION);
             }
         }
-        // Rebuild the Cookie header only when it carries a token cookie.
-        let token_cookie = edge.cookie_token_names.iter().any(|name| {
-            req.headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .any(|v| request::cookie_value(v.as_bytes(), name).is_some())
-        });
-        if token_cookie {
-            let names = &edge.cookie_token_names;
-            let joined: Vec<u8> = req
-                .headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .map(HeaderValue::as_bytes)
-                .collect::<Vec<_>>()
-                .join(&b"; "[..]);
-            req.remove_header(&http::header::COOKIE);
-            if let Some(kept) = request::strip_cookies(&joined, names) {
-                if let Ok(v) = HeaderValue::from_str(&kept) {
-                    let _ = req.insert_header(http::header::COOKIE, v);
-                }
-            }
+        // Cookies meant for the edge: token cookies, and on signed routes CloudFront's signed
+        // cookies. The Cookie header is rebuilt only when it carries one of them.
+        let signed_names: &[&str] = if access == Some(AccessMode::Signed) {
+            &crate::auth::cloudfront::SIGNED_COOKIE_NAMES
+        } else {
+            &[]
+        };
+        let edge_cookie = |name: &str| {
+            edge.cookie_token_names.iter().any(|n| n == name) || signed_names.contains(&name)
+        };
+        let carries_edge_cookie = edge
+            .cookie_token_names
+            .iter()
+            .map(String::as_str)
+            .chain(signed_names.iter().copied())
+            .any(|name| {
+                req.headers
+                    .get_all(http::header::COOKIE)
+                    .iter()
+                    .any(|v| request::cookie_value(v.as_bytes(), name).is_some())
+            });
+        if carries_edge_cookie {
+            request::rewrite_cookies(req, |name| !edge_cookie(name));
         }
         if uri_changed {
             let pq = if ctx.query.is_empty() {

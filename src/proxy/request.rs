@@ -197,6 +197,11 @@ pub fn host_name(host: &str) -> &str {
     host.split(':').next().unwrap_or("")
 }
 
+/// Did the request arrive over TLS?
+pub fn is_tls(session: &pingora_proxy::Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
 /// The token of an `Authorization: Bearer <token>` header value.
 pub fn bearer_token(value: &[u8]) -> Option<&str> {
     let v = std::str::from_utf8(value).ok()?;
@@ -218,16 +223,36 @@ pub fn cookie_value<'a>(header: &'a [u8], name: &str) -> Option<&'a str> {
 
 /// A `Cookie` header value without the cookies named in `names`; `None` if nothing is left.
 pub fn strip_cookies<S: AsRef<str>>(header: &[u8], names: &[S]) -> Option<String> {
+    retain_cookies(header, |k| !names.iter().any(|n| n.as_ref() == k))
+}
+
+/// The cookies of a `Cookie` header value whose names pass `keep`; `None` if none is left.
+pub fn retain_cookies(header: &[u8], keep: impl Fn(&str) -> bool) -> Option<String> {
     let v = String::from_utf8_lossy(header);
     let kept: Vec<&str> = v
         .split(';')
         .map(str::trim)
-        .filter(|c| {
-            let k = c.split_once('=').map_or(*c, |(k, _)| k);
-            !c.is_empty() && !names.iter().any(|n| n.as_ref() == k)
-        })
+        .filter(|c| !c.is_empty() && keep(c.split_once('=').map_or(*c, |(k, _)| k)))
         .collect();
     (!kept.is_empty()).then(|| kept.join("; "))
+}
+
+/// Replace the request's `Cookie` headers by one holding the cookies whose names pass `keep`
+/// (none at all if no cookie is left).
+pub fn rewrite_cookies(req: &mut pingora_http::RequestHeader, keep: impl Fn(&str) -> bool) {
+    let joined: Vec<u8> = req
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .map(http::HeaderValue::as_bytes)
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    req.remove_header(&http::header::COOKIE);
+    if let Some(kept) = retain_cookies(&joined, keep) {
+        if let Ok(v) = http::HeaderValue::from_str(&kept) {
+            let _ = req.insert_header(http::header::COOKIE, v);
+        }
+    }
 }
 
 /// What the request carries, in the terms [`find_token`] needs.
@@ -309,27 +334,7 @@ pub fn apply_forwarding(
         Forward::None => {
             req.remove_header(&http::header::COOKIE);
         }
-        Forward::Only(names) => {
-            let kept: Vec<String> = req
-                .headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
-                .flat_map(|v| v.split(';'))
-                .map(str::trim)
-                .filter(|c| {
-                    let k = c.split_once('=').map_or(*c, |(k, _)| k);
-                    names.iter().any(|n| n == k)
-                })
-                .map(str::to_owned)
-                .collect();
-            req.remove_header(&http::header::COOKIE);
-            if !kept.is_empty() {
-                if let Ok(v) = http::HeaderValue::from_str(&kept.join("; ")) {
-                    let _ = req.insert_header(http::header::COOKIE, v);
-                }
-            }
-        }
+        Forward::Only(names) => rewrite_cookies(req, |k| names.iter().any(|n| n == k)),
     }
 }
 
