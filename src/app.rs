@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 mod drain;
+mod front;
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -123,14 +124,17 @@ pub fn build(edge: Arc<Edge>, flags: RunFlags) -> anyhow::Result<Server> {
         log
     });
     let grace = Duration::from_secs(server.configuration.grace_period_seconds.unwrap_or(0));
+    let proxy_logic = TollgateProxy::new(edge.clone()).with_access_log(access_log);
+    let linger = drain::IDLE_LINGER.min(grace);
     let mut proxy = Service::new(
         "tollgate edge".to_string(),
-        drain::Draining::new(
-            pingora_proxy::http_proxy(
-                &server.configuration,
-                TollgateProxy::new(edge.clone()).with_access_log(access_log),
+        front::Front::new(
+            drain::Draining::new(
+                pingora_proxy::http_proxy(&server.configuration, proxy_logic.clone()),
+                linger,
             ),
-            drain::IDLE_LINGER.min(grace),
+            proxy_logic,
+            linger,
         ),
     );
     for l in &config.listeners {

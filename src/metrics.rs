@@ -51,6 +51,13 @@ pub struct Metrics {
     pub cache_purged: IntCounter,
     /// `tollgate_access_log_dropped_total{reason}`
     pub access_log_dropped: IntCounterVec,
+    /// `tollgate_fast_path_total{outcome}`: requests the connection-level hit path answered
+    /// (`served`) or handed to the proxy (`proxied`).
+    pub fast_path: IntCounterVec,
+    /// `tollgate_fast_path_total{outcome="served"}`
+    pub fast_served: IntCounter,
+    /// `tollgate_fast_path_total{outcome="proxied"}`
+    pub fast_proxied: IntCounter,
 }
 
 impl Metrics {
@@ -152,6 +159,16 @@ impl Metrics {
         for reason in ["queue_full", "write_error"] {
             access_log_dropped.with_label_values(&[reason]);
         }
+        let fast_path = IntCounterVec::new(
+            Opts::new(
+                "tollgate_fast_path_total",
+                "HTTP/1.1 requests answered as fresh memory hits by the connection loop (served) \
+                 or handed to the proxy (proxied).",
+            ),
+            &["outcome"],
+        )?;
+        let fast_served = fast_path.with_label_values(&["served"]);
+        let fast_proxied = fast_path.with_label_values(&["proxied"]);
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(auth_decisions.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
@@ -168,6 +185,7 @@ impl Metrics {
         registry.register(Box::new(token_cache_entries.clone()))?;
         registry.register(Box::new(cache_purged.clone()))?;
         registry.register(Box::new(access_log_dropped.clone()))?;
+        registry.register(Box::new(fast_path.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -186,6 +204,9 @@ impl Metrics {
             token_cache_entries,
             cache_purged,
             access_log_dropped,
+            fast_path,
+            fast_served,
+            fast_proxied,
         })
     }
 

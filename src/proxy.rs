@@ -12,6 +12,7 @@
 mod access_record;
 pub mod admit;
 mod caching;
+pub mod fast;
 pub mod freshness;
 pub mod invalidate;
 pub mod request;
@@ -38,6 +39,7 @@ use crate::edge::{Edge, VARIANT_HEADER};
 use crate::metrics::status_class;
 
 /// The Tollgate proxy logic.
+#[derive(Clone)]
 pub struct TollgateProxy {
     edge: Arc<Edge>,
     access_log: Option<AccessLog>,

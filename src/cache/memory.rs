@@ -12,7 +12,7 @@
 
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -108,6 +108,9 @@ struct Stored {
     body: Bytes,
     /// Bytes accounted for this object (body + headers + overhead).
     size: u64,
+    /// The response head as the connection-level hit path sends it, built on its first use
+    /// (`None`: that path does not serve this object). See [`FreshObject::wire_head`].
+    wire: OnceLock<Option<Bytes>>,
 }
 
 /// The memory tier. Create one per process with [`MemoryStore::leak`]: pingora wants
@@ -264,12 +267,58 @@ impl MemoryStore {
             meta,
             body,
             size,
+            wire: OnceLock::new(),
         });
     }
 
     fn get(&self, hash: &HashBinary) -> Option<Arc<Stored>> {
         // TinyUFO buckets by a 64-bit hash of the key; compare the full 128-bit key as well.
         self.ufo.get(hash).flatten().filter(|s| &s.hash == hash)
+    }
+}
+
+impl MemoryStore {
+    /// The object under `hash` if it is fresh at `now` and has no `Vary` secondary key: what
+    /// the connection-level hit path may serve without asking anything else. Counts nothing.
+    pub fn fresh(&self, hash: &HashBinary, now: SystemTime) -> Option<FreshObject> {
+        let stored = self.get(hash)?;
+        let m = &stored.meta;
+        (m.variance.is_none() && m.fresh_until >= now).then_some(FreshObject(stored))
+    }
+}
+
+/// A fresh stored object, shared (no copy of header or body).
+pub struct FreshObject(Arc<Stored>);
+
+impl FreshObject {
+    /// The stored response header.
+    pub fn header(&self) -> &ResponseHeader {
+        &self.0.meta.header
+    }
+
+    /// The whole body.
+    pub fn body(&self) -> &Bytes {
+        &self.0.body
+    }
+
+    /// Seconds since the object was stored or last revalidated, as pingora's `Age` counts.
+    pub fn age(&self, now: SystemTime) -> u64 {
+        let m = &self.0.meta;
+        now.duration_since(m.epoch_override.unwrap_or(m.updated))
+            .map_or(0, |d| d.as_secs())
+    }
+
+    /// The response head built by `build` from the stored header, built once per stored
+    /// object and shared by every later hit. The object's key fixes its variant, so one head
+    /// per object is enough.
+    pub fn wire_head(
+        &self,
+        build: impl FnOnce(&ResponseHeader) -> Option<Bytes>,
+    ) -> Option<&Bytes> {
+        self.0
+            .wire
+            .get_or_init(|| build(&self.0.meta.header))
+            .as_ref()
     }
 }
 
@@ -349,6 +398,7 @@ impl Storage for MemoryStore {
             meta,
             body: old.body.clone(),
             size,
+            wire: OnceLock::new(),
         });
         Ok(true)
     }
@@ -470,6 +520,7 @@ impl HandleMiss for MemoryMiss {
             meta,
             body,
             size,
+            wire: OnceLock::new(),
         });
         Ok(MissFinishType::Created(body_len))
     }

@@ -285,6 +285,7 @@ pub struct RawCache {
 #[serde(deny_unknown_fields)]
 pub struct RawCacheMemory {
     pub max_size: Option<UnitValue>,
+    pub fast_hits: Option<bool>,
 }
 
 /// `cache.disk`.

@@ -187,6 +187,7 @@ fn base_config_and_defaults() {
         CacheSettings {
             disk: None,
             memory_max_size: 256 << 20,
+            fast_hits: true,
             max_object_size: 16 << 20,
             lock_timeout: Duration::from_secs(10),
         }

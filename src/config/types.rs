@@ -435,6 +435,10 @@ pub struct CacheSettings {
     pub disk: Option<DiskSettings>,
     /// Memory tier capacity in bytes.
     pub memory_max_size: u64,
+    /// `cache.memory.fast_hits` (default on): answer fresh memory hits on public and paywall
+    /// routes straight from the connection loop (`crate::app::front`), without Pingora's proxy
+    /// phases. Off: every request goes through the proxy.
+    pub fast_hits: bool,
     /// Larger responses are passed through uncached.
     pub max_object_size: u64,
     /// How long a request waits for another request filling the same entry.

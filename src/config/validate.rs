@@ -498,8 +498,10 @@ fn validate_disk(raw: RawCacheDisk, base_dir: &Path, p: &mut Problems) -> Option
 
 fn validate_cache(raw: RawCache, base_dir: &Path, p: &mut Problems) -> CacheSettings {
     let disk = raw.disk.and_then(|d| validate_disk(d, base_dir, p));
+    let raw_memory = raw.memory.unwrap_or_default();
+    let fast_hits = raw_memory.fast_hits.unwrap_or(true);
     let memory = size_or(
-        raw.memory.unwrap_or_default().max_size,
+        raw_memory.max_size,
         DEFAULT_CACHE_MEMORY_MAX_SIZE,
         "cache.memory.max_size",
         p,
@@ -539,6 +541,7 @@ fn validate_cache(raw: RawCache, base_dir: &Path, p: &mut Problems) -> CacheSett
     CacheSettings {
         disk,
         memory_max_size: memory.unwrap_or(DEFAULT_CACHE_MEMORY_MAX_SIZE),
+        fast_hits,
         max_object_size: max_object.unwrap_or(DEFAULT_CACHE_MAX_OBJECT_SIZE),
         lock_timeout: duration_or(
             raw.lock_timeout,

@@ -79,6 +79,22 @@ fn request_host(session: &Session) -> String {
     raw.to_ascii_lowercase()
 }
 
+/// What a token decision reads from a request, however the request was parsed.
+pub(super) struct TokenFacts<'a> {
+    /// A path token and its session prefix, when path tokens are a source.
+    pub path_token: Option<(&'a str, Option<&'a str>)>,
+    /// The query as sent (token parameters included).
+    pub raw_query: &'a str,
+    /// The first `Authorization` header.
+    pub authorization: Option<&'a [u8]>,
+    /// Every `Cookie` header.
+    pub cookies: &'a [&'a [u8]],
+    /// The client's address.
+    pub client: Option<std::net::IpAddr>,
+    /// `User-Agent`, empty when absent.
+    pub user_agent: &'a [u8],
+}
+
 impl TollgateProxy {
     /// Steps 1–3 of the request flow. Returns the answer to give locally, if any.
     pub(super) async fn admit(&self, session: &mut Session, ctx: &mut Ctx) -> Option<Answer> {
@@ -132,32 +148,24 @@ impl TollgateProxy {
                     .iter()
                     .map(HeaderValue::as_bytes)
                     .collect();
-                let parts = RequestParts {
+                let facts = TokenFacts {
                     path_token,
-                    query: raw_query,
+                    raw_query,
                     authorization: req
                         .headers
                         .get(http::header::AUTHORIZATION)
                         .map(HeaderValue::as_bytes),
                     cookies: &cookies,
+                    client: session
+                        .client_addr()
+                        .and_then(|a| a.as_inet())
+                        .map(|a| a.ip()),
+                    user_agent: req
+                        .headers
+                        .get(http::header::USER_AGENT)
+                        .map_or(&b""[..], HeaderValue::as_bytes),
                 };
-                let client = session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| a.ip());
-                let now = unix_now();
-                let presented = find_token(&edge.config.auth.token_sources, &parts)
-                    .map(|t| self.present(&t, path, client, now, req, &query));
-                let decision = if route.access == AccessMode::Paywall {
-                    access::paywall(&route.require, presented)
-                } else {
-                    access::token(&route.require, presented)
-                };
-                let ua = req
-                    .headers
-                    .get(http::header::USER_AGENT)
-                    .map_or(&b""[..], HeaderValue::as_bytes);
-                self.watch_session(route.access, decision, client, ua, now)
+                self.token_decision(route, &facts, path, &query, Some(req))
             }
             AccessMode::Basic => {
                 let realm = route.realm.as_deref().unwrap_or_default();
@@ -199,7 +207,38 @@ impl TollgateProxy {
         None
     }
 
-    fn count_auth(&self, result: access::AuthResult) {
+    /// The decision of a `paywall` or `token` route: find the token in the configured sources,
+    /// verify it (token cache first), check entitlement and revocation, watch the session.
+    /// `req` is consulted only for AWS Secure Media Delivery tokens (their rules read request
+    /// headers); without it such tokens are not tried, so callers that pass `None` must not
+    /// run with SMD secrets configured.
+    pub(super) fn token_decision(
+        &self,
+        route: &Route,
+        facts: &TokenFacts<'_>,
+        path: &str,
+        query: &str,
+        req: Option<&pingora_http::RequestHeader>,
+    ) -> Decision {
+        let edge = &*self.edge;
+        let parts = RequestParts {
+            path_token: facts.path_token,
+            query: facts.raw_query,
+            authorization: facts.authorization,
+            cookies: facts.cookies,
+        };
+        let now = unix_now();
+        let presented = find_token(&edge.config.auth.token_sources, &parts)
+            .map(|t| self.present(&t, path, facts.client, now, req, query));
+        let decision = if route.access == AccessMode::Paywall {
+            access::paywall(&route.require, presented)
+        } else {
+            access::token(&route.require, presented)
+        };
+        self.watch_session(route.access, decision, facts.client, facts.user_agent, now)
+    }
+
+    pub(super) fn count_auth(&self, result: access::AuthResult) {
         self.edge
             .metrics
             .auth_decisions
@@ -309,7 +348,7 @@ impl TollgateProxy {
         path: &'a str,
         client: Option<std::net::IpAddr>,
         now: u64,
-        req: &pingora_http::RequestHeader,
+        req: Option<&pingora_http::RequestHeader>,
         query: &str,
     ) -> access::Presented<'a> {
         let edge = &*self.edge;
@@ -318,8 +357,8 @@ impl TollgateProxy {
             .verify(&found.token, &edge.keys.load(), &edge.policy, now);
         // Not one of ours: maybe a token of the AWS Secure Media Delivery service (HS256 with
         // its own kids), if the publisher migrates with its token service unchanged.
-        if let (Err(Denial::UnknownKid | Denial::AlgMismatch), Some(secrets)) =
-            (&verified, &edge.smd)
+        if let (Err(Denial::UnknownKid | Denial::AlgMismatch), Some(secrets), Some(req)) =
+            (&verified, &edge.smd, req)
         {
             if let Some(result) = smd_verify(secrets, found, path, client, now, req, query) {
                 verified = result;

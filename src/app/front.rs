@@ -1,0 +1,219 @@
+//! The connection loop in front of the proxy: HTTP/1.1 requests that are fresh memory hits
+//! are answered here ([`crate::proxy::fast`]); every other request — and every HTTP/2
+//! connection — goes to Pingora's proxy, on the same connection, with the bytes already read.
+//!
+//! A request handed over is given to a new Pingora HTTP/1 session with what was read of it
+//! as the session's pipelined prefix; when the proxy is done and the connection can be reused,
+//! it comes back here for the next request. Keep-alive matches the proxy's: 60 s idle, and
+//! once shutdown begins an idle connection lingers for [`super::drain::IDLE_LINGER`] so that a
+//! request already on its way is answered (with `Connection: close`) instead of reset.
+
+use std::io::IoSlice;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Buf, BytesMut};
+use pingora_core::apps::{HttpServerApp, ServerApp};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::{Stream, ALPN};
+use pingora_core::server::ShutdownWatch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::proxy::fast::{self, Parse};
+use crate::proxy::TollgateProxy;
+
+/// Idle time allowed between requests, and for one request head or answer to cross.
+const KEEPALIVE: Duration = Duration::from_secs(60);
+/// A head this long that is still incomplete is left to the proxy (and its limits).
+const MAX_FAST_HEAD: usize = 16 * 1024;
+
+/// The edge's listening app: the hit path in front of `inner` (the proxy).
+pub struct Front<A> {
+    inner: Arc<A>,
+    fast: TollgateProxy,
+    linger: Duration,
+}
+
+impl<A> Front<A> {
+    /// `inner` answers everything `fast` does not; `linger` as in [`super::drain`].
+    pub fn new(inner: A, fast: TollgateProxy, linger: Duration) -> Front<A> {
+        Front {
+            inner: Arc::new(inner),
+            fast,
+            linger,
+        }
+    }
+}
+
+enum Read {
+    /// More bytes are in the buffer.
+    More,
+    /// The peer closed, the connection idled out, or it failed: drop it.
+    Done,
+}
+
+/// Read more of the next request into `buf`, waiting at most until `deadline` — or, once
+/// shutdown begins, at most `linger` more.
+async fn read_more(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    shutdown: &mut ShutdownWatch,
+    mut deadline: Instant,
+    linger: Duration,
+) -> Read {
+    if *shutdown.borrow() {
+        deadline = deadline.min(Instant::now() + linger);
+    }
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(4096);
+    }
+    loop {
+        tokio::select! {
+            r = stream.read_buf(buf) => {
+                return match r {
+                    Ok(0) | Err(_) => Read::Done,
+                    Ok(_) => Read::More,
+                };
+            }
+            () = tokio::time::sleep_until(deadline) => return Read::Done,
+            changed = shutdown.changed(), if !*shutdown.borrow() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    deadline = deadline.min(Instant::now() + linger);
+                }
+            }
+        }
+    }
+}
+
+/// Write the head (with any inline body) and a trailing body, within `KEEPALIVE`.
+async fn write_answer(stream: &mut Stream, head: &[u8], body: &[u8]) -> std::io::Result<()> {
+    let write = async {
+        if body.is_empty() {
+            stream.write_all(head).await?;
+        } else {
+            let (mut head, mut body) = (head, body);
+            while !head.is_empty() {
+                let n = stream
+                    .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+                    .await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
+                let from_head = n.min(head.len());
+                head = &head[from_head..];
+                body = &body[n - from_head..];
+            }
+            stream.write_all(body).await?;
+        }
+        stream.flush().await
+    };
+    match tokio::time::timeout(KEEPALIVE, write).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
+    /// HTTP/1.x on one connection, request after request.
+    async fn serve_h1(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
+        let tls = stream.get_ssl_digest().is_some();
+        let client = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let mut watch = shutdown.clone();
+        let mut buf = BytesMut::with_capacity(4096);
+        loop {
+            let deadline = Instant::now() + KEEPALIVE;
+            // Complete the next head, answer it here if it is a fresh hit.
+            let hit = loop {
+                match fast::parse(&buf) {
+                    Parse::Hit(req, len) => match self.fast.fast_hit(&req, tls, client) {
+                        Some(hit) => break Some((hit, len, req.close)),
+                        None => break None,
+                    },
+                    Parse::Proxy => break None,
+                    Parse::Partial if buf.len() > MAX_FAST_HEAD => break None,
+                    Parse::Partial => {}
+                }
+                match read_more(&mut stream, &mut buf, &mut watch, deadline, self.linger).await {
+                    Read::More => {}
+                    Read::Done => {
+                        if !buf.is_empty() {
+                            // a request cut short: let the proxy answer it (400) or drop it
+                            break None;
+                        }
+                        return;
+                    }
+                }
+            };
+            match hit {
+                Some((hit, len, client_close)) => {
+                    let close = client_close || *watch.borrow();
+                    let head = hit.head(close);
+                    let body = hit.trailing_body().cloned().unwrap_or_default();
+                    let ok = write_answer(&mut stream, &head, &body).await.is_ok();
+                    let sent = if ok { hit.body_len() } else { 0 };
+                    self.fast.fast_done(hit, sent, client);
+                    if !ok {
+                        return;
+                    }
+                    if close {
+                        let _ = stream.shutdown().await;
+                        return;
+                    }
+                    buf.advance(len);
+                }
+                None => {
+                    self.fast.count_proxied();
+                    match self.proxy_one(stream, &mut buf, shutdown).await {
+                        Some(s) => stream = s,
+                        None => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hand the request at the start of `buf` (and anything after it) to the proxy; the
+    /// connection back if it may be reused.
+    async fn proxy_one(
+        &self,
+        stream: Stream,
+        buf: &mut BytesMut,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut session = ServerSession::new_http1(stream);
+        session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        if !buf.is_empty() {
+            session.set_pipelined_prefix(buf.split());
+        }
+        let reused = self.inner.process_new_http(session, shutdown).await?;
+        // Pingora returns read-ahead bytes only with pipelining enabled (off here): a client
+        // that pipelines behind a proxied request gets the connection closed after it.
+        let (stream, _settings) = reused.consume();
+        Some(stream)
+    }
+}
+
+#[async_trait]
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let h2c = self.inner.server_options().is_some_and(|o| o.h2c);
+        let h1 = matches!(stream.selected_alpn_proto(), None | Some(ALPN::H1));
+        if !self.fast.fast_hits() || h2c || !h1 {
+            return self.inner.process_new(stream, shutdown).await;
+        }
+        self.serve_h1(stream, shutdown).await;
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.inner.http_cleanup().await;
+    }
+}

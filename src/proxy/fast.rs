@@ -1,0 +1,444 @@
+//! Fresh memory hits answered from the connection loop ([`crate::app::front`]), without
+//! Pingora's proxy phases.
+//!
+//! Why: on a warm hit, Pingora's HTTP/1 session and proxy state machine cost about twice what
+//! the answer itself costs — the request is parsed into a header map, a cache key, a `CacheMeta`
+//! and a response header are built and dropped, each phase is a boxed future. `perf` on the
+//! 1 KiB public hit (benches/peers, issue 7) showed Tollgate's user space at ~21 µs a request
+//! against HAProxy's ~9 µs. This path does only what a fresh hit needs: parse the head
+//! (`httparse`), route, decide access with the same functions as the proxy, look the object
+//! up in the memory tier, and write one precomputed head plus the shared body.
+//! Benchmarks: `benches/peers/run.sh` (ratios in the closing note of issue 7) and
+//! `benches/wrk/run.sh`.
+//!
+//! It serves a request only when the answer is certain to be the one the proxy would give:
+//! a plain HTTP/1.1 GET or HEAD without body, range, conditional or request cache directives,
+//! on a `public` or `paywall` route whose behaviours let it through, decided with the proxy's
+//! own access functions, and a fresh memory-tier object without `Vary` for the variant
+//! decided. Anything else goes to the proxy unchanged ([`Parse::Proxy`], or `None` from
+//! [`TollgateProxy::fast_hit`]).
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::{BufMut, Bytes};
+use pingora_cache::key::CacheHashKey;
+use pingora_http::ResponseHeader;
+
+use super::admit::TokenFacts;
+use super::request::{keep_query_params, normalize_path, split_path_token, strip_query_params};
+use super::TollgateProxy;
+use crate::access::{self, AuthResult};
+use crate::auth::Claims;
+use crate::cache::memory::FreshObject;
+use crate::cache::{cache_key, Variant};
+use crate::config::{AccessMode, QueryPolicy, ViewerProtocol};
+use crate::metrics::status_class;
+
+/// Headers of one request this path looks at, at most; more and the proxy takes it.
+const MAX_HEADERS: usize = 48;
+/// Cookie headers kept for the token lookup; more and the proxy takes the request.
+const MAX_COOKIE_HEADERS: usize = 8;
+
+/// One request head, as far as a hit needs it. Borrows the connection's read buffer.
+#[derive(Debug)]
+pub struct HitRequest<'a> {
+    /// HEAD (else GET).
+    pub head: bool,
+    /// The path as sent (before `?`).
+    pub path: &'a str,
+    /// The query as sent (after the first `?`), empty when none.
+    pub query: &'a str,
+    /// The `Host` header.
+    pub host: &'a str,
+    /// The `Authorization` header.
+    pub authorization: Option<&'a [u8]>,
+    /// `Cookie` headers.
+    pub cookies: Vec<&'a [u8]>,
+    /// `User-Agent`, empty when absent.
+    pub user_agent: &'a [u8],
+    /// The client asked to close the connection after this answer.
+    pub close: bool,
+}
+
+/// What the bytes at the start of a connection's buffer are.
+#[derive(Debug)]
+pub enum Parse<'a> {
+    /// A complete head of `len` bytes this path may answer.
+    Hit(HitRequest<'a>, usize),
+    /// The head is not complete yet.
+    Partial,
+    /// Anything this path does not answer (other methods, versions, bodies, odd headers,
+    /// malformed requests): the proxy parses and answers it.
+    Proxy,
+}
+
+fn visible_ascii(s: &[u8]) -> bool {
+    s.iter().all(|&b| (0x21..=0x7e).contains(&b) && b != b'#')
+}
+
+/// A `Host` value: a name or address with an optional port, nothing the proxy would reject.
+fn plain_host(s: &[u8]) -> bool {
+    !s.is_empty()
+        && s.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+}
+
+/// Parse the head at the start of `buf` and decide whether this path may answer it.
+pub fn parse(buf: &[u8]) -> Parse<'_> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parse::Partial,
+        Err(_) => return Parse::Proxy,
+    };
+    let head = match req.method {
+        Some("GET") => false,
+        Some("HEAD") => true,
+        _ => return Parse::Proxy,
+    };
+    let (Some(target), Some(1)) = (req.path, req.version) else {
+        return Parse::Proxy;
+    };
+    if !target.starts_with('/') || !visible_ascii(target.as_bytes()) {
+        return Parse::Proxy;
+    }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut out = HitRequest {
+        head,
+        path,
+        query,
+        host: "",
+        authorization: None,
+        cookies: Vec::new(),
+        user_agent: b"",
+        close: false,
+    };
+    let mut hosts = 0;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        let value = h.value;
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        if is("host") {
+            hosts += 1;
+            match std::str::from_utf8(value) {
+                Ok(v) if plain_host(value) => out.host = v,
+                _ => return Parse::Proxy,
+            }
+        } else if is("authorization") {
+            if out.authorization.replace(value).is_some() {
+                return Parse::Proxy;
+            }
+        } else if is("cookie") {
+            if out.cookies.len() == MAX_COOKIE_HEADERS {
+                return Parse::Proxy;
+            }
+            out.cookies.push(value);
+        } else if is("user-agent") {
+            if out.user_agent.is_empty() {
+                out.user_agent = value;
+            }
+        } else if is("connection") {
+            for token in value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    out.close = true;
+                } else if !token.eq_ignore_ascii_case(b"keep-alive") {
+                    return Parse::Proxy;
+                }
+            }
+        } else if is("content-length") {
+            if value != b"0" {
+                return Parse::Proxy;
+            }
+        } else if is("transfer-encoding")
+            || is("expect")
+            || is("upgrade")
+            || is("range")
+            || is("if-range")
+            || is("if-match")
+            || is("if-none-match")
+            || is("if-modified-since")
+            || is("if-unmodified-since")
+            || is("cache-control")
+            || is("pragma")
+            || is("http2-settings")
+        {
+            return Parse::Proxy;
+        }
+    }
+    if hosts != 1 {
+        return Parse::Proxy;
+    }
+    Parse::Hit(out, len)
+}
+
+/// A hit about to be written, and what its access-log line and metrics need afterwards.
+pub struct FastHit {
+    start: Instant,
+    route: usize,
+    variant: Variant,
+    auth: Option<AuthResult>,
+    claims: Option<Arc<Claims>>,
+    host: String,
+    path: String,
+    query: String,
+    head_only: bool,
+    object: FreshObject,
+    /// [`wire_head`] of the object, shared
+    stored_head: Bytes,
+    age: u64,
+}
+
+impl FastHit {
+    /// The response head: the stored head, then `Age`, `Cache-Status`, `Date`, `Connection`.
+    /// A body of up to [`INLINE_BODY`] bytes follows in the same buffer.
+    pub fn head(&self, close: bool) -> Vec<u8> {
+        let stored = &self.stored_head;
+        let date = pingora_core::protocols::http::date::get_cached_date();
+        let mut out = Vec::with_capacity(stored.len() + 160 + self.inline_body().len());
+        out.extend_from_slice(stored);
+        out.extend_from_slice(b"Age: ");
+        out.extend_from_slice(self.age.to_string().as_bytes());
+        out.extend_from_slice(b"\r\ncache-status: tollgate; hit\r\nDate: ");
+        out.extend_from_slice(date.as_bytes());
+        out.extend_from_slice(if close {
+            &b"\r\nConnection: close\r\n\r\n"[..]
+        } else {
+            &b"\r\nConnection: keep-alive\r\n\r\n"[..]
+        });
+        out.extend_from_slice(self.inline_body());
+        out
+    }
+
+    /// A body small enough to copy behind the head (one write); empty otherwise.
+    fn inline_body(&self) -> &[u8] {
+        match self.body() {
+            Some(b) if b.len() <= INLINE_BODY => b,
+            _ => b"",
+        }
+    }
+
+    /// A body sent as its own buffer after the head (vectored write), if any.
+    pub fn trailing_body(&self) -> Option<&Bytes> {
+        self.body().filter(|b| b.len() > INLINE_BODY)
+    }
+
+    /// Body bytes this answer carries (0 for HEAD).
+    pub fn body_len(&self) -> usize {
+        self.body().map_or(0, Bytes::len)
+    }
+
+    fn body(&self) -> Option<&Bytes> {
+        (!self.head_only).then(|| self.object.body())
+    }
+}
+
+/// Bodies up to this size are copied into the head's buffer: one `send` instead of a
+/// two-buffer `writev`, and the copy costs less than the second iovec on loopback.
+const INLINE_BODY: usize = 16 * 1024;
+
+/// The stored head as the proxy would send it on a hit, minus the per-request fields:
+/// status line, every stored header except `Age`, `Date` and `Connection` (written per
+/// request), and `Cache-Control: private` in place of the origin's on subscriber content.
+/// A `200` gets `Accept-Ranges: bytes`, as the proxy's range filter adds to every hit that
+/// could be served in ranges. `None` (the proxy serves it) when the stored response has no
+/// body framing this path can vouch for: informational, 204 and 304 statuses, or a
+/// `Content-Length` that is missing or not the stored body's length.
+fn wire_head(stored: &ResponseHeader, variant: Variant, body_len: usize) -> Option<Bytes> {
+    let status = stored.status;
+    if status.is_informational() || matches!(status.as_u16(), 204 | 304) {
+        return None;
+    }
+    let length = stored.headers.get(http::header::CONTENT_LENGTH)?.as_bytes();
+    if !length.iter().all(u8::is_ascii_digit) || length != body_len.to_string().as_bytes() {
+        return None;
+    }
+    let mut h = stored.clone();
+    if status == http::StatusCode::OK {
+        h.insert_header(http::header::ACCEPT_RANGES, "bytes").ok()?;
+    }
+    for name in [
+        http::header::AGE,
+        http::header::DATE,
+        http::header::CONNECTION,
+    ] {
+        h.remove_header(&name);
+    }
+    if variant == Variant::Subscriber {
+        // as `response_filter`: entitled content must not land in shared caches downstream
+        h.insert_header(http::header::CACHE_CONTROL, "private")
+            .ok()?;
+    }
+    let reason = h
+        .get_reason_phrase()
+        .or(status.canonical_reason())
+        .unwrap_or("");
+    let mut out = Vec::with_capacity(512).writer();
+    let buf = out.get_mut();
+    buf.extend_from_slice(b"HTTP/1.1 ");
+    buf.extend_from_slice(status.as_str().as_bytes());
+    buf.push(b' ');
+    buf.extend_from_slice(reason.as_bytes());
+    buf.extend_from_slice(b"\r\n");
+    let mut buf = out.into_inner();
+    h.header_to_h1_wire(&mut buf);
+    Some(Bytes::from(buf))
+}
+
+impl TollgateProxy {
+    /// Whether fresh memory hits are answered by the connection loop.
+    pub fn fast_hits(&self) -> bool {
+        self.edge.config.cache.fast_hits
+    }
+
+    /// Answer `req` from the memory tier if that is certain to be the proxy's answer; `None`
+    /// hands it to the proxy. Nothing is counted or logged on `None`.
+    pub fn fast_hit(
+        &self,
+        req: &HitRequest<'_>,
+        tls: bool,
+        client: Option<std::net::IpAddr>,
+    ) -> Option<FastHit> {
+        let start = Instant::now();
+        let edge = &*self.edge;
+        let normalized = normalize_path(req.path).ok()?;
+        let (path_token, path) = match edge
+            .path_source
+            .then(|| split_path_token(&normalized))
+            .flatten()
+        {
+            Some((tok, sid, rest)) => (Some((tok, sid)), rest),
+            None => (None, &*normalized),
+        };
+        let (route_index, route) = edge
+            .config
+            .routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.glob.matches(path))?;
+        let b = &route.behaviour;
+        let methods_ok = b.methods.as_ref().is_none_or(|m| {
+            m.contains(if req.head {
+                &http::Method::HEAD
+            } else {
+                &http::Method::GET
+            })
+        });
+        let paywall = match route.access {
+            AccessMode::Public => false,
+            AccessMode::Paywall if edge.smd.is_none() => true,
+            _ => return None,
+        };
+        if !route.cache.enabled
+            || !methods_ok
+            || (!tls && b.viewer_protocol != ViewerProtocol::AllowAll)
+        {
+            return None;
+        }
+        let stripped = strip_query_params(req.query, &edge.query_token_names);
+        let query = match &b.query {
+            QueryPolicy::All => stripped.into_owned(),
+            QueryPolicy::None => String::new(),
+            QueryPolicy::Allow(names) => keep_query_params(&stripped, names),
+        };
+        let host = req.host.to_ascii_lowercase();
+        // The decision is the proxy's, and may be taken twice for one request when the object
+        // turns out not to be here: verification is cached, session watching counts distinct
+        // (address, agent) pairs, a revocation it triggers is seen by the second decision. Only
+        // the decision counter is kept until the request is certainly answered here.
+        let decision = if paywall {
+            let facts = TokenFacts {
+                path_token,
+                raw_query: req.query,
+                authorization: req.authorization,
+                cookies: &req.cookies,
+                client,
+                user_agent: req.user_agent,
+            };
+            self.token_decision(route, &facts, path, &query, None)
+        } else {
+            access::public()
+        };
+        let variant = decision.variant?;
+        let now = SystemTime::now();
+        let key = cache_key(&host, path, &query, variant);
+        let object = edge.store.memory().fresh(&key.combined_bin(), now)?;
+        let body_len = object.body().len();
+        let stored_head = object
+            .wire_head(|h| wire_head(h, variant, body_len))?
+            .clone();
+        if let Some(result) = decision.result {
+            self.count_auth(result);
+        }
+        Some(FastHit {
+            start,
+            route: route_index,
+            variant,
+            auth: decision.result,
+            claims: decision.claims,
+            host,
+            path: path.to_owned(),
+            query,
+            head_only: req.head,
+            age: object.age(now),
+            object,
+            stored_head,
+        })
+    }
+
+    /// Count a request the connection loop handed to the proxy.
+    pub fn count_proxied(&self) {
+        self.edge.metrics.fast_proxied.inc();
+    }
+
+    /// Count and log a hit this path wrote (`body_bytes` of body sent), as `logging` does for
+    /// the proxy's requests.
+    pub fn fast_done(&self, hit: FastHit, body_bytes: usize, client: Option<std::net::IpAddr>) {
+        let edge = &*self.edge;
+        let route = &edge.config.routes[hit.route];
+        let status = hit.object.header().status.as_u16();
+        let m = &edge.metrics;
+        m.cache_lookups.with_label_values(&["memory", "hit"]).inc();
+        m.fast_served.inc();
+        m.requests
+            .with_label_values(&[
+                route.pattern.as_str(),
+                hit.variant.as_str(),
+                "hit",
+                status_class(status),
+            ])
+            .inc();
+        m.request_duration
+            .observe(hit.start.elapsed().as_secs_f64());
+        if let Some(log) = &self.access_log {
+            log.log(crate::access_log::Record {
+                time: SystemTime::now(),
+                client,
+                method: if hit.head_only {
+                    http::Method::HEAD
+                } else {
+                    http::Method::GET
+                },
+                host: hit.host,
+                path: hit.path,
+                query: hit.query,
+                status,
+                bytes: body_bytes as u64,
+                duration: hit.start.elapsed(),
+                cache: "hit",
+                tier: Some("memory"),
+                variant: Some(hit.variant.as_str()),
+                auth: hit.auth.map(|a| a.as_str()),
+                route: Some(hit.route),
+                claims: hit.claims,
+                origin_time: None,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "fast_tests.rs"]
+mod tests;

@@ -1,0 +1,363 @@
+//! The connection-level hit path (`cache.memory.fast_hits`, on by default) against the proxy
+//! it short-cuts: the same answers, the same counters, and a connection that moves between
+//! the two without losing a request.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::tokens;
+use support::{client, get, request, send, Edge, EdgeOptions, Origin, Tok};
+
+const FAST: &str = "tollgate_fast_path_total";
+
+fn proxy_only() -> EdgeOptions {
+    EdgeOptions {
+        cache: "{ memory: { max_size: 64MiB, fast_hits: false } }".into(),
+        ..EdgeOptions::default()
+    }
+}
+
+/// Every line of a metric family, for comparing two edges.
+fn family(metrics: &str, name: &str) -> Vec<String> {
+    let mut lines: Vec<String> = metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Headers as sorted (name, value) pairs, without the two that change by the second and the
+/// test origin's response counter (each edge stored its own response).
+fn comparable(h: &reqwest::header::HeaderMap) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = h
+        .iter()
+        .filter(|(k, _)| !["date", "age", "x-origin-seq"].contains(&k.as_str()))
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_owned()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn fast_hits_answer_and_count_exactly_as_the_proxy_does() {
+    let key = tokens::es256("k1");
+    let origin = Origin::start();
+    let fast = Edge::start(&origin, &[&key]);
+    let proxy = Edge::start_with(&origin, &[&key], proxy_only());
+    let sub = tokens::subscriber(&key, "alice");
+    let not_entitled = tokens::valid(&key, "bob", &["basic"], 3600);
+    let expired = tokens::expired(&key);
+    let forged = {
+        let other = tokens::es256("k1");
+        tokens::subscriber(&other, "mallory")
+    };
+    // Fill both variants of the article and the public page on both edges (misses).
+    for edge in [&fast, &proxy] {
+        for tok in [Tok::None, Tok::Bearer(&sub)] {
+            let r = get(edge, "/premium/story", tok).await;
+            assert!(r.is_miss(), "warm-up is a miss: {}", r.cache_status());
+        }
+        assert!(get(edge, "/news/page", Tok::None).await.is_miss());
+    }
+    let filled = origin.total();
+
+    let cases: Vec<(&str, &str, Tok<'_>, bool)> = vec![
+        ("public", "/news/page", Tok::None, false),
+        ("public HEAD", "/news/page", Tok::None, true),
+        (
+            "public, token ignored",
+            "/news/page",
+            Tok::Bearer(&sub),
+            false,
+        ),
+        ("anonymous", "/premium/story", Tok::None, false),
+        (
+            "subscriber bearer",
+            "/premium/story",
+            Tok::Bearer(&sub),
+            false,
+        ),
+        (
+            "subscriber cookie",
+            "/premium/story",
+            Tok::Cookie(&sub),
+            false,
+        ),
+        (
+            "subscriber query",
+            "/premium/story",
+            Tok::Query(&sub),
+            false,
+        ),
+        ("subscriber HEAD", "/premium/story", Tok::Bearer(&sub), true),
+        (
+            "not entitled",
+            "/premium/story",
+            Tok::Bearer(&not_entitled),
+            false,
+        ),
+        ("expired", "/premium/story", Tok::Bearer(&expired), false),
+        ("forged", "/premium/story", Tok::Bearer(&forged), false),
+        ("garbage", "/premium/story", Tok::Bearer("a.b.c"), false),
+    ];
+    let served_before = fast.metric(FAST, &[("outcome", "served")]).await;
+    for (what, path, tok, head) in &cases {
+        let mut answers = Vec::new();
+        for edge in [&fast, &proxy] {
+            let rb = request(&client(), edge, path, *tok);
+            let rb = if *head {
+                rb.build()
+                    .map(|mut r| {
+                        *r.method_mut() = reqwest::Method::HEAD;
+                        client().execute(r)
+                    })
+                    .expect("request")
+                    .await
+                    .expect("HEAD")
+            } else {
+                rb.send().await.expect("GET")
+            };
+            let status = rb.status().as_u16();
+            let headers = rb.headers().clone();
+            let body = rb.text().await.expect("body");
+            answers.push((status, headers, body));
+        }
+        let (f, p) = (&answers[0], &answers[1]);
+        assert_eq!(f.0, p.0, "{what}: status");
+        assert_eq!(f.2, p.2, "{what}: body");
+        assert_eq!(comparable(&f.1), comparable(&p.1), "{what}: headers");
+        assert_eq!(f.1["cache-status"], "tollgate; hit", "{what}");
+        for h in [&f.1, &p.1] {
+            let age: u64 = h["age"].to_str().unwrap().parse().expect("numeric Age");
+            assert!(age <= 5, "{what}: Age {age}");
+            assert!(h.contains_key("date"), "{what}: Date");
+        }
+        let subscriber = f.2.contains(support::SUBSCRIBER_MARK);
+        let should_be = what.starts_with("subscriber");
+        if !head {
+            assert_eq!(
+                subscriber, should_be,
+                "{what}: subscriber content to the wrong reader"
+            );
+        }
+    }
+    assert_eq!(origin.total(), filled, "hits never reach the origin");
+
+    let served = fast.metric(FAST, &[("outcome", "served")]).await - served_before;
+    assert_eq!(
+        served,
+        cases.len() as f64,
+        "every case answered by the hit path"
+    );
+    assert_eq!(proxy.metric(FAST, &[("outcome", "served")]).await, 0.0);
+    assert_eq!(proxy.metric(FAST, &[("outcome", "proxied")]).await, 0.0);
+    let (fm, pm) = (fast.metrics().await, proxy.metrics().await);
+    for name in [
+        "tollgate_requests_total",
+        "tollgate_auth_decisions_total",
+        "tollgate_cache_lookups_total",
+    ] {
+        assert_eq!(family(&fm, name), family(&pm, name), "{name} differs");
+    }
+    let served_count = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("tollgate_request_duration_seconds_count"))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        served_count(&fm),
+        served_count(&pm),
+        "request duration samples"
+    );
+}
+
+/// Raw HTTP/1.1 answers read off one connection: (status, lower-case headers, body).
+type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+
+fn read_answers(s: &mut TcpStream, buf: &mut Vec<u8>, n: usize, heads: &[bool]) -> Vec<Answer> {
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 65536];
+    while out.len() < n {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        if let Ok(httparse::Status::Complete(len)) = resp.parse(buf) {
+            let hs: Vec<(String, String)> = resp
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_ascii_lowercase(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect();
+            let cl: usize = hs
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .map_or(0, |(_, v)| v.parse().expect("content-length"));
+            let body_len = if heads[out.len()] { 0 } else { cl };
+            if buf.len() >= len + body_len {
+                let status = resp.code.expect("status");
+                let body = buf[len..len + body_len].to_vec();
+                buf.drain(..len + body_len);
+                out.push((status, hs, body));
+                continue;
+            }
+        }
+        let got = s.read(&mut chunk).expect("read from the edge");
+        assert!(
+            got > 0,
+            "connection closed after {} of {n} answers",
+            out.len()
+        );
+        buf.extend_from_slice(&chunk[..got]);
+    }
+    out
+}
+
+fn header<'a>(a: &'a Answer, name: &str) -> &'a str {
+    a.1.iter()
+        .find(|(k, _)| k == name)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn pipelined_hits_and_connection_close() {
+    let origin = Origin::start();
+    let edge = Edge::start(&origin, &[]);
+    for p in ["/news/a", "/news/b"] {
+        assert!(get(&edge, p, Tok::None).await.is_miss());
+    }
+    let port = edge.port;
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let h = format!("Host: 127.0.0.1:{port}\r\n");
+        let reqs = format!(
+            "GET /news/a HTTP/1.1\r\n{h}\r\nHEAD /news/b HTTP/1.1\r\n{h}\r\n\
+             GET /news/b HTTP/1.1\r\n{h}Connection: close\r\n\r\n"
+        );
+        s.write_all(reqs.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let answers = read_answers(&mut s, &mut buf, 3, &[false, true, false]);
+        // after `Connection: close` the edge closes: nothing more to read
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).expect("clean close");
+        assert!(
+            buf.is_empty() && rest.is_empty(),
+            "bytes after the last answer"
+        );
+        answers
+    })
+    .await
+    .unwrap();
+    let bodies: Vec<String> = answers
+        .iter()
+        .map(|a| String::from_utf8_lossy(&a.2).into_owned())
+        .collect();
+    assert!(bodies[0].contains("/news/a"), "{bodies:?}");
+    assert!(bodies[1].is_empty(), "HEAD has no body");
+    assert!(bodies[2].contains("/news/b"), "{bodies:?}");
+    for a in &answers {
+        assert_eq!(a.0, 200);
+        assert_eq!(header(a, "cache-status"), "tollgate; hit");
+    }
+    assert_eq!(
+        header(&answers[1], "content-length"),
+        header(&answers[2], "content-length")
+    );
+    assert_eq!(header(&answers[0], "connection"), "keep-alive");
+    assert_eq!(header(&answers[2], "connection"), "close");
+    assert_eq!(edge.metric(FAST, &[("outcome", "served")]).await, 3.0);
+    assert_eq!(origin.hits("/news/a") + origin.hits("/news/b"), 2);
+}
+
+#[tokio::test]
+async fn one_connection_moves_between_the_hit_path_and_the_proxy() {
+    let origin = Origin::start();
+    let edge = Edge::start(&origin, &[]);
+    let port = edge.port;
+    let p = "/news/moving";
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let h = format!("Host: 127.0.0.1:{port}\r\n");
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        for req in [
+            format!("GET {p} HTTP/1.1\r\n{h}\r\n"), // miss: proxy
+            format!("GET {p} HTTP/1.1\r\n{h}\r\n"), // hit: fast
+            format!("GET {p} HTTP/1.1\r\n{h}Range: bytes=0-3\r\n\r\n"), // proxy (206)
+            format!("GET {p} HTTP/1.1\r\n{h}\r\n"), // hit: fast
+            format!("POST {p} HTTP/1.1\r\n{h}Content-Length: 2\r\n\r\nhi"), // proxy, invalidates
+            format!("GET {p} HTTP/1.1\r\n{h}\r\n"), // miss again
+            format!("GET {p} HTTP/1.1\r\n{h}\r\n"), // hit: fast
+        ] {
+            s.write_all(req.as_bytes()).unwrap();
+            out.extend(read_answers(&mut s, &mut buf, 1, &[false]));
+        }
+        out
+    })
+    .await
+    .unwrap();
+    let seen: Vec<(u16, &str)> = answers
+        .iter()
+        .map(|a| (a.0, header(a, "cache-status")))
+        .collect();
+    assert_eq!(seen[0], (200, "tollgate; fwd=miss; stored"));
+    assert_eq!(seen[1], (200, "tollgate; hit"));
+    assert_eq!(seen[2].0, 206);
+    assert_eq!(
+        answers[2].2,
+        answers[1].2[..4].to_vec(),
+        "the range of the stored body"
+    );
+    assert_eq!(seen[3], (200, "tollgate; hit"));
+    assert_eq!(
+        seen[5],
+        (200, "tollgate; fwd=miss; stored"),
+        "POST invalidated the entry"
+    );
+    assert_eq!(seen[6], (200, "tollgate; hit"));
+    assert_eq!(edge.metric(FAST, &[("outcome", "served")]).await, 3.0);
+    assert_eq!(edge.metric(FAST, &[("outcome", "proxied")]).await, 4.0);
+}
+
+#[tokio::test]
+async fn purged_and_expired_objects_are_never_answered_by_the_hit_path() {
+    let origin = Origin::start();
+    let edge = Edge::start(&origin, &[]);
+    let p = "/news/short";
+    origin.set_override(p, 200, &[("cache-control", "max-age=1")], "short-lived");
+    assert!(get(&edge, p, Tok::None).await.is_miss());
+    assert!(get(&edge, p, Tok::None).await.is_hit());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let stale = get(&edge, p, Tok::None).await;
+    assert_ne!(
+        stale.cache_status(),
+        "tollgate; hit",
+        "an expired object is not a plain hit"
+    );
+    assert_eq!(
+        origin.hits(p),
+        2,
+        "the expired object went back to the origin"
+    );
+
+    let q = "/news/purged";
+    assert!(get(&edge, q, Tok::None).await.is_miss());
+    assert!(get(&edge, q, Tok::None).await.is_hit());
+    edge.purge_ok(&format!(r#"{{"paths": ["{q}"]}}"#)).await;
+    assert!(
+        get(&edge, q, Tok::None).await.is_miss(),
+        "purged means gone"
+    );
+    assert_eq!(origin.hits(q), 2);
+    let r = send(client().get(edge.url(q))).await;
+    assert_eq!(r.cache_status(), "tollgate; hit");
+}
