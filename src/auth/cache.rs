@@ -20,9 +20,14 @@
 //!
 //! Bound: never more than `capacity` entries. A slot is reserved (atomic
 //! counter) before each insert, so concurrent inserts cannot overshoot. When
-//! full, one inserter (the others skip caching meanwhile) makes a single pass
-//! that drops every expired entry and about one in eight of the rest, spread
-//! over all shards; the O(n) pass is thus paid once per ~n/8 inserts. If the
+//! full, one inserter (the others skip caching meanwhile) makes a pass over
+//! one of [`SEGMENTS`] segments of the map (round robin) that drops its
+//! expired entries and about one in eight of the rest: ~n/SEGMENTS entries
+//! scanned per ~n/(8·SEGMENTS) freed, the same amortized cost as one pass over
+//! everything, but the request that pays it waits 1/SEGMENTS as long. (One
+//! whole-map pass over 100,000 entries stalled the event loop long enough to
+//! double the p99 of the never-seen-token benchmark: `benches/peers/run.sh`,
+//! issue 7 closing note.) If the
 //! cache is still full the new token is simply not cached — it was verified,
 //! so the request is unaffected. Inserts need a valid signature, so only
 //! genuine tokens can ever fill it.
@@ -37,6 +42,9 @@ use crate::auth::keys::KeySet;
 
 /// Fraction of live entries dropped by an eviction pass: one in this many.
 const EVICT_ONE_IN: usize = 8;
+/// The map is split by token hash into this many segments; an eviction pass
+/// covers one of them.
+pub const SEGMENTS: usize = 16;
 
 #[derive(Clone)]
 struct Entry {
@@ -58,7 +66,11 @@ pub struct CacheStats {
 
 /// A bounded, concurrent cache of verified tokens.
 pub struct TokenCache {
-    map: DashMap<Box<str>, Entry, ahash::RandomState>,
+    segments: Box<[DashMap<Box<str>, Entry, ahash::RandomState>]>,
+    /// Picks a token's segment.
+    router: ahash::RandomState,
+    /// The segment the next eviction pass covers.
+    next_evict: AtomicUsize,
     capacity: usize,
     /// Reserved slots; always `>= map.len()` and `<= capacity`.
     reserved: AtomicUsize,
@@ -82,7 +94,11 @@ impl TokenCache {
     /// A cache holding at most `capacity` tokens (0 disables caching).
     pub fn new(capacity: usize) -> TokenCache {
         TokenCache {
-            map: DashMap::with_hasher(ahash::RandomState::new()),
+            segments: (0..SEGMENTS)
+                .map(|_| DashMap::with_hasher(ahash::RandomState::new()))
+                .collect(),
+            router: ahash::RandomState::new(),
+            next_evict: AtomicUsize::new(0),
             capacity,
             reserved: AtomicUsize::new(0),
             evicting: AtomicBool::new(false),
@@ -104,15 +120,15 @@ impl TokenCache {
         policy: &Policy,
         now_unix: u64,
     ) -> Result<Arc<Claims>, Denial> {
-        if let Some(claims) = self.map.view(token, |_, e| Arc::clone(&e.claims)) {
+        let map = self.segment(token);
+        if let Some(claims) = map.view(token, |_, e| Arc::clone(&e.claims)) {
             if still_valid(&claims, keys, policy, now_unix) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(claims);
             }
             // Stale: drop exactly this entry (not one a racing thread just
             // re-inserted), then fall through to a full verification.
-            if self
-                .map
+            if map
                 .remove_if(token, |_, e| Arc::ptr_eq(&e.claims, &claims))
                 .is_some()
             {
@@ -134,7 +150,7 @@ impl TokenCache {
             claims: Arc::clone(claims),
             expires_at: claims.exp.saturating_add(policy.leeway_secs),
         };
-        if self.map.insert(token.into(), entry).is_some() {
+        if self.segment(token).insert(token.into(), entry).is_some() {
             // Replaced a concurrent insert of the same token: one slot freed.
             self.reserved.fetch_sub(1, Ordering::AcqRel);
         }
@@ -159,21 +175,28 @@ impl TokenCache {
         {
             return false;
         }
-        let mut seen = 0usize;
-        let mut expired = 0usize;
-        let mut dropped = 0usize;
-        self.map.retain(|_, e| {
-            if now > e.claims.exp.saturating_add(policy.leeway_secs) {
-                expired += 1;
-                return false;
+        let (mut expired, mut dropped) = (0usize, 0usize);
+        // One segment, or the next ones while a segment frees nothing (empty, or
+        // too small to lose one in eight): never more than one full round.
+        for _ in 0..SEGMENTS {
+            let i = self.next_evict.fetch_add(1, Ordering::Relaxed) % SEGMENTS;
+            let mut seen = 0usize;
+            self.segments[i].retain(|_, e| {
+                if now > e.claims.exp.saturating_add(policy.leeway_secs) {
+                    expired += 1;
+                    return false;
+                }
+                seen += 1;
+                if seen % EVICT_ONE_IN == 1 {
+                    dropped += 1;
+                    return false;
+                }
+                true
+            });
+            if expired + dropped > 0 {
+                break;
             }
-            seen += 1;
-            if seen % EVICT_ONE_IN == 1 {
-                dropped += 1;
-                return false;
-            }
-            true
-        });
+        }
         self.reserved.fetch_sub(expired + dropped, Ordering::AcqRel);
         self.evictions.fetch_add(dropped as u64, Ordering::Relaxed);
         self.evicting.store(false, Ordering::Release);
@@ -183,12 +206,12 @@ impl TokenCache {
     /// Number of cached tokens (summed shard by shard, so only approximate
     /// while other threads insert and evict; never above `capacity` at rest).
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.segments.iter().map(DashMap::len).sum()
     }
 
     /// True if nothing is cached.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.segments.iter().all(DashMap::is_empty)
     }
 
     /// The configured bound.
@@ -226,16 +249,24 @@ impl TokenCache {
 
     fn remove_where(&self, mut pred: impl FnMut(&Entry) -> bool) -> usize {
         let mut removed = 0usize;
-        self.map.retain(|_, e| {
-            if pred(e) {
-                removed += 1;
-                false
-            } else {
-                true
-            }
-        });
+        for map in &self.segments {
+            map.retain(|_, e| {
+                if pred(e) {
+                    removed += 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
         self.reserved.fetch_sub(removed, Ordering::AcqRel);
         removed
+    }
+}
+
+impl TokenCache {
+    fn segment(&self, token: &str) -> &DashMap<Box<str>, Entry, ahash::RandomState> {
+        &self.segments[self.router.hash_one(token) as usize % SEGMENTS]
     }
 }
 

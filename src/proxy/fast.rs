@@ -235,8 +235,8 @@ impl FastHit {
     }
 }
 
-/// Bodies up to this size are copied into the head's buffer: one `send` instead of a
-/// two-buffer `writev`, and the copy costs less than the second iovec on loopback.
+/// Bodies up to this size are copied behind the head: one buffer, one `send`. Larger bodies
+/// go out as a second buffer of the same `writev`, never copied.
 const INLINE_BODY: usize = 16 * 1024;
 
 /// The stored head as the proxy would send it on a hit, minus the per-request fields:
