@@ -92,8 +92,22 @@ pub struct OriginRuntime {
     pub sigv4: Option<crate::sigv4::SigV4Signer>,
 }
 
+/// Counters bumped on every request, resolved once: `with_label_values` hashes every label
+/// value on each call.
+pub struct HotCounters {
+    /// `tollgate_auth_decisions_total` by result label.
+    pub auth: HashMap<&'static str, prometheus::IntCounter, ahash::RandomState>,
+    /// `tollgate_requests_total{route, variant, cache_status="hit", status_class="2xx"}` by
+    /// route index and variant ([`Variant::ALL`] order), resolved on first use.
+    pub hits_2xx: Vec<[std::sync::OnceLock<prometheus::IntCounter>; 3]>,
+    /// `tollgate_cache_lookups_total{tier="memory", result="hit"}`.
+    pub memory_hit: prometheus::IntCounter,
+}
+
 /// Everything the request path needs, shared by all workers.
 pub struct Edge {
+    /// Per-request counters, resolved.
+    pub hot: HotCounters,
     /// The validated configuration.
     pub config: Arc<Config>,
     /// Verification keys; swapped whole on reload.
@@ -142,8 +156,9 @@ impl Edge {
     /// Build the runtime state: load keys, resolve origins, size the cache.
     pub fn new(config: Config) -> Result<Arc<Edge>, EdgeError> {
         let metrics = Arc::new(Metrics::new()?);
+        let mut auth_counters = HashMap::default();
         for label in crate::access::AuthResult::all_labels() {
-            metrics.auth_decisions.with_label_values(&[label]);
+            auth_counters.insert(label, metrics.auth_decisions.with_label_values(&[label]));
         }
         for origin in config.origins.keys() {
             metrics.upstream_duration.with_label_values(&[origin]);
@@ -330,7 +345,13 @@ impl Edge {
         let signed_keys = crate::auth::cloudfront::SignedKeys::load(&config.signed_keys)
             .map_err(|e| EdgeError::Credentials("signed_keys".into(), e.to_string()))?;
 
+        let hot = HotCounters {
+            auth: auth_counters,
+            hits_2xx: config.routes.iter().map(|_| Default::default()).collect(),
+            memory_hit: metrics.cache_lookups.with_label_values(&["memory", "hit"]),
+        };
         Ok(Arc::new(Edge {
+            hot,
             smd,
             realms,
             signed_keys: ArcSwap::from_pointee(signed_keys),

@@ -18,6 +18,15 @@ impl Variant {
     /// Every variant, so that purges can reason about all of them.
     pub const ALL: [Variant; 3] = [Variant::Public, Variant::Anonymous, Variant::Subscriber];
 
+    /// Position in [`Variant::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Variant::Public => 0,
+            Variant::Anonymous => 1,
+            Variant::Subscriber => 2,
+        }
+    }
+
     /// The wire and label value.
     pub fn as_str(self) -> &'static str {
         match self {

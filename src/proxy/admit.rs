@@ -239,11 +239,16 @@ impl TollgateProxy {
     }
 
     pub(super) fn count_auth(&self, result: access::AuthResult) {
-        self.edge
-            .metrics
-            .auth_decisions
-            .with_label_values(&[result.as_str()])
-            .inc();
+        let label = result.as_str();
+        match self.edge.hot.auth.get(label) {
+            Some(counter) => counter.inc(),
+            None => self
+                .edge
+                .metrics
+                .auth_decisions
+                .with_label_values(&[label])
+                .inc(),
+        }
     }
 
     /// HTTP Basic credentials against the realm's file. bcrypt costs milliseconds, so a check

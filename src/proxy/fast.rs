@@ -225,6 +225,11 @@ impl FastHit {
         self.body().filter(|b| b.len() > INLINE_BODY)
     }
 
+    /// When the request's head had been read.
+    pub fn started(&self) -> Instant {
+        self.start
+    }
+
     /// Body bytes this answer carries (0 for HEAD).
     pub fn body_len(&self) -> usize {
         self.body().map_or(0, Bytes::len)
@@ -400,18 +405,18 @@ impl TollgateProxy {
         let route = &edge.config.routes[hit.route];
         let status = hit.object.header().status.as_u16();
         let m = &edge.metrics;
-        m.cache_lookups.with_label_values(&["memory", "hit"]).inc();
+        edge.hot.memory_hit.inc();
         m.fast_served.inc();
-        m.requests
-            .with_label_values(&[
-                route.pattern.as_str(),
-                hit.variant.as_str(),
-                "hit",
-                status_class(status),
-            ])
-            .inc();
-        m.request_duration
-            .observe(hit.start.elapsed().as_secs_f64());
+        let class = status_class(status);
+        let labels = [route.pattern.as_str(), hit.variant.as_str(), "hit", class];
+        match edge.hot.hits_2xx.get(hit.route) {
+            Some(slots) if class == "2xx" => slots[hit.variant.index()]
+                .get_or_init(|| m.requests.with_label_values(&labels))
+                .inc(),
+            _ => m.requests.with_label_values(&labels).inc(),
+        }
+        let duration = hit.start.elapsed();
+        m.request_duration.observe(duration.as_secs_f64());
         if let Some(log) = &self.access_log {
             log.log(crate::access_log::Record {
                 time: SystemTime::now(),
@@ -426,7 +431,7 @@ impl TollgateProxy {
                 query: hit.query,
                 status,
                 bytes: body_bytes as u64,
-                duration: hit.start.elapsed(),
+                duration,
                 cache: "hit",
                 tier: Some("memory"),
                 variant: Some(hit.variant.as_str()),
