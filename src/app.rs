@@ -253,7 +253,7 @@ impl BackgroundService for Housekeeping {
                 .metrics
                 .revoked_sessions
                 .set(self.edge.revocations.len() as i64);
-            let swept = self.edge.tokens.sweep(now);
+            let swept = self.edge.tokens.sweep_step(now);
             if swept > 0 {
                 log::debug!("token cache: {swept} expired entries dropped");
             }

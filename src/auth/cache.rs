@@ -69,6 +69,8 @@ pub struct TokenCache {
     segments: Box<[DashMap<Box<str>, Entry, ahash::RandomState>]>,
     /// The segment the next eviction pass covers.
     next_evict: AtomicUsize,
+    /// The segment the next [`TokenCache::sweep_step`] covers.
+    next_sweep: AtomicUsize,
     capacity: usize,
     /// Reserved slots; always `>= map.len()` and `<= capacity`.
     reserved: AtomicUsize,
@@ -96,6 +98,7 @@ impl TokenCache {
                 .map(|_| DashMap::with_hasher(ahash::RandomState::new()))
                 .collect(),
             next_evict: AtomicUsize::new(0),
+            next_sweep: AtomicUsize::new(0),
             capacity,
             reserved: AtomicUsize::new(0),
             evicting: AtomicBool::new(false),
@@ -228,6 +231,16 @@ impl TokenCache {
         self.remove_where(|e| now_unix > e.expires_at)
     }
 
+    /// [`TokenCache::sweep`] over one segment, the next one on each call (round robin), for a
+    /// periodic task: a full sweep of a full cache is a pass over every entry, which takes the
+    /// CPU from the request path for that long on a machine with few cores.
+    pub fn sweep_step(&self, now_unix: u64) -> usize {
+        let i = self.next_sweep.fetch_add(1, Ordering::Relaxed) % SEGMENTS;
+        let removed = remove_from(&self.segments[i], |e| now_unix > e.expires_at);
+        self.reserved.fetch_sub(removed, Ordering::AcqRel);
+        removed
+    }
+
     /// Drop cached entries for session `sid` (revocation); returns how many.
     /// Callers must still check revocation on every request: a token
     /// verified again after this call is cached again.
@@ -247,14 +260,7 @@ impl TokenCache {
     fn remove_where(&self, mut pred: impl FnMut(&Entry) -> bool) -> usize {
         let mut removed = 0usize;
         for map in &self.segments {
-            map.retain(|_, e| {
-                if pred(e) {
-                    removed += 1;
-                    false
-                } else {
-                    true
-                }
-            });
+            removed += remove_from(map, &mut pred);
         }
         self.reserved.fetch_sub(removed, Ordering::AcqRel);
         removed
@@ -273,6 +279,22 @@ impl TokenCache {
             .fold(0u32, |h, &c| h.wrapping_mul(31) ^ u32::from(c));
         &self.segments[h as usize % SEGMENTS]
     }
+}
+
+fn remove_from(
+    map: &DashMap<Box<str>, Entry, ahash::RandomState>,
+    mut pred: impl FnMut(&Entry) -> bool,
+) -> usize {
+    let mut removed = 0usize;
+    map.retain(|_, e| {
+        if pred(e) {
+            removed += 1;
+            false
+        } else {
+            true
+        }
+    });
+    removed
 }
 
 /// The hit-path re-check: time window and key liveness.
