@@ -69,6 +69,9 @@ async fn read_more(
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(4096);
     }
+    // Watch for shutdown until it begins, or until the watch's sender is gone (the server is
+    // exiting): then the linger applies and the watch is not polled again.
+    let mut watching = !*shutdown.borrow();
     loop {
         tokio::select! {
             r = stream.read_buf(buf) => {
@@ -78,8 +81,9 @@ async fn read_more(
                 };
             }
             () = tokio::time::sleep_until(deadline) => return Read::Done,
-            changed = shutdown.changed(), if !*shutdown.borrow() => {
+            changed = shutdown.changed(), if watching => {
                 if changed.is_err() || *shutdown.borrow() {
+                    watching = false;
                     deadline = deadline.min(Instant::now() + linger);
                 }
             }
