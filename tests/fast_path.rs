@@ -9,9 +9,31 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use support::tokens;
-use support::{client, get, request, send, Edge, EdgeOptions, Origin, Tok};
+use support::{client, get, raw_get, request, send, Edge, EdgeOptions, Origin, Tok};
 
 const FAST: &str = "tollgate_fast_path_total";
+const OBJECTS: &str = "tollgate_cache_objects";
+
+/// Wait until the memory tier holds `n` objects. A miss's answer can reach the client a moment
+/// before its fill is stored; a request in that moment is (rightly) the proxy's, which would
+/// make the served/proxied counts below depend on timing.
+fn wait_stored(admin_port: u16, n: f64) {
+    for _ in 0..500 {
+        let m = raw_get(admin_port, "/metrics", &[]).expect("metrics").body;
+        if support::metric(&m, OBJECTS, &[("tier", "memory")]) >= n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the memory tier never held {n} objects");
+}
+
+async fn wait_stored_async(edge: &Edge, n: f64) {
+    let port = edge.admin_port;
+    tokio::task::spawn_blocking(move || wait_stored(port, n))
+        .await
+        .unwrap();
+}
 
 fn proxy_only() -> EdgeOptions {
     EdgeOptions {
@@ -63,6 +85,7 @@ async fn fast_hits_answer_and_count_exactly_as_the_proxy_does() {
             assert!(r.is_miss(), "warm-up is a miss: {}", r.cache_status());
         }
         assert!(get(edge, "/news/page", Tok::None).await.is_miss());
+        wait_stored_async(edge, 3.0).await;
     }
     let filled = origin.total();
 
@@ -233,6 +256,7 @@ async fn pipelined_hits_and_connection_close() {
     for p in ["/news/a", "/news/b"] {
         assert!(get(&edge, p, Tok::None).await.is_miss());
     }
+    wait_stored_async(&edge, 2.0).await;
     let port = edge.port;
     let answers = tokio::task::spawn_blocking(move || {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -281,7 +305,7 @@ async fn pipelined_hits_and_connection_close() {
 async fn one_connection_moves_between_the_hit_path_and_the_proxy() {
     let origin = Origin::start();
     let edge = Edge::start(&origin, &[]);
-    let port = edge.port;
+    let (port, admin_port) = (edge.port, edge.admin_port);
     let p = "/news/moving";
     let answers = tokio::task::spawn_blocking(move || {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -289,7 +313,7 @@ async fn one_connection_moves_between_the_hit_path_and_the_proxy() {
         let h = format!("Host: 127.0.0.1:{port}\r\n");
         let mut buf = Vec::new();
         let mut out = Vec::new();
-        for req in [
+        for (i, req) in [
             format!("GET {p} HTTP/1.1\r\n{h}\r\n"), // miss: proxy
             format!("GET {p} HTTP/1.1\r\n{h}\r\n"), // hit: fast
             format!("GET {p} HTTP/1.1\r\n{h}Range: bytes=0-3\r\n\r\n"), // proxy (206)
@@ -297,9 +321,15 @@ async fn one_connection_moves_between_the_hit_path_and_the_proxy() {
             format!("POST {p} HTTP/1.1\r\n{h}Content-Length: 2\r\n\r\nhi"), // proxy, invalidates
             format!("GET {p} HTTP/1.1\r\n{h}\r\n"), // miss again
             format!("GET {p} HTTP/1.1\r\n{h}\r\n"), // hit: fast
-        ] {
+        ]
+        .iter()
+        .enumerate()
+        {
             s.write_all(req.as_bytes()).unwrap();
             out.extend(read_answers(&mut s, &mut buf, 1, &[false]));
+            if i == 0 || i == 5 {
+                wait_stored(admin_port, 1.0); // the misses
+            }
         }
         out
     })
