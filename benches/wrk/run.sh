@@ -64,14 +64,14 @@ curl -si "$BASE/public/article" | grep -qi '^cache-status: tollgate; hit' || { e
 curl -si -H "Authorization: Bearer $ONE" "$BASE/premium/article" | grep -qi '^cache-status: tollgate; hit' || { echo "subscriber is not a hit" >&2; exit 1; }
 curl -s -H "Authorization: Bearer $ONE" "$BASE/premium/article" | grep -q sss || { echo "subscriber did not get the subscriber body" >&2; exit 1; }
 # warm the token cache with every rotating token (and prove they verify)
-TOKENS_FILE="$WORK/tokens.txt" WRK_PATH=/premium/article taskset -c 1 wrk -t1 -c50 -d3s -s "$ROOT/benches/wrk/rotate.lua" "$BASE" >/dev/null
+TOKENS_FILE="$WORK/tokens.txt" WRK_PATH=/premium/article taskset -c 1 wrk -t1 -c50 -d3s -s "$ROOT/benches/peers/tokens.lua" "$BASE" >/dev/null
 
 
 # Scenarios are interleaved round by round (A B C, A B C, ...) so that drift in the machine's
 # background load hits every scenario alike. Every scenario's requests are built the same way
-# (rotate.lua's request(), with no token, one token, or 10,000): a static `-H` request for one
+# (request() of benches/peers/tokens.lua, with no token, one token, or 10,000): a static `-H` request for one
 # scenario and Lua for another would measure wrk's own Lua cost as a difference between them.
-LUA="$ROOT/benches/wrk/rotate.lua"
+LUA="$ROOT/benches/peers/tokens.lua"
 echo "$ONE" > "$WORK/one.txt"
 declare -a A_R B_R C_R A_P B_P C_P
 for _ in $(seq "$RUNS"); do
