@@ -98,10 +98,8 @@ pub struct HotCounters {
     /// `tollgate_auth_decisions_total` by result label.
     pub auth: HashMap<&'static str, prometheus::IntCounter, ahash::RandomState>,
     /// `tollgate_requests_total{route, variant, cache_status="hit", status_class="2xx"}` by
-    /// route index and variant ([`Variant::ALL`] order), resolved on first use.
+    /// route index and variant ([`crate::cache::Variant::ALL`] order), resolved on first use.
     pub hits_2xx: Vec<[std::sync::OnceLock<prometheus::IntCounter>; 3]>,
-    /// `tollgate_cache_lookups_total{tier="memory", result="hit"}`.
-    pub memory_hit: prometheus::IntCounter,
 }
 
 /// Everything the request path needs, shared by all workers.
@@ -153,6 +151,54 @@ pub struct Edge {
 }
 
 impl Edge {
+    /// A normalized path split into its path token (when path tokens are a source: the token
+    /// and its `<sid>.` prefix) and the path the routes and the cache see.
+    pub fn split_token<'a>(
+        &self,
+        normalized: &'a str,
+    ) -> (Option<(&'a str, Option<&'a str>)>, &'a str) {
+        match self
+            .path_source
+            .then(|| crate::proxy::request::split_path_token(normalized))
+            .flatten()
+        {
+            Some((tok, sid, rest)) => (Some((tok, sid)), rest),
+            None => (None, normalized),
+        }
+    }
+
+    /// The first route whose glob matches `path`, with its index.
+    pub fn route_for(&self, path: &str) -> Option<(usize, &crate::config::Route)> {
+        self.config
+            .routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.glob.matches(path))
+    }
+
+    /// Count an answered request in `tollgate_requests_total` (route `none` when no route
+    /// matched). The busiest series, 2xx hits, use counters resolved once per route and variant.
+    pub fn count_request(
+        &self,
+        route: Option<usize>,
+        variant: crate::cache::Variant,
+        cache_status: &str,
+        status: u16,
+    ) {
+        let class = crate::metrics::status_class(status);
+        let pattern = route
+            .and_then(|i| self.config.routes.get(i))
+            .map_or("none", |r| r.pattern.as_str());
+        let labels = [pattern, variant.as_str(), cache_status, class];
+        let requests = &self.metrics.requests;
+        match route.and_then(|i| self.hot.hits_2xx.get(i)) {
+            Some(slots) if cache_status == "hit" && class == "2xx" => slots[variant.index()]
+                .get_or_init(|| requests.with_label_values(&labels))
+                .inc(),
+            _ => requests.with_label_values(&labels).inc(),
+        }
+    }
+
     /// Build the runtime state: load keys, resolve origins, size the cache.
     pub fn new(config: Config) -> Result<Arc<Edge>, EdgeError> {
         let metrics = Arc::new(Metrics::new()?);
@@ -348,7 +394,6 @@ impl Edge {
         let hot = HotCounters {
             auth: auth_counters,
             hits_2xx: config.routes.iter().map(|_| Default::default()).collect(),
-            memory_hit: metrics.cache_lookups.with_label_values(&["memory", "hit"]),
         };
         Ok(Arc::new(Edge {
             hot,

@@ -36,7 +36,6 @@ use crate::auth::Claims;
 use crate::cache::{cache_key, Variant};
 use crate::config::Route;
 use crate::edge::{Edge, VARIANT_HEADER};
-use crate::metrics::status_class;
 
 /// The Tollgate proxy logic.
 #[derive(Clone)]
@@ -390,25 +389,16 @@ impl ProxyHttp for TollgateProxy {
             .map(|r| r.status.as_u16())
             .or(ctx.local_status)
             .unwrap_or(0);
-        let route = ctx
-            .route(&self.edge)
-            .map(|r| r.pattern.as_str())
-            .unwrap_or("none");
         let cache_status = if ctx.local_status.is_some() {
             "edge"
         } else {
             respond::cache_status(session.cache.phase(), ctx.stored, ctx.cache_enabled).0
         };
-        let m = &self.edge.metrics;
-        m.requests
-            .with_label_values(&[
-                route,
-                ctx.variant.as_str(),
-                cache_status,
-                status_class(status),
-            ])
-            .inc();
-        m.request_duration
+        self.edge
+            .count_request(ctx.route, ctx.variant, cache_status, status);
+        self.edge
+            .metrics
+            .request_duration
             .observe(ctx.start.elapsed().as_secs_f64());
         if let Some(log) = &self.access_log {
             log.log(self.access_record(session, ctx, status, cache_status));

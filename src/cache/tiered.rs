@@ -148,6 +148,11 @@ impl TieredStore {
         n
     }
 
+    /// Count a memory hit served without [`Storage::lookup`] (the connection-level hit path).
+    pub fn count_memory_hit(&self) {
+        self.count(|m| &m.memory_hit);
+    }
+
     fn count(&self, f: impl Fn(&LookupMetrics) -> &prometheus::IntCounter) {
         if let Some(m) = &self.lookups {
             f(m).inc();

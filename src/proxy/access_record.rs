@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use pingora_proxy::Session;
 
-use super::request::{normalize_path, split_path_token, strip_query_params};
+use super::request::{normalize_path, strip_query_params};
 use super::{Ctx, TollgateProxy};
 use crate::access_log::Record;
 
@@ -74,15 +74,9 @@ impl TollgateProxy {
     /// A path that does not normalize is logged raw, minus a leading token segment.
     fn token_free_path(&self, raw: &str) -> String {
         let normalized = normalize_path(raw);
-        let path = normalized.as_deref().unwrap_or(raw);
-        match self
-            .edge
-            .path_source
-            .then(|| split_path_token(path))
-            .flatten()
-        {
-            Some((_, _, rest)) => rest.to_owned(),
-            None => path.to_owned(),
-        }
+        self.edge
+            .split_token(normalized.as_deref().unwrap_or(raw))
+            .1
+            .to_owned()
     }
 }

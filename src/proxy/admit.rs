@@ -9,15 +9,13 @@ use std::time::Duration;
 use http::HeaderValue;
 use pingora_proxy::Session;
 
-use super::request::{
-    self, find_token, normalize_path, split_path_token, strip_query_params, RequestParts,
-};
+use super::request::{self, find_token, normalize_path, strip_query_params, RequestParts};
 use super::respond::Answer;
 use super::{Ctx, TollgateProxy};
 use crate::access::{self, Decision};
 use crate::auth::Denial;
 use crate::cache::Variant;
-use crate::config::{AccessMode, QueryPolicy, Route, ViewerProtocol};
+use crate::config::{AccessMode, Route, ViewerProtocol};
 use crate::edge::unix_now;
 
 /// Verify an AWS Secure Media Delivery token; `None` if it is not one (the JWT denial stands).
@@ -109,21 +107,8 @@ impl TollgateProxy {
                 return Some(Answer::Status(400));
             }
         };
-        let (path_token, path): (Option<(&str, Option<&str>)>, &str) = match edge
-            .path_source
-            .then(|| split_path_token(&normalized))
-            .flatten()
-        {
-            Some((tok, sid, rest)) => (Some((tok, sid)), rest),
-            None => (None, &normalized),
-        };
-        let Some((route_index, route)) = edge
-            .config
-            .routes
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.glob.matches(path))
-        else {
+        let (path_token, path) = edge.split_token(&normalized);
+        let Some((route_index, route)) = edge.route_for(path) else {
             return Some(Answer::Status(404));
         };
         ctx.route = Some(route_index);
@@ -196,11 +181,7 @@ impl TollgateProxy {
         };
         ctx.variant = variant;
         ctx.path = path.to_owned();
-        ctx.query = match &route.behaviour.query {
-            QueryPolicy::All => query.into_owned(),
-            QueryPolicy::None => String::new(),
-            QueryPolicy::Allow(names) => request::keep_query_params(&query, names),
-        };
+        ctx.query = request::policy_query(&route.behaviour.query, query);
         let uri_changed = ctx.path != raw_path || ctx.query != raw_query;
         ctx.host = request_host(session);
         self.sanitize(session, ctx, uri_changed);

@@ -18,6 +18,7 @@
 //! decided. Anything else goes to the proxy unchanged ([`Parse::Proxy`], or `None` from
 //! [`TollgateProxy::fast_hit`]).
 
+use std::io::Write;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -26,14 +27,13 @@ use pingora_cache::key::CacheHashKey;
 use pingora_http::ResponseHeader;
 
 use super::admit::TokenFacts;
-use super::request::{keep_query_params, normalize_path, split_path_token, strip_query_params};
+use super::request::{normalize_path, policy_query, strip_query_params};
 use super::TollgateProxy;
 use crate::access::{self, AuthResult};
 use crate::auth::Claims;
 use crate::cache::memory::FreshObject;
 use crate::cache::{cache_key, Variant};
-use crate::config::{AccessMode, QueryPolicy, ViewerProtocol};
-use crate::metrics::status_class;
+use crate::config::{AccessMode, ViewerProtocol};
 
 /// Headers of one request this path looks at, at most; more and the proxy takes it.
 const MAX_HEADERS: usize = 48;
@@ -199,8 +199,8 @@ impl FastHit {
         let date = pingora_core::protocols::http::date::get_cached_date();
         let mut out = Vec::with_capacity(stored.len() + 160 + self.inline_body().len());
         out.extend_from_slice(stored);
-        out.extend_from_slice(b"Age: ");
-        out.extend_from_slice(self.age.to_string().as_bytes());
+        // io::Write on a Vec cannot fail; formats the number without a String
+        let _ = write!(out, "Age: {}", self.age);
         out.extend_from_slice(b"\r\ncache-status: tollgate; hit\r\nDate: ");
         out.extend_from_slice(date.as_bytes());
         out.extend_from_slice(if close {
@@ -309,20 +309,8 @@ impl TollgateProxy {
         let start = Instant::now();
         let edge = &*self.edge;
         let normalized = normalize_path(req.path).ok()?;
-        let (path_token, path) = match edge
-            .path_source
-            .then(|| split_path_token(&normalized))
-            .flatten()
-        {
-            Some((tok, sid, rest)) => (Some((tok, sid)), rest),
-            None => (None, &*normalized),
-        };
-        let (route_index, route) = edge
-            .config
-            .routes
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.glob.matches(path))?;
+        let (path_token, path) = edge.split_token(&normalized);
+        let (route_index, route) = edge.route_for(path)?;
         let b = &route.behaviour;
         let methods_ok = b.methods.as_ref().is_none_or(|m| {
             m.contains(if req.head {
@@ -342,12 +330,10 @@ impl TollgateProxy {
         {
             return None;
         }
-        let stripped = strip_query_params(req.query, &edge.query_token_names);
-        let query = match &b.query {
-            QueryPolicy::All => stripped.into_owned(),
-            QueryPolicy::None => String::new(),
-            QueryPolicy::Allow(names) => keep_query_params(&stripped, names),
-        };
+        let query = policy_query(
+            &b.query,
+            strip_query_params(req.query, &edge.query_token_names),
+        );
         let host = req.host.to_ascii_lowercase();
         // The decision is the proxy's, and may be taken twice for one request when the object
         // turns out not to be here: verification is cached, session watching counts distinct
@@ -402,21 +388,14 @@ impl TollgateProxy {
     /// the proxy's requests.
     pub fn fast_done(&self, hit: FastHit, body_bytes: usize, client: Option<std::net::IpAddr>) {
         let edge = &*self.edge;
-        let route = &edge.config.routes[hit.route];
         let status = hit.object.header().status.as_u16();
-        let m = &edge.metrics;
-        edge.hot.memory_hit.inc();
-        m.fast_served.inc();
-        let class = status_class(status);
-        let labels = [route.pattern.as_str(), hit.variant.as_str(), "hit", class];
-        match edge.hot.hits_2xx.get(hit.route) {
-            Some(slots) if class == "2xx" => slots[hit.variant.index()]
-                .get_or_init(|| m.requests.with_label_values(&labels))
-                .inc(),
-            _ => m.requests.with_label_values(&labels).inc(),
-        }
+        edge.store.count_memory_hit();
+        edge.metrics.fast_served.inc();
+        edge.count_request(Some(hit.route), hit.variant, "hit", status);
         let duration = hit.start.elapsed();
-        m.request_duration.observe(duration.as_secs_f64());
+        edge.metrics
+            .request_duration
+            .observe(duration.as_secs_f64());
         if let Some(log) = &self.access_log {
             log.log(crate::access_log::Record {
                 time: SystemTime::now(),

@@ -189,6 +189,17 @@ pub fn keep_query_params<S: AsRef<str>>(query: &str, names: &[S]) -> String {
     kept.join("&")
 }
 
+/// The query the cache key and the origin see under a route's `query` policy, from the query
+/// without token parameters.
+pub fn policy_query(policy: &crate::config::QueryPolicy, query: Cow<'_, str>) -> String {
+    use crate::config::QueryPolicy;
+    match policy {
+        QueryPolicy::All => query.into_owned(),
+        QueryPolicy::None => String::new(),
+        QueryPolicy::Allow(names) => keep_query_params(&query, names),
+    }
+}
+
 /// The host name of a `Host` value, without the port (IPv6 literals keep their brackets).
 pub fn host_name(host: &str) -> &str {
     if host.starts_with('[') {
