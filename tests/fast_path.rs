@@ -28,6 +28,17 @@ fn wait_stored(admin_port: u16, n: f64) {
     panic!("the memory tier never held {n} objects");
 }
 
+/// Wait (up to 5 s) until `name{labels}` reads `want`, and return what it reads then. An
+/// answer's counters are bumped right after it is written (as the proxy's `logging` phase
+/// does), so a client can ask `/metrics` a moment before, on another worker thread.
+async fn settled(edge: &Edge, name: &str, labels: &[(&str, &str)], want: f64) -> f64 {
+    support::eventually(Duration::from_secs(5), || async {
+        edge.metric(name, labels).await == want
+    })
+    .await;
+    edge.metric(name, labels).await
+}
+
 async fn wait_stored_async(edge: &Edge, n: f64) {
     let port = edge.admin_port;
     tokio::task::spawn_blocking(move || wait_stored(port, n))
@@ -171,7 +182,8 @@ async fn fast_hits_answer_and_count_exactly_as_the_proxy_does() {
     }
     assert_eq!(origin.total(), filled, "hits never reach the origin");
 
-    let served = fast.metric(FAST, &[("outcome", "served")]).await - served_before;
+    let want = served_before + cases.len() as f64;
+    let served = settled(&fast, FAST, &[("outcome", "served")], want).await - served_before;
     assert_eq!(
         served,
         cases.len() as f64,
@@ -179,6 +191,17 @@ async fn fast_hits_answer_and_count_exactly_as_the_proxy_does() {
     );
     assert_eq!(proxy.metric(FAST, &[("outcome", "served")]).await, 0.0);
     assert_eq!(proxy.metric(FAST, &[("outcome", "proxied")]).await, 0.0);
+    // every request of both edges counted: 3 fills + the cases
+    let requests = 3.0 + cases.len() as f64;
+    for edge in [&fast, &proxy] {
+        settled(
+            edge,
+            "tollgate_request_duration_seconds_count",
+            &[],
+            requests,
+        )
+        .await;
+    }
     let (fm, pm) = (fast.metrics().await, proxy.metrics().await);
     for name in [
         "tollgate_requests_total",
@@ -297,7 +320,10 @@ async fn pipelined_hits_and_connection_close() {
     );
     assert_eq!(header(&answers[0], "connection"), "keep-alive");
     assert_eq!(header(&answers[2], "connection"), "close");
-    assert_eq!(edge.metric(FAST, &[("outcome", "served")]).await, 3.0);
+    assert_eq!(
+        settled(&edge, FAST, &[("outcome", "served")], 3.0).await,
+        3.0
+    );
     assert_eq!(origin.hits("/news/a") + origin.hits("/news/b"), 2);
 }
 
@@ -354,8 +380,14 @@ async fn one_connection_moves_between_the_hit_path_and_the_proxy() {
         "POST invalidated the entry"
     );
     assert_eq!(seen[6], (200, "tollgate; hit"));
-    assert_eq!(edge.metric(FAST, &[("outcome", "served")]).await, 3.0);
-    assert_eq!(edge.metric(FAST, &[("outcome", "proxied")]).await, 4.0);
+    assert_eq!(
+        settled(&edge, FAST, &[("outcome", "served")], 3.0).await,
+        3.0
+    );
+    assert_eq!(
+        settled(&edge, FAST, &[("outcome", "proxied")], 4.0).await,
+        4.0
+    );
 }
 
 #[tokio::test]
