@@ -95,8 +95,11 @@ pub struct OriginRuntime {
 /// Counters bumped on every request, resolved once: `with_label_values` hashes every label
 /// value on each call.
 pub struct HotCounters {
-    /// `tollgate_auth_decisions_total` by result label.
-    pub auth: HashMap<&'static str, prometheus::IntCounter, ahash::RandomState>,
+    /// `tollgate_auth_decisions_total` by result label, in [`AuthResult::all_labels`] order:
+    /// `valid` (the common case) is found by the first comparison, nothing is hashed.
+    ///
+    /// [`AuthResult::all_labels`]: crate::access::AuthResult::all_labels
+    pub auth: Vec<(&'static str, prometheus::IntCounter)>,
     /// `tollgate_requests_total{route, variant, cache_status="hit", status_class="2xx"}` by
     /// route index and variant ([`crate::cache::Variant::ALL`] order), resolved on first use.
     pub hits_2xx: Vec<[std::sync::OnceLock<prometheus::IntCounter>; 3]>,
@@ -202,10 +205,9 @@ impl Edge {
     /// Build the runtime state: load keys, resolve origins, size the cache.
     pub fn new(config: Config) -> Result<Arc<Edge>, EdgeError> {
         let metrics = Arc::new(Metrics::new()?);
-        let mut auth_counters = HashMap::default();
-        for label in crate::access::AuthResult::all_labels() {
-            auth_counters.insert(label, metrics.auth_decisions.with_label_values(&[label]));
-        }
+        let auth_counters = crate::access::AuthResult::all_labels()
+            .map(|label| (label, metrics.auth_decisions.with_label_values(&[label])))
+            .collect();
         for origin in config.origins.keys() {
             metrics.upstream_duration.with_label_values(&[origin]);
         }

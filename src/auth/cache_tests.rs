@@ -46,6 +46,55 @@ fn hit_skips_verification() {
     assert_eq!(a.subs, ["premium"]);
 }
 
+/// The map hashes only a token's length and last bytes: a token that shares both with a cached
+/// one (same signature, one payload character changed) lands on the same hash and must still
+/// be told apart by the full comparison: a miss, verified and refused.
+#[test]
+fn same_length_and_signature_suffix_is_not_a_hit() {
+    let k = es("k1");
+    let keys = set(&[&k]);
+    let p = Policy::default();
+    let cache = TokenCache::new(100);
+    let t = token(&k, NOW + 600, "u1");
+    let cached = cache.verify(&t, &keys, &p, NOW).unwrap();
+    let payload_at = t.find('.').unwrap() + 5;
+    let mut forged = t.clone().into_bytes();
+    forged[payload_at] = if forged[payload_at] == b'A' {
+        b'B'
+    } else {
+        b'A'
+    };
+    let forged = String::from_utf8(forged).unwrap();
+    assert_eq!(forged.len(), t.len());
+    assert_eq!(forged[forged.len() - 32..], t[t.len() - 32..]);
+    let build = || SuffixHash::default();
+    let (a, b) = (build(), build());
+    assert_eq!(
+        std::hash::BuildHasher::hash_one(&a, forged.as_str()),
+        std::hash::BuildHasher::hash_one(&a, t.as_str()),
+        "same length and suffix: same hash (the case under test)"
+    );
+    assert_ne!(
+        std::hash::BuildHasher::hash_one(&a, t.as_str()),
+        std::hash::BuildHasher::hash_one(&b, t.as_str()),
+        "each map's hasher is keyed at random"
+    );
+    assert!(cache.verify(&forged, &keys, &p, NOW).is_err());
+    assert!(Arc::ptr_eq(
+        &cache.verify(&t, &keys, &p, NOW).unwrap(),
+        &cached
+    ));
+    assert_eq!(
+        cache.stats(),
+        CacheStats {
+            hits: 1,
+            misses: 2,
+            evictions: 0
+        }
+    );
+    assert_eq!(cache.len(), 1);
+}
+
 #[test]
 fn denials_are_not_cached() {
     let k = es("k1");

@@ -21,7 +21,7 @@ use crate::edge::unix_now;
 /// Verify an AWS Secure Media Delivery token; `None` if it is not one (the JWT denial stands).
 fn smd_verify(
     secrets: &crate::auth::smd::SmdSecrets,
-    found: &request::FoundToken,
+    found: &request::FoundToken<'_>,
     path: &str,
     client: Option<std::net::IpAddr>,
     now: u64,
@@ -31,7 +31,7 @@ fn smd_verify(
     use crate::auth::smd;
     let token = match &found.path_sid {
         Some(sid) => Cow::Owned(format!("{sid}.{}", found.token)),
-        None => Cow::Borrowed(found.token.as_str()),
+        None => Cow::Borrowed(&*found.token),
     };
     // CloudFront adds trusted `cloudfront-viewer-*` geo headers; here they could only come from
     // the client, so they are never believed.
@@ -221,8 +221,8 @@ impl TollgateProxy {
 
     pub(super) fn count_auth(&self, result: access::AuthResult) {
         let label = result.as_str();
-        match self.edge.hot.auth.get(label) {
-            Some(counter) => counter.inc(),
+        match self.edge.hot.auth.iter().find(|(l, _)| *l == label) {
+            Some((_, counter)) => counter.inc(),
             None => self
                 .edge
                 .metrics
@@ -330,7 +330,7 @@ impl TollgateProxy {
     /// Verify a found token and gather what its claims are checked against.
     fn present<'a>(
         &self,
-        found: &request::FoundToken,
+        found: &request::FoundToken<'_>,
         path: &'a str,
         client: Option<std::net::IpAddr>,
         now: u64,
@@ -353,7 +353,7 @@ impl TollgateProxy {
         // The `<sid>.` prefix of a path token is outside the signature: it may only repeat the
         // signed `sid`, never replace it (revocation is keyed on the signed one).
         if let (Ok(claims), Some(prefix)) = (&verified, &found.path_sid) {
-            if claims.sid.as_deref().is_some_and(|sid| sid != prefix) {
+            if claims.sid.as_deref().is_some_and(|sid| sid != *prefix) {
                 verified = Err(Denial::Malformed);
             }
         }

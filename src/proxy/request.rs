@@ -115,15 +115,16 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, BadRequest> {
     Ok(Cow::Owned(path))
 }
 
-/// A token found in a request, and where.
+/// A token found in a request, and where. Borrows the request: finding a token allocates only
+/// for a percent-encoded query value (a hit with a bearer token allocates nothing here).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FoundToken {
+pub struct FoundToken<'a> {
     /// The compact JWS.
-    pub token: String,
+    pub token: Cow<'a, str>,
     /// The source label (`path`, `query`, `bearer`, `cookie`).
     pub source: &'static str,
     /// The session id prefix of a path token (`<sid>.<jwt>`), if any.
-    pub path_sid: Option<String>,
+    pub path_sid: Option<&'a str>,
 }
 
 /// If the first path segment is a token (`[<sid>.]<jwt>`), split it off: returns the token, the
@@ -280,16 +281,16 @@ pub struct RequestParts<'a> {
 
 /// Find the token by the configured precedence. The first source that carries a token decides;
 /// a failing token never falls back to a lower source (the caller verifies only this one).
-pub fn find_token(sources: &[TokenSource], parts: &RequestParts<'_>) -> Option<FoundToken> {
+pub fn find_token<'a>(sources: &[TokenSource], parts: &RequestParts<'a>) -> Option<FoundToken<'a>> {
     for source in sources {
         let found = match source {
             TokenSource::Path => parts.path_token.map(|(t, sid)| FoundToken {
-                token: t.to_owned(),
+                token: Cow::Borrowed(t),
                 source: "path",
-                path_sid: sid.map(str::to_owned),
+                path_sid: sid,
             }),
             TokenSource::Query(name) => query_param(parts.query, name).map(|t| FoundToken {
-                token: t.into_owned(),
+                token: t,
                 source: "query",
                 path_sid: None,
             }),
@@ -297,7 +298,7 @@ pub fn find_token(sources: &[TokenSource], parts: &RequestParts<'_>) -> Option<F
                 .authorization
                 .and_then(bearer_token)
                 .map(|t| FoundToken {
-                    token: t.to_owned(),
+                    token: Cow::Borrowed(t),
                     source: "bearer",
                     path_sid: None,
                 }),
@@ -306,7 +307,7 @@ pub fn find_token(sources: &[TokenSource], parts: &RequestParts<'_>) -> Option<F
                 .iter()
                 .find_map(|c| cookie_value(c, name))
                 .map(|t| FoundToken {
-                    token: t.to_owned(),
+                    token: Cow::Borrowed(t),
                     source: "cookie",
                     path_sid: None,
                 }),
@@ -432,7 +433,7 @@ mod tests {
             cookies: &cookies,
         };
         let t = find_token(&sources, &parts).unwrap();
-        assert_eq!((t.token.as_str(), t.source), ("frombearer", "bearer"));
+        assert_eq!((&*t.token, t.source), ("frombearer", "bearer"));
         let parts = RequestParts {
             path_token: None,
             query: "token=fromquery",
