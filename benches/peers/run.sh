@@ -2,7 +2,7 @@
 # shellcheck source-path=SCRIPTDIR disable=SC2015  # "A && B || die" is meant: die unless both hold
 # Tollgate against nginx, Varnish and HAProxy, side by side, on this machine (issue 7).
 #
-#   benches/peers/run.sh [ROUNDS] [SECONDS]      (defaults: 5 rounds of 10 s per run)
+#   benches/peers/run.sh [ROUNDS] [SECONDS]      (defaults: 6 rounds of 10 s per run, the issue's method)
 #
 # Environment: TOLLGATE_BIN (skip `cargo build --release` and use this binary), PEERS (subset of
 # "tollgate haproxy nginx varnish"), FRESH_RATE (never-seen tokens minted per second of a run,
@@ -15,7 +15,7 @@
 # each scenario whose every body is inspected). Scenarios x peers are interleaved round by
 # round; the table shows medians of req/s and p99 with Tollgate/peer ratios.
 set -euo pipefail
-ROUNDS=${1:-5}
+ROUNDS=${1:-6}
 SECS=${2:-10}
 [[ $ROUNDS =~ ^[1-9][0-9]*$ && $SECS =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [ROUNDS] [SECONDS]" >&2; exit 2; }
 HERE=$(cd "$(dirname "$0")" && pwd)
