@@ -67,8 +67,7 @@ fn same_length_and_signature_suffix_is_not_a_hit() {
     let forged = String::from_utf8(forged).unwrap();
     assert_eq!(forged.len(), t.len());
     assert_eq!(forged[forged.len() - 32..], t[t.len() - 32..]);
-    let build = || SuffixHash::default();
-    let (a, b) = (build(), build());
+    let (a, b) = (SuffixHash::default(), SuffixHash::default());
     assert_eq!(
         std::hash::BuildHasher::hash_one(&a, forged.as_str()),
         std::hash::BuildHasher::hash_one(&a, t.as_str()),
