@@ -202,6 +202,19 @@ impl Edge {
         }
     }
 
+    /// Count an access decision in `tollgate_auth_decisions_total`.
+    pub fn count_auth(&self, result: crate::access::AuthResult) {
+        let label = result.as_str();
+        match self.hot.auth.iter().find(|(l, _)| *l == label) {
+            Some((_, counter)) => counter.inc(),
+            None => self
+                .metrics
+                .auth_decisions
+                .with_label_values(&[label])
+                .inc(),
+        }
+    }
+
     /// Build the runtime state: load keys, resolve origins, size the cache.
     pub fn new(config: Config) -> Result<Arc<Edge>, EdgeError> {
         let metrics = Arc::new(Metrics::new()?);

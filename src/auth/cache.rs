@@ -275,9 +275,7 @@ impl TokenCache {
     /// CPU from the request path for that long on a machine with few cores.
     pub fn sweep_step(&self, now_unix: u64) -> usize {
         let i = self.next_sweep.fetch_add(1, Ordering::Relaxed) % SEGMENTS;
-        let removed = remove_from(&self.segments[i], |e| now_unix > e.expires_at);
-        self.reserved.fetch_sub(removed, Ordering::AcqRel);
-        removed
+        self.remove_from(&self.segments[i], |e| now_unix > e.expires_at)
     }
 
     /// Drop cached entries for session `sid` (revocation); returns how many.
@@ -297,10 +295,23 @@ impl TokenCache {
     }
 
     fn remove_where(&self, mut pred: impl FnMut(&Entry) -> bool) -> usize {
+        self.segments
+            .iter()
+            .map(|map| self.remove_from(map, &mut pred))
+            .sum()
+    }
+
+    /// Drop the entries of one segment that match `pred`, and give back their slots.
+    fn remove_from(&self, map: &Segment, mut pred: impl FnMut(&Entry) -> bool) -> usize {
         let mut removed = 0usize;
-        for map in &self.segments {
-            removed += remove_from(map, &mut pred);
-        }
+        map.retain(|_, e| {
+            if pred(e) {
+                removed += 1;
+                false
+            } else {
+                true
+            }
+        });
         self.reserved.fetch_sub(removed, Ordering::AcqRel);
         removed
     }
@@ -309,8 +320,8 @@ impl TokenCache {
 impl TokenCache {
     /// A token's segment, from its last characters: in a JWT they are signature, uniformly
     /// spread for the verified tokens that get inserted, so a fold of eight bytes splits the
-    /// map evenly without hashing the whole token a second time (the segment's `DashMap`
-    /// hashes it with its own random state; segments only partition eviction work).
+    /// map evenly without another hash (the segment's `DashMap` hashes the token's suffix with
+    /// its own random key, [`SuffixHash`]; segments only partition eviction work).
     fn segment(&self, token: &str) -> &Segment {
         let b = token.as_bytes();
         let h = b[b.len().saturating_sub(8)..]
@@ -318,19 +329,6 @@ impl TokenCache {
             .fold(0u32, |h, &c| h.wrapping_mul(31) ^ u32::from(c));
         &self.segments[h as usize % SEGMENTS]
     }
-}
-
-fn remove_from(map: &Segment, mut pred: impl FnMut(&Entry) -> bool) -> usize {
-    let mut removed = 0usize;
-    map.retain(|_, e| {
-        if pred(e) {
-            removed += 1;
-            false
-        } else {
-            true
-        }
-    });
-    removed
 }
 
 /// The hit-path re-check: time window and key liveness.

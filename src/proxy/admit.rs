@@ -157,7 +157,7 @@ impl TollgateProxy {
                 match self.basic_check(realm, req).await {
                     Ok(_user) => access::granted(),
                     Err(label) => {
-                        self.count_auth(access::AuthResult::Refused(label));
+                        self.edge.count_auth(access::AuthResult::Refused(label));
                         ctx.auth = Some(access::AuthResult::Refused(label));
                         return Some(Answer::Challenge(realm.to_owned()));
                     }
@@ -166,14 +166,14 @@ impl TollgateProxy {
             AccessMode::Signed => match self.signed_check(session, raw_path, raw_query) {
                 Ok(()) => access::granted(),
                 Err(label) => {
-                    self.count_auth(access::AuthResult::Refused(label));
+                    self.edge.count_auth(access::AuthResult::Refused(label));
                     ctx.auth = Some(access::AuthResult::Refused(label));
                     return Some(Answer::Status(403));
                 }
             },
         };
         if let Some(result) = decision.result {
-            self.count_auth(result);
+            self.edge.count_auth(result);
         }
         (ctx.auth, ctx.claims) = (decision.result, decision.claims);
         let Some(variant) = decision.variant else {
@@ -217,19 +217,6 @@ impl TollgateProxy {
             access::token(&route.require, presented)
         };
         self.watch_session(route.access, decision, facts.client, facts.user_agent, now)
-    }
-
-    pub(super) fn count_auth(&self, result: access::AuthResult) {
-        let label = result.as_str();
-        match self.edge.hot.auth.iter().find(|(l, _)| *l == label) {
-            Some((_, counter)) => counter.inc(),
-            None => self
-                .edge
-                .metrics
-                .auth_decisions
-                .with_label_values(&[label])
-                .inc(),
-        }
     }
 
     /// HTTP Basic credentials against the realm's file. bcrypt costs milliseconds, so a check

@@ -361,7 +361,7 @@ impl TollgateProxy {
             .wire_head(|h| wire_head(h, variant, body_len))?
             .clone();
         if let Some(result) = decision.result {
-            self.count_auth(result);
+            edge.count_auth(result);
         }
         Some(FastHit {
             start,
