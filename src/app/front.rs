@@ -133,6 +133,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         let mut watch = shutdown.clone();
         let mut buf = BytesMut::with_capacity(4096);
+        let mut head = Vec::new();
         loop {
             let deadline = Instant::now() + KEEPALIVE;
             // Complete the next head, answer it here if it is a fresh hit.
@@ -160,7 +161,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
             match hit {
                 Some((hit, len, client_close)) => {
                     let close = client_close || *watch.borrow();
-                    let head = hit.head(close);
+                    hit.write_head(close, &mut head);
                     let body = hit.trailing_body().cloned().unwrap_or_default();
                     // measured from the request's start: no extra clock read
                     let by = Instant::from_std(hit.started() + KEEPALIVE);

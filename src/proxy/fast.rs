@@ -192,12 +192,17 @@ pub struct FastHit {
 }
 
 impl FastHit {
-    /// The response head: the stored head, then `Age`, `Cache-Status`, `Date`, `Connection`.
-    /// A body of up to [`INLINE_BODY`] bytes follows in the same buffer.
-    pub fn head(&self, close: bool) -> Vec<u8> {
+    /// The response head into `out` (cleared first): the stored head, then `Age`,
+    /// `Cache-Status`, `Date`, `Connection`. A body of up to [`INLINE_BODY`] bytes follows in
+    /// the same buffer. The connection keeps `out` from answer to answer: a 1 KiB answer is
+    /// larger than glibc's per-thread cache of freed chunks, so a fresh `Vec` per answer went
+    /// through `_int_malloc` and `_int_free` (callgrind: 115 to 350 + 300 instructions of a
+    /// 12,000-instruction hit, depending on heap layout).
+    pub fn write_head(&self, close: bool, out: &mut Vec<u8>) {
         let stored = &self.stored_head;
         let date = pingora_core::protocols::http::date::get_cached_date();
-        let mut out = Vec::with_capacity(stored.len() + 160 + self.inline_body().len());
+        out.clear();
+        out.reserve(stored.len() + 160 + self.inline_body().len());
         out.extend_from_slice(stored);
         // io::Write on a Vec cannot fail; formats the number without a String
         let _ = write!(out, "Age: {}", self.age);
@@ -209,7 +214,6 @@ impl FastHit {
             &b"\r\nConnection: keep-alive\r\n\r\n"[..]
         });
         out.extend_from_slice(self.inline_body());
-        out
     }
 
     /// A body small enough to copy behind the head (one write); empty otherwise.

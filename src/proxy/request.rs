@@ -216,12 +216,15 @@ pub fn is_tls(session: &pingora_proxy::Session) -> bool {
 
 /// The token of an `Authorization: Bearer <token>` header value.
 pub fn bearer_token(value: &[u8]) -> Option<&str> {
-    let v = std::str::from_utf8(value).ok()?;
-    let (scheme, rest) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| rest.trim())
-        .filter(|t| !t.is_empty())
+    // On bytes: the scheme and the blanks around the token are ASCII, and only the token
+    // itself needs UTF-8 validation (a `str` search for the space and a Unicode trim were
+    // ~190 of the ~2,000 instructions a token adds to a hit, callgrind).
+    let (scheme, rest) = value.split_at_checked(7)?;
+    if !scheme[..6].eq_ignore_ascii_case(b"bearer") || scheme[6] != b' ' {
+        return None;
+    }
+    let token = std::str::from_utf8(rest.trim_ascii()).ok()?;
+    (!token.is_empty()).then_some(token)
 }
 
 /// The value of cookie `name` in a `Cookie` header value.
@@ -409,6 +412,13 @@ mod tests {
         assert_eq!(bearer_token(b"Bearer abc"), Some("abc"));
         assert_eq!(bearer_token(b"bearer  abc "), Some("abc"));
         assert_eq!(bearer_token(b"Basic abc"), None);
+        assert_eq!(bearer_token(b"BEARER\tabc"), None);
+        assert_eq!(bearer_token(b"Bearer "), None);
+        assert_eq!(bearer_token(b"Bearer    "), None);
+        assert_eq!(bearer_token(b"Bearerabc"), None);
+        assert_eq!(bearer_token(b"Bearer"), None);
+        assert_eq!(bearer_token(b"Bearer \xff\xfe"), None);
+        assert_eq!(bearer_token(b"bEaReR a.b.c\r"), Some("a.b.c"));
         assert_eq!(cookie_value(b"a=1; token=t1; b=2", "token"), Some("t1"));
         assert_eq!(cookie_value(b"xtoken=1", "token"), None);
         assert_eq!(
