@@ -423,3 +423,72 @@ async fn purged_and_expired_objects_are_never_answered_by_the_hit_path() {
     let r = send(client().get(edge.url(q))).await;
     assert_eq!(r.cache_status(), "tollgate; hit");
 }
+
+/// Answers whose decision checked a signature wait for the other ready connections before
+/// they are written (`fast::SLOW_DECISION`; in a test build every verification is that slow).
+/// On eight connections at once, each pipelining new tokens, a repeated token, a forged one and
+/// none: every answer arrives, in its connection's order, with the right variant, all hits.
+#[tokio::test]
+async fn answers_after_signature_checks_keep_their_order_across_connections() {
+    let key = tokens::es256("k1");
+    let origin = Origin::start();
+    let edge = Edge::start(&origin, &[&key]);
+    let sub = tokens::subscriber(&key, "warm");
+    for tok in [Tok::None, Tok::Bearer(&sub)] {
+        assert!(get(&edge, "/premium/story", tok).await.is_miss());
+    }
+    wait_stored_async(&edge, 2.0).await;
+    let forged = tokens::subscriber(&tokens::es256("k1"), "mallory");
+    let port = edge.port;
+    let mut conns = Vec::new();
+    for i in 0..8 {
+        let fresh = tokens::subscriber(&key, &format!("reader{i}"));
+        let not_entitled = tokens::valid(&key, &format!("basic{i}"), &["basic"], 3600);
+        // (token, subscriber content expected)
+        let plan = vec![
+            (Some(fresh.clone()), true),
+            (Some(fresh), true),
+            (Some(forged.clone()), false),
+            (None, false),
+            (Some(not_entitled), false),
+        ];
+        conns.push(tokio::task::spawn_blocking(move || {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut reqs = String::new();
+            for (tok, _) in &plan {
+                reqs += &format!("GET /premium/story HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n");
+                if let Some(t) = tok {
+                    reqs += &format!("Authorization: Bearer {t}\r\n");
+                }
+                reqs += "\r\n";
+            }
+            s.write_all(reqs.as_bytes()).unwrap();
+            let mut buf = Vec::new();
+            let answers = read_answers(&mut s, &mut buf, plan.len(), &[false; 5]);
+            (plan, answers)
+        }));
+    }
+    for c in conns {
+        let (plan, answers) = c.await.unwrap();
+        for (k, ((_, subscriber), a)) in plan.iter().zip(&answers).enumerate() {
+            let body = String::from_utf8_lossy(&a.2);
+            assert_eq!(a.0, 200, "answer {k}");
+            assert_eq!(header(a, "cache-status"), "tollgate; hit", "answer {k}");
+            assert_eq!(
+                body.contains(support::SUBSCRIBER_MARK),
+                *subscriber,
+                "answer {k}: {body}"
+            );
+            assert!(
+                body.starts_with(if *subscriber { "FULL:" } else { "TEASER:" }),
+                "answer {k}: {body}"
+            );
+        }
+    }
+    assert_eq!(
+        settled(&edge, FAST, &[("outcome", "served")], 40.0).await,
+        40.0
+    );
+    assert_eq!(origin.total(), 2, "hits never reach the origin");
+}

@@ -160,6 +160,11 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
             };
             match hit {
                 Some((hit, len, client_close)) => {
+                    if hit.slow() {
+                        // answers that each cost a signature check go out together: see
+                        // `fast::SLOW_DECISION`
+                        tokio::task::yield_now().await;
+                    }
                     let close = client_close || *watch.borrow();
                     hit.write_head(close, &mut head);
                     let body = hit.trailing_body().cloned().unwrap_or_default();
