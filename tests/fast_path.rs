@@ -438,7 +438,7 @@ async fn answers_after_signature_checks_keep_their_order_across_connections() {
         assert!(get(&edge, "/premium/story", tok).await.is_miss());
     }
     wait_stored_async(&edge, 2.0).await;
-    let forged = tokens::subscriber(&tokens::es256("k1"), "mallory");
+    let forged = tokens::forged(&key);
     let port = edge.port;
     let mut conns = Vec::new();
     for i in 0..8 {
