@@ -28,6 +28,10 @@ use crate::proxy::TollgateProxy;
 const KEEPALIVE: Duration = Duration::from_secs(60);
 /// A head this long that is still incomplete is left to the proxy (and its limits).
 const MAX_FAST_HEAD: usize = 16 * 1024;
+/// The answer buffer a connection keeps between answers (`FastHit::write_head`) is dropped
+/// after an answer that grew it beyond this (bodies up to 16 KiB are copied into it), so
+/// thousands of idle keep-alive connections do not each hold 16 KiB.
+const KEPT_ANSWER_BUFFER: usize = 4096;
 
 /// The edge's listening app: the hit path in front of `inner` (the proxy).
 pub struct Front<A> {
@@ -171,6 +175,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                     // measured from the request's start: no extra clock read
                     let by = Instant::from_std(hit.started() + KEEPALIVE);
                     let ok = write_answer(&mut stream, &head, &body, by).await.is_ok();
+                    if head.capacity() > KEPT_ANSWER_BUFFER {
+                        // an idle keep-alive connection holds no more than this
+                        head = Vec::new();
+                    }
                     let sent = if ok { hit.body_len() } else { 0 };
                     self.fast.fast_done(hit, sent, client);
                     if !ok {
