@@ -20,7 +20,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{BufMut, Bytes};
 use pingora_cache::key::CacheHashKey;
@@ -264,7 +264,7 @@ impl FastHit {
 /// times for 37,809 answers without the yield, 4,670 times for 46,665 with it, and the node's
 /// system time fell from 22 % to 14 % of its CPU. Cache hits never wait: their decision is
 /// far below this.
-pub const SLOW_DECISION: std::time::Duration = std::time::Duration::from_micros(20);
+const SLOW_DECISION: Duration = Duration::from_micros(20);
 
 /// Bodies up to this size are copied behind the head: one buffer, one `send`. Larger bodies
 /// go out as a second buffer of the same `writev`, never copied.
