@@ -58,6 +58,9 @@ pub struct Metrics {
     pub fast_served: IntCounter,
     /// `tollgate_fast_path_total{outcome="proxied"}`
     pub fast_proxied: IntCounter,
+    /// `tollgate_fast_path_sendfile_bytes_total`: body bytes the hit path sent with
+    /// `sendfile` from the memory tier's sealed files.
+    pub fast_sendfile_bytes: IntCounter,
 }
 
 impl Metrics {
@@ -169,6 +172,11 @@ impl Metrics {
         )?;
         let fast_served = fast_path.with_label_values(&["served"]);
         let fast_proxied = fast_path.with_label_values(&["proxied"]);
+        let fast_sendfile_bytes = IntCounter::new(
+            "tollgate_fast_path_sendfile_bytes_total",
+            "Body bytes the connection-level hit path sent with sendfile from the memory tier's \
+             sealed body files (bodies of 64 KiB and more).",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(auth_decisions.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
@@ -186,6 +194,7 @@ impl Metrics {
         registry.register(Box::new(cache_purged.clone()))?;
         registry.register(Box::new(access_log_dropped.clone()))?;
         registry.register(Box::new(fast_path.clone()))?;
+        registry.register(Box::new(fast_sendfile_bytes.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -207,6 +216,7 @@ impl Metrics {
             fast_path,
             fast_served,
             fast_proxied,
+            fast_sendfile_bytes,
         })
     }
 

@@ -492,3 +492,99 @@ async fn answers_after_signature_checks_keep_their_order_across_connections() {
     );
     assert_eq!(origin.total(), 2, "hits never reach the origin");
 }
+
+/// Memory files named like the edge's body files among `pid`'s open descriptors.
+fn body_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the edge's descriptors")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l.to_string_lossy().starts_with("/memfd:tollgate-body"))
+        .count()
+}
+
+#[tokio::test]
+async fn large_bodies_go_out_from_sealed_files_intact() {
+    const SENT_FROM_FILES: &str = "tollgate_fast_path_sendfile_bytes_total";
+    let origin = Origin::start();
+    let edge = Edge::start(&origin, &[]);
+    let small = origin.set_large("/news/small.bin", 64 * 1024 - 1);
+    let big = origin.set_large("/news/big.bin", 300_001);
+    let huge = origin.set_large("/news/huge.bin", 5 * 1024 * 1024 + 7);
+    for (p, b) in [
+        ("/news/small.bin", &small),
+        ("/news/big.bin", &big),
+        ("/news/huge.bin", &huge),
+    ] {
+        let r = support::get_bin(&edge, p, &[]).await;
+        assert!(r.status == 200 && r.body == *b, "{p}: the miss's body");
+    }
+    wait_stored_async(&edge, 3.0).await;
+    // one sealed file per body of 64 KiB and more; the 64 KiB - 1 body stays on the heap
+    assert_eq!(body_files(edge.pid()), 2);
+    assert_eq!(edge.metric(SENT_FROM_FILES, &[]).await, 0.0);
+
+    // One connection, pipelined: file-backed and heap bodies, a HEAD, and three 5 MiB bodies
+    // asked for before reading anything, through a 64 KiB receive buffer, so the socket fills
+    // and the rest of a body goes out by the ordinary write after `sendfile` would block.
+    let port = edge.port;
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        rustix::net::sockopt::set_socket_recv_buffer_size(&s, 64 * 1024).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let h = format!("Host: 127.0.0.1:{port}\r\n");
+        let mut reqs = String::new();
+        for (m, p) in [
+            ("GET", "/news/big.bin"),
+            ("HEAD", "/news/big.bin"),
+            ("GET", "/news/small.bin"),
+            ("GET", "/news/big.bin"),
+            ("GET", "/news/huge.bin"),
+            ("GET", "/news/huge.bin"),
+            ("GET", "/news/huge.bin"),
+            ("GET", "/news/small.bin"),
+        ] {
+            reqs.push_str(&format!("{m} {p} HTTP/1.1\r\n{h}\r\n"));
+        }
+        s.write_all(reqs.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let mut buf = Vec::new();
+        let heads = [false, true, false, false, false, false, false, false];
+        read_answers(&mut s, &mut buf, 8, &heads)
+    })
+    .await
+    .unwrap();
+    let want: [&[u8]; 8] = [&big, b"", &small, &big, &huge, &huge, &huge, &small];
+    for (i, (a, w)) in answers.iter().zip(want).enumerate() {
+        assert_eq!(a.0, 200, "answer {i}");
+        assert_eq!(header(a, "cache-status"), "tollgate; hit", "answer {i}");
+        assert!(
+            a.2 == w,
+            "answer {i}: {} body bytes differ from the origin's",
+            a.2.len()
+        );
+    }
+    assert_eq!(header(&answers[1], "content-length"), "300001");
+
+    // Only the file-backed bodies were sent from files, and not all of the 5 MiB ones: the
+    // socket filled and the ordinary write carried the rest.
+    let file_bytes = 2.0 * big.len() as f64 + 3.0 * huge.len() as f64;
+    assert_eq!(
+        settled(&edge, FAST, &[("outcome", "served")], 8.0).await,
+        8.0
+    );
+    let sent = edge.metric(SENT_FROM_FILES, &[]).await;
+    assert!(
+        sent >= big.len() as f64 && sent < file_bytes,
+        "{sent} of {file_bytes}"
+    );
+
+    // the proxy path reads the same stored bytes: a range of the file-backed body
+    let r = support::get_bin(&edge, "/news/big.bin", &[("range", "bytes=100000-100099")]).await;
+    assert_eq!(r.status, 206);
+    assert!(
+        r.body[..] == big[100_000..100_100],
+        "range of a file-backed body"
+    );
+    assert_eq!(origin.hits("/news/big.bin"), 1);
+    assert_eq!(origin.hits("/news/huge.bin"), 1);
+}

@@ -9,6 +9,7 @@
 //! request already on its way is answered (with `Connection: close`) instead of reset.
 
 use std::io::IoSlice;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,11 +17,15 @@ use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
 use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
+use rustix::io::Errno;
+use rustix::net::SendFlags;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
+use crate::cache::body_file::BodyFile;
 use crate::proxy::fast::{self, Parse};
 use crate::proxy::TollgateProxy;
 
@@ -95,18 +100,74 @@ async fn read_more(
     }
 }
 
-/// Write the head (with any inline body) and a trailing body, by `deadline`.
+/// The socket under a plain (not TLS, not virtual) stream.
+fn socket_of(stream: &Stream) -> Option<BorrowedFd<'_>> {
+    let l4 = stream.as_ref().as_any().downcast_ref::<L4Stream>()?;
+    let fd = l4.as_raw_fd();
+    // SAFETY: `fd` is the open socket `stream` owns; the borrow cannot outlive `stream`.
+    (fd >= 0).then(|| unsafe { BorrowedFd::borrow_raw(fd) })
+}
+
+/// Send what the socket takes now of an answer whose body is in a sealed file: the head with
+/// `MSG_MORE` (it leaves with the body's first pages), then the body with `sendfile`, which
+/// hands the socket the file's pages instead of copying them. Returns how many head and body
+/// bytes went out; the caller writes the rest the usual way, which waits for the socket.
+/// Nothing is sent for a stream that is not a plain socket.
+fn send_from_file(
+    stream: &Stream,
+    head: &[u8],
+    file: &BodyFile,
+) -> std::io::Result<(usize, usize)> {
+    let Some(sock) = socket_of(stream) else {
+        return Ok((0, 0));
+    };
+    let flags = SendFlags::MORE | SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+    let sent_head = match rustix::net::send(sock, head, flags) {
+        Ok(n) => n,
+        Err(Errno::AGAIN | Errno::INTR) => 0,
+        Err(e) => return Err(e.into()),
+    };
+    if sent_head < head.len() {
+        return Ok((sent_head, 0));
+    }
+    let mut offset = 0u64;
+    let len = file.len() as u64;
+    while offset < len {
+        let left = (len - offset) as usize;
+        // the socket is non-blocking: a full socket answers EAGAIN rather than waiting
+        match rustix::fs::sendfile(sock, file.fd(), Some(&mut offset), left) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(Errno::AGAIN | Errno::INTR) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((sent_head, offset as usize))
+}
+
+/// Write the head (with any inline body) and a trailing body, by `deadline`; a trailing body
+/// kept in a sealed file goes out with `sendfile` as far as the socket takes it. Returns the
+/// body bytes sent that way.
 async fn write_answer(
     stream: &mut Stream,
     head: &[u8],
     body: &[u8],
+    file: Option<&BodyFile>,
     deadline: Instant,
-) -> std::io::Result<()> {
+) -> std::io::Result<usize> {
     let write = async {
+        let (mut head, mut body) = (head, body);
+        let mut from_file = 0;
+        if let Some(file) = file.filter(|f| f.len() == body.len()) {
+            // nothing of an earlier answer may still sit in the stream's write buffer
+            stream.flush().await?;
+            let (h, b) = send_from_file(stream, head, file)?;
+            from_file = b;
+            (head, body) = (&head[h..], &body[b..]);
+        }
         if body.is_empty() {
             stream.write_all(head).await?;
         } else {
-            let (mut head, mut body) = (head, body);
             while !head.is_empty() {
                 let n = stream
                     .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
@@ -120,7 +181,8 @@ async fn write_answer(
             }
             stream.write_all(body).await?;
         }
-        stream.flush().await
+        stream.flush().await?;
+        Ok(from_file)
     };
     match tokio::time::timeout_at(deadline, write).await {
         Ok(r) => r,
@@ -174,13 +236,15 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                     let body = hit.trailing_body().cloned().unwrap_or_default();
                     // measured from the request's start: no extra clock read
                     let by = Instant::from_std(hit.started() + KEEPALIVE);
-                    let ok = write_answer(&mut stream, &head, &body, by).await.is_ok();
+                    let file = hit.trailing_file();
+                    let written = write_answer(&mut stream, &head, &body, file, by).await;
+                    let ok = written.is_ok();
                     if head.capacity() > KEPT_ANSWER_BUFFER {
                         // an idle keep-alive connection holds no more than this
                         head = Vec::new();
                     }
                     let sent = if ok { hit.body_len() } else { 0 };
-                    self.fast.fast_done(hit, sent, client);
+                    self.fast.fast_done(hit, sent, written.unwrap_or(0), client);
                     if !ok {
                         return;
                     }

@@ -27,6 +27,7 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use tinyufo::TinyUfo;
 
+use super::body_file::BodyFile;
 use super::path_index::PathIndex;
 
 /// TinyUFO weighs objects in `u16` units; one unit is this many bytes.
@@ -106,6 +107,9 @@ struct Stored {
     path: Arc<str>,
     meta: StoredMeta,
     body: Bytes,
+    /// The sealed file `body` is a map of, for bodies of at least
+    /// [`FILE_BODY`](super::body_file::FILE_BODY) bytes (`sendfile` on the hit path).
+    file: Option<Arc<BodyFile>>,
     /// Bytes accounted for this object (body + headers + overhead).
     size: u64,
     /// The response head as the connection-level hit path sends it, built on its first use
@@ -261,11 +265,16 @@ impl MemoryStore {
         }
         let meta = StoredMeta::from_meta(meta);
         let size = body.len() as u64 + (meta.header_size() + OBJECT_OVERHEAD) as u64;
+        let (body, file) = match BodyFile::create(std::slice::from_ref(&body), body.len()) {
+            Some((mapped, file)) => (mapped, Some(file)),
+            None => (body, None),
+        };
         self.insert(Stored {
             hash,
             path,
             meta,
             body,
+            file,
             size,
             wire: OnceLock::new(),
         });
@@ -299,6 +308,11 @@ impl FreshObject {
     /// The whole body.
     pub fn body(&self) -> &Bytes {
         &self.0.body
+    }
+
+    /// The sealed file holding the body, if it is kept in one (large bodies).
+    pub fn file(&self) -> Option<&Arc<BodyFile>> {
+        self.0.file.as_ref()
     }
 
     /// Seconds since the object was stored or last revalidated, as pingora's `Age` counts.
@@ -397,6 +411,7 @@ impl Storage for MemoryStore {
             path: old.path.clone(),
             meta,
             body: old.body.clone(),
+            file: old.file.clone(),
             size,
             wire: OnceLock::new(),
         });
@@ -498,15 +513,17 @@ impl HandleMiss for MemoryMiss {
         if self.abandoned {
             return Error::e_explain(ErrorType::InternalError, "object exceeds the memory tier");
         }
-        let body = match self.chunks.len() {
-            0 => Bytes::new(),
-            1 => self.chunks.pop().unwrap_or_default(),
-            _ => {
+        let file = BodyFile::create(&self.chunks, self.size as usize);
+        let (body, file) = match (file, self.chunks.len()) {
+            (Some((mapped, file)), _) => (mapped, Some(file)),
+            (None, 0) => (Bytes::new(), None),
+            (None, 1) => (self.chunks.pop().unwrap_or_default(), None),
+            (None, _) => {
                 let mut buf = BytesMut::with_capacity(self.size as usize);
                 for c in &self.chunks {
                     buf.extend_from_slice(c);
                 }
-                buf.freeze()
+                (buf.freeze(), None)
             }
         };
         let Some(meta) = self.meta.take() else {
@@ -519,6 +536,7 @@ impl HandleMiss for MemoryMiss {
             path: self.path.clone(),
             meta,
             body,
+            file,
             size,
             wire: OnceLock::new(),
         });
@@ -586,6 +604,56 @@ mod tests {
         assert_eq!(store.purge_prefix("/p/"), 1);
         assert_eq!(store.objects(), 0);
         assert_eq!(store.bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn large_bodies_are_kept_in_files_through_fills_promotions_and_revalidations() {
+        let store = MemoryStore::new(8 << 20, 4 << 20, None).leak();
+        let big: Vec<u8> = (0..300_001u32).map(|i| (i % 253) as u8).collect();
+        let (filled, admitted) = (key("/f/filled", "public"), key("/f/admitted", "public"));
+        // a fill in several chunks, written straight into the file
+        let span = pingora_cache::trace::Span::inactive().handle();
+        let mut miss = store
+            .get_miss_handler(&filled, &meta(big.len()), &span)
+            .await
+            .unwrap();
+        for c in big.chunks(70_000) {
+            miss.write_body(Bytes::copy_from_slice(c), false)
+                .await
+                .unwrap();
+        }
+        miss.finish().await.unwrap();
+        // a promotion from another tier
+        let m = meta(big.len());
+        store.admit(
+            admitted.combined_bin(),
+            "/f/admitted".into(),
+            &m,
+            Bytes::from(big.clone()),
+        );
+        let now = SystemTime::now();
+        for k in [&filled, &admitted] {
+            let o = store.fresh(&k.combined_bin(), now).expect("stored");
+            assert_eq!(o.file().map(|f| f.len()), Some(big.len()));
+            assert_eq!(&o.body()[..], &big[..]);
+            assert_eq!(read(store, k).await.as_deref(), Some(&big[..]));
+        }
+        // a revalidation keeps the body and its file
+        store
+            .update_meta(&filled, &meta(big.len()), &span)
+            .await
+            .unwrap();
+        let o = store.fresh(&filled.combined_bin(), now).expect("stored");
+        assert!(o.file().is_some());
+        assert_eq!(&o.body()[..], &big[..]);
+        // a small body stays on the heap
+        let small = key("/f/small", "public");
+        fill(store, &small, b"small").await;
+        assert!(store
+            .fresh(&small.combined_bin(), now)
+            .unwrap()
+            .file()
+            .is_none());
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 //! token, never the user. Two subscribers share an entry; a subscriber and a non-subscriber
 //! never do, because the variant is part of the primary key.
 
+pub mod body_file;
 pub mod disk;
 pub mod format;
 pub mod key;

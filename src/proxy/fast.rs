@@ -31,6 +31,7 @@ use super::request::{normalize_path, policy_query, strip_query_params};
 use super::TollgateProxy;
 use crate::access::{self, AuthResult};
 use crate::auth::Claims;
+use crate::cache::body_file::BodyFile;
 use crate::cache::memory::FreshObject;
 use crate::cache::{cache_key, Variant};
 use crate::config::{AccessMode, ViewerProtocol};
@@ -231,6 +232,16 @@ impl FastHit {
         self.body().filter(|b| b.len() > INLINE_BODY)
     }
 
+    /// The sealed file holding the trailing body, when the memory tier keeps it in one: the
+    /// connection loop then sends the body with `sendfile` (see [`crate::cache::body_file`]).
+    pub fn trailing_file(&self) -> Option<&BodyFile> {
+        let body = self.trailing_body()?;
+        self.object
+            .file()
+            .map(|f| &**f)
+            .filter(|f| f.len() == body.len())
+    }
+
     /// When the request's head had been read.
     pub fn started(&self) -> Instant {
         self.start
@@ -413,13 +424,22 @@ impl TollgateProxy {
         self.edge.metrics.fast_proxied.inc();
     }
 
-    /// Count and log a hit this path wrote (`body_bytes` of body sent), as `logging` does for
-    /// the proxy's requests.
-    pub fn fast_done(&self, hit: FastHit, body_bytes: usize, client: Option<std::net::IpAddr>) {
+    /// Count and log a hit this path wrote (`body_bytes` of body sent, `from_file` of them
+    /// with `sendfile`), as `logging` does for the proxy's requests.
+    pub fn fast_done(
+        &self,
+        hit: FastHit,
+        body_bytes: usize,
+        from_file: usize,
+        client: Option<std::net::IpAddr>,
+    ) {
         let edge = &*self.edge;
         let status = hit.object.header().status.as_u16();
         edge.store.count_memory_hit();
         edge.metrics.fast_served.inc();
+        if from_file > 0 {
+            edge.metrics.fast_sendfile_bytes.inc_by(from_file as u64);
+        }
         edge.count_request(Some(hit.route), hit.variant, "hit", status);
         let duration = hit.start.elapsed();
         edge.metrics
