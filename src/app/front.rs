@@ -158,6 +158,7 @@ async fn write_answer(
     let write = async {
         let (mut head, mut body) = (head, body);
         let mut from_file = 0;
+        // (the file's length is checked here, where the body is sliced by what it sent)
         if let Some(file) = file.filter(|f| f.len() == body.len()) {
             // nothing of an earlier answer may still sit in the stream's write buffer
             stream.flush().await?;

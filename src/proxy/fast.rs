@@ -235,11 +235,7 @@ impl FastHit {
     /// The sealed file holding the trailing body, when the memory tier keeps it in one: the
     /// connection loop then sends the body with `sendfile` (see [`crate::cache::body_file`]).
     pub fn trailing_file(&self) -> Option<&BodyFile> {
-        let body = self.trailing_body()?;
-        self.object
-            .file()
-            .map(|f| &**f)
-            .filter(|f| f.len() == body.len())
+        self.trailing_body().and(self.object.file().map(|f| &**f))
     }
 
     /// When the request's head had been read.
