@@ -41,11 +41,6 @@ pub fn max_files() -> usize {
     })
 }
 
-/// Bodies kept in files now.
-pub fn files() -> usize {
-    FILES.load(Ordering::Relaxed)
-}
-
 /// One sealed memory file holding a stored body. Its contents can never change, so the pages
 /// a socket still references after a send (or after the file is gone) keep their bytes.
 #[derive(Debug)]
