@@ -51,6 +51,32 @@ impl AuthResult {
         .chain([BasicDenial::BadCredentials.as_str()])
     }
 
+    /// Whether the address's failed-credential budget was spent, so the credential was not
+    /// checked: answered 429, never a variant.
+    pub fn throttled(self) -> bool {
+        matches!(
+            self,
+            AuthResult::Denied(Denial::Throttled) | AuthResult::Refused("throttled")
+        )
+    }
+
+    /// Whether this is a credential that failed its check, which spends the client address's
+    /// budget (`limits.failed_auth`, [`crate::budget`]). Valid credentials — also those of a
+    /// session that is revoked, out of scope or not entitled — and missing ones never do, nor
+    /// does a check the budget already refused.
+    pub fn failed_credential(self) -> bool {
+        match self {
+            AuthResult::Denied(d) => d != Denial::Throttled,
+            AuthResult::Refused(label) => !matches!(label, "missing" | "throttled"),
+            AuthResult::Valid
+            | AuthResult::Missing
+            | AuthResult::NotEntitled
+            | AuthResult::OutOfScope
+            | AuthResult::WrongIp
+            | AuthResult::Revoked => false,
+        }
+    }
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -148,7 +174,8 @@ pub fn paywall(require: &[String], presented: Option<Presented<'_>>) -> Decision
             claims: Some(claims),
         },
         Err((result, claims)) => Decision {
-            variant: Some(Variant::Anonymous),
+            // a throttled reader is refused (429), not shown the teaser
+            variant: (!result.throttled()).then_some(Variant::Anonymous),
             result: Some(result),
             claims,
         },

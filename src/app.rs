@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime};
 
 mod drain;
 mod front;
+mod one_request;
+pub mod proxy_protocol;
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -126,28 +128,47 @@ pub fn build(edge: Arc<Edge>, flags: RunFlags) -> anyhow::Result<Server> {
     let grace = Duration::from_secs(server.configuration.grace_period_seconds.unwrap_or(0));
     let proxy_logic = TollgateProxy::new(edge.clone()).with_access_log(access_log);
     let linger = drain::IDLE_LINGER.min(grace);
-    let mut proxy = Service::new(
-        "tollgate edge".to_string(),
+    let front = |proxy_protocol: bool| {
         front::Front::new(
             drain::Draining::new(
                 pingora_proxy::http_proxy(&server.configuration, proxy_logic.clone()),
                 linger,
             ),
-            proxy_logic,
+            proxy_logic.clone(),
             linger,
-        ),
-    );
+        )
+        .with_proxy_protocol(proxy_protocol)
+    };
+    // Listeners behind a load balancer speaking the PROXY protocol get a service of their own:
+    // its plain connections start with the header, its TLS ones yield it before the handshake.
+    let mut services = [
+        Service::new("tollgate edge".to_string(), front(false)),
+        Service::new("tollgate edge (PROXY protocol)".to_string(), front(true)),
+    ];
+    services[1]
+        .endpoints()
+        .set_pre_tls_callback(Arc::new(proxy_protocol::PreTls::new(edge.clone())));
     for l in &config.listeners {
+        let svc = &mut services[usize::from(l.proxy_protocol)];
         match &l.tls {
-            None => proxy.add_tcp(&l.addr.to_string()),
+            None => svc.add_tcp(&l.addr.to_string()),
             Some(tls) => {
                 let settings = crate::tls::settings(tls)
                     .with_context(|| format!("TLS listener {}", l.addr))?;
-                proxy.add_tls_with_settings(&l.addr.to_string(), None, settings);
+                svc.add_tls_with_settings(&l.addr.to_string(), None, settings);
             }
         }
     }
-    server.add_service(proxy).add_dependency(&bootstrap);
+    let [plain, proxied] = services;
+    let wanted = [
+        config.listeners.iter().any(|l| !l.proxy_protocol),
+        config.listeners.iter().any(|l| l.proxy_protocol),
+    ];
+    for (svc, wanted) in [plain, proxied].into_iter().zip(wanted) {
+        if wanted {
+            server.add_service(svc).add_dependency(&bootstrap);
+        }
+    }
 
     if let Some(admin) = &config.admin {
         let mut svc = Service::new("tollgate admin".to_string(), AdminApp::new(edge.clone()));
@@ -253,6 +274,12 @@ impl BackgroundService for Housekeeping {
                 .metrics
                 .revoked_sessions
                 .set(self.edge.revocations.len() as i64);
+            if let Some(budget) = &self.edge.budget {
+                self.edge
+                    .metrics
+                    .failed_auth_throttled
+                    .set(budget.exhausted_slots() as i64);
+            }
             let swept = self.edge.tokens.sweep_step(now);
             if swept > 0 {
                 log::debug!("token cache: {swept} expired entries dropped");

@@ -17,6 +17,7 @@
 mod auth;
 mod behaviour;
 mod glob;
+mod limits;
 mod logging;
 mod origin;
 pub mod raw;
@@ -38,8 +39,9 @@ pub use tls::{cert_names, CertPair, ListenerTls};
 pub use types::AccessLogTarget;
 pub use types::{
     is_tchar, AccessMode, Admin, AuthSettings, AutoRevocation, CacheSettings, Config, DiskSettings,
-    KeysSettings, Listener, LoggingSettings, Origin, PemKeyConf, PingoraSettings,
-    RevocationSettings, Route, RouteCache, SigV4Settings, SmdSettings, TokenSource,
+    FailedAuthLimit, KeysSettings, Limits, Listener, LoggingSettings, Origin, PemKeyConf,
+    PingoraSettings, RevocationSettings, Route, RouteCache, SigV4Settings, SmdSettings,
+    TokenSource,
 };
 pub use units::{format_duration, format_size, parse_duration, parse_size};
 pub use validate::validate;

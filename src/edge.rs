@@ -3,7 +3,7 @@
 //! background services through an `Arc<Edge>`.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -151,6 +151,10 @@ pub struct Edge {
     /// `basic_auth:` realms and their credential files (`access: basic`).
     /// Replaced when the file changes (polled with the key files); a bad file keeps the old one.
     pub realms: HashMap<String, ArcSwap<crate::auth::htpasswd::Htpasswd>>,
+    /// `trusted_proxies`: whose forwarding headers and PROXY headers are believed.
+    pub trusted_proxies: crate::viewer::TrustedProxies,
+    /// The failed-credential budget (`limits.failed_auth`), unless turned off.
+    pub budget: Option<crate::budget::FailureBudget>,
 }
 
 impl Edge {
@@ -202,8 +206,14 @@ impl Edge {
         }
     }
 
-    /// Count an access decision in `tollgate_auth_decisions_total`.
-    pub fn count_auth(&self, result: crate::access::AuthResult) {
+    /// Count an access decision in `tollgate_auth_decisions_total`; a failed credential also
+    /// spends `client`'s failed-credential budget.
+    pub fn count_auth(&self, result: crate::access::AuthResult, client: Option<IpAddr>) {
+        if let Some(budget) = &self.budget {
+            if result.failed_credential() {
+                budget.charge(client, std::time::Instant::now());
+            }
+        }
         let label = result.as_str();
         match self.hot.auth.iter().find(|(l, _)| *l == label) {
             Some((_, counter)) => counter.inc(),
@@ -213,6 +223,22 @@ impl Edge {
                 .with_label_values(&[label])
                 .inc(),
         }
+    }
+
+    /// Whether a credential that is not already known good may be verified for `client`:
+    /// `false` once its failed-credential budget is spent (then it is answered 429).
+    pub fn may_verify(&self, client: Option<IpAddr>) -> bool {
+        self.budget
+            .as_ref()
+            .is_none_or(|b| !b.exhausted(client, std::time::Instant::now()))
+    }
+
+    /// Count a request or connection refused for its framing (`tollgate_refused_requests_total`).
+    pub fn count_refusal(&self, refusal: crate::http1::Refusal) {
+        self.metrics
+            .refused_requests
+            .with_label_values(&[refusal.as_str()])
+            .inc();
     }
 
     /// Build the runtime state: load keys, resolve origins, size the cache.
@@ -411,6 +437,11 @@ impl Edge {
             hits_2xx: config.routes.iter().map(|_| Default::default()).collect(),
         };
         Ok(Arc::new(Edge {
+            trusted_proxies: crate::viewer::TrustedProxies::new(config.trusted_proxies.clone()),
+            budget: config
+                .limits
+                .failed_auth
+                .map(crate::budget::FailureBudget::new),
             hot,
             smd,
             realms,

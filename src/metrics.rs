@@ -61,6 +61,12 @@ pub struct Metrics {
     /// `tollgate_fast_path_sendfile_bytes_total`: body bytes the hit path sent with
     /// `sendfile` from the memory tier's sealed files.
     pub fast_sendfile_bytes: IntCounter,
+    /// `tollgate_refused_requests_total{reason}`: requests (and PROXY connections) refused
+    /// before anything acted on them (SPEC §10), by [`crate::http1::Refusal`] label.
+    pub refused_requests: IntCounterVec,
+    /// `tollgate_failed_auth_throttled_addresses`: client addresses whose failed-credential
+    /// budget is spent right now.
+    pub failed_auth_throttled: IntGauge,
 }
 
 impl Metrics {
@@ -177,7 +183,26 @@ impl Metrics {
             "Body bytes the connection-level hit path sent with sendfile from the memory tier's \
              sealed body files (bodies of 64 KiB and more).",
         )?;
+        let refused_requests = IntCounterVec::new(
+            Opts::new(
+                "tollgate_refused_requests_total",
+                "HTTP/1 requests refused before routing for their framing (malformed, bad_host, \
+                 body_not_allowed, bad_framing, head_too_large, header_timeout) and connections \
+                 without a valid PROXY header (proxy_protocol).",
+            ),
+            &["reason"],
+        )?;
+        for r in crate::http1::Refusal::ALL {
+            refused_requests.with_label_values(&[r.as_str()]);
+        }
+        let failed_auth_throttled = IntGauge::new(
+            "tollgate_failed_auth_throttled_addresses",
+            "Client addresses (IPv6: /64s) whose failed-credential budget is spent: new \
+             credentials from them are answered 429 until it refills.",
+        )?;
         registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(refused_requests.clone()))?;
+        registry.register(Box::new(failed_auth_throttled.clone()))?;
         registry.register(Box::new(auth_decisions.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
@@ -217,6 +242,8 @@ impl Metrics {
             fast_served,
             fast_proxied,
             fast_sendfile_bytes,
+            refused_requests,
+            failed_auth_throttled,
         })
     }
 

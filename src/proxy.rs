@@ -53,6 +53,11 @@ impl TollgateProxy {
         }
     }
 
+    /// The edge state this proxy serves from.
+    pub fn edge(&self) -> &Edge {
+        &self.edge
+    }
+
     /// Send one [`crate::access_log::Record`] per request to this access log.
     pub fn with_access_log(mut self, log: Option<AccessLog>) -> TollgateProxy {
         self.access_log = log;
@@ -79,6 +84,8 @@ pub struct Ctx {
     origin_time: Option<Duration>,
     /// The origin's `304` while revalidating, applied to the stored header.
     not_modified: Option<Box<ResponseHeader>>,
+    /// The client address and scheme every decision uses (SPEC §10).
+    viewer: crate::viewer::Viewer,
 }
 
 impl Ctx {
@@ -161,6 +168,10 @@ impl ProxyHttp for TollgateProxy {
             claims: None,
             origin_time: None,
             not_modified: None,
+            viewer: crate::viewer::Viewer {
+                addr: None,
+                https: false,
+            },
         }
     }
 
@@ -256,7 +267,7 @@ impl ProxyHttp for TollgateProxy {
 
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream_request: &mut pingora_http::RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -276,11 +287,15 @@ impl ProxyHttp for TollgateProxy {
             upstream_request.insert_header(name.clone(), value.clone())?;
         }
         upstream_request.insert_header(VARIANT_HEADER, ctx.variant.as_str())?;
-        if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-            upstream_request.insert_header("x-forwarded-for", addr.ip().to_string())?;
+        // the viewer as resolved, never what the client claimed
+        match ctx.viewer.addr {
+            Some(addr) => upstream_request.insert_header("x-forwarded-for", addr.to_string())?,
+            None => {
+                upstream_request.remove_header("x-forwarded-for");
+            }
         }
-        let tls = request::is_tls(session);
-        upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+        let proto = if ctx.viewer.https { "https" } else { "http" };
+        upstream_request.insert_header("x-forwarded-proto", proto)?;
         if let Some(signer) = &origin.sigv4 {
             sign_origin_request(signer, &origin.host_header, upstream_request)?;
         }

@@ -1,12 +1,16 @@
-//! The connection loop in front of the proxy: HTTP/1.1 requests that are fresh memory hits
-//! are answered here ([`crate::proxy::fast`]); every other request — and every HTTP/2
-//! connection — goes to Pingora's proxy, on the same connection, with the bytes already read.
+//! The connection loop in front of the proxy: every HTTP/1.x request on a proxy listener,
+//! plain or TLS, is read here first ([`crate::http1`]: what is ambiguous is refused with a 4xx
+//! and the connection closed). Fresh memory hits are answered here ([`crate::proxy::fast`]);
+//! every other request — and every HTTP/2 connection — goes to Pingora's proxy, on the same
+//! connection, given exactly that request's bytes ([`super::one_request`]): whatever the client
+//! pipelined behind it stays here and is read as the next request when the proxy is done.
 //!
-//! A request handed over is given to a new Pingora HTTP/1 session with what was read of it
-//! as the session's pipelined prefix; when the proxy is done and the connection can be reused,
-//! it comes back here for the next request. Keep-alive matches the proxy's: 60 s idle, and
-//! once shutdown begins an idle connection lingers for [`super::drain::IDLE_LINGER`] so that a
-//! request already on its way is answered (with `Connection: close`) instead of reset.
+//! Timeouts (`limits`, SPEC §10): a connection waits at most `idle_timeout` for the first byte
+//! of its next request, and a request head must be complete `header_timeout` after its first
+//! byte, or the client gets a `408` and the connection is closed. Once shutdown begins an idle
+//! connection lingers for [`super::drain::IDLE_LINGER`] so that a request already on its way is
+//! answered (with `Connection: close`) instead of reset. On a `proxy_protocol` listener a
+//! plain connection first yields its PROXY header ([`super::proxy_protocol`]).
 
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -25,14 +29,16 @@ use rustix::net::SendFlags;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
+use super::one_request::{Left, OneRequest};
+use super::proxy_protocol;
 use crate::cache::body_file::BodyFile;
+use crate::http1::chunked::Chunked;
+use crate::http1::{self, Body, Refusal};
 use crate::proxy::fast::{self, Parse};
-use crate::proxy::TollgateProxy;
+use crate::proxy::{respond, TollgateProxy};
 
-/// Idle time allowed between requests, and for one request head or answer to cross.
-const KEEPALIVE: Duration = Duration::from_secs(60);
-/// A head this long that is still incomplete is left to the proxy (and its limits).
-const MAX_FAST_HEAD: usize = 16 * 1024;
+/// How long one answer may take to be written.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The answer buffer a connection keeps between answers (`FastHit::write_head`) is dropped
 /// after an answer that grew it beyond this (bodies up to 16 KiB are copied into it), so
 /// thousands of idle keep-alive connections do not each hold 16 KiB.
@@ -43,6 +49,8 @@ pub struct Front<A> {
     inner: Arc<A>,
     fast: TollgateProxy,
     linger: Duration,
+    /// Plain connections start with a PROXY header (TLS ones had it read before the handshake).
+    proxy_protocol: bool,
 }
 
 impl<A> Front<A> {
@@ -52,15 +60,24 @@ impl<A> Front<A> {
             inner: Arc::new(inner),
             fast,
             linger,
+            proxy_protocol: false,
         }
+    }
+
+    /// Expect a PROXY header at the start of every plain connection.
+    pub fn with_proxy_protocol(mut self, on: bool) -> Front<A> {
+        self.proxy_protocol = on;
+        self
     }
 }
 
 enum Read {
     /// More bytes are in the buffer.
     More,
-    /// The peer closed, the connection idled out, or it failed: drop it.
-    Done,
+    /// The deadline passed.
+    TimedOut,
+    /// The peer closed, or the connection failed: drop it.
+    Closed,
 }
 
 /// Read more of the next request into `buf`, waiting at most until `deadline` — or, once
@@ -85,11 +102,11 @@ async fn read_more(
         tokio::select! {
             r = stream.read_buf(buf) => {
                 return match r {
-                    Ok(0) | Err(_) => Read::Done,
+                    Ok(0) | Err(_) => Read::Closed,
                     Ok(_) => Read::More,
                 };
             }
-            () = tokio::time::sleep_until(deadline) => return Read::Done,
+            () = tokio::time::sleep_until(deadline) => return Read::TimedOut,
             changed = shutdown.changed(), if watching => {
                 if changed.is_err() || *shutdown.borrow() {
                     watching = false;
@@ -191,42 +208,112 @@ async fn write_answer(
     }
 }
 
+/// What became of the head at the start of the buffer.
+enum Next<'a> {
+    /// A request to serve.
+    Request(Parse<'a>),
+    /// The connection is over (closed, idle too long, or refused and answered).
+    Done,
+}
+
 impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
-    /// HTTP/1.x on one connection, request after request.
-    async fn serve_h1(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
+    /// Wait for a complete head at the start of `buf`: `idle_timeout` for its first byte,
+    /// `header_timeout` from there for the rest. A refused or timed-out head is answered and
+    /// counted here.
+    async fn next_head<'b>(
+        &self,
+        stream: &mut Stream,
+        buf: &'b mut BytesMut,
+        watch: &mut ShutdownWatch,
+    ) -> Next<'b> {
+        let limits = &self.fast.edge().config.limits;
+        let idle_deadline = Instant::now() + limits.idle_timeout;
+        let mut head_deadline = (!buf.is_empty()).then(|| Instant::now() + limits.header_timeout);
+        // (the head is parsed once, after the loop: `head_end_seen` tells when it can be)
+        while !http1::head_end_seen(buf) {
+            let deadline = head_deadline.unwrap_or(idle_deadline);
+            match read_more(stream, buf, watch, deadline, self.linger).await {
+                Read::More => {
+                    if head_deadline.is_none() {
+                        head_deadline = Some(Instant::now() + limits.header_timeout);
+                    }
+                }
+                Read::TimedOut if head_deadline.is_some() && !buf.is_empty() => {
+                    self.refuse(stream, Refusal::HeaderTimeout).await;
+                    return Next::Done;
+                }
+                Read::TimedOut | Read::Closed => return Next::Done,
+            }
+        }
+        match fast::parse(buf) {
+            Parse::Refuse(refusal) => {
+                self.refuse(stream, refusal).await;
+                Next::Done
+            }
+            Parse::Partial => {
+                // `head_end_seen` rules this out; refuse rather than wait on a reading we
+                // do not understand
+                self.refuse(stream, Refusal::Malformed).await;
+                Next::Done
+            }
+            parsed => Next::Request(parsed),
+        }
+    }
+
+    /// Answer a refused request (or a head that timed out) and close: after a framing error
+    /// nothing later on the connection can be trusted to start where it seems to.
+    async fn refuse(&self, stream: &mut Stream, refusal: Refusal) {
+        let edge = self.fast.edge();
+        edge.count_refusal(refusal);
+        edge.count_request(
+            None,
+            crate::cache::Variant::Public,
+            "edge",
+            refusal.status(),
+        );
+        log::debug!("refused an HTTP/1 request: {}", refusal.as_str());
+        let answer = respond::answer_h1(&respond::Answer::Status(refusal.status()));
+        let write = async {
+            stream.write_all(&answer).await?;
+            stream.flush().await?;
+            stream.shutdown().await
+        };
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, write).await;
+    }
+
+    /// HTTP/1.x on one connection, request after request; `buf` holds what was already read.
+    async fn serve_h1(&self, mut stream: Stream, mut buf: BytesMut, shutdown: &ShutdownWatch) {
+        let edge = self.fast.edge();
         let tls = stream.get_ssl_digest().is_some();
-        let client = stream
+        let peer = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         let mut watch = shutdown.clone();
-        let mut buf = BytesMut::with_capacity(4096);
         let mut head = Vec::new();
         loop {
-            let deadline = Instant::now() + KEEPALIVE;
-            // Complete the next head, answer it here if it is a fresh hit.
-            let hit = loop {
-                match fast::parse(&buf) {
-                    Parse::Hit(req, len) => match self.fast.fast_hit(&req, tls, client) {
-                        Some(hit) => break Some((hit, len, req.close)),
-                        None => break None,
-                    },
-                    Parse::Proxy => break None,
-                    Parse::Partial if buf.len() > MAX_FAST_HEAD => break None,
-                    Parse::Partial => {}
+            let parsed = match self.next_head(&mut stream, &mut buf, &mut watch).await {
+                Next::Request(parsed) => parsed,
+                Next::Done => return,
+            };
+            let hit = match parsed {
+                Parse::Hit(req, len) if self.fast.fast_hits() => {
+                    let viewer = edge.trusted_proxies.viewer(
+                        peer,
+                        tls,
+                        || req.forwarded_for.into_iter().collect(),
+                        || req.forwarded_proto,
+                    );
+                    self.fast
+                        .fast_hit(&req, viewer)
+                        .map(|hit| (hit, len, req.close, viewer))
+                        .ok_or((len, Body::None))
                 }
-                match read_more(&mut stream, &mut buf, &mut watch, deadline, self.linger).await {
-                    Read::More => {}
-                    Read::Done => {
-                        if !buf.is_empty() {
-                            // a request cut short: let the proxy answer it (400) or drop it
-                            break None;
-                        }
-                        return;
-                    }
-                }
+                Parse::Hit(_, len) => Err((len, Body::None)),
+                Parse::Proxy { head, body } => Err((head, body)),
+                Parse::Partial | Parse::Refuse(_) => unreachable!("next_head returns requests"),
             };
             match hit {
-                Some((hit, len, client_close)) => {
+                Ok((hit, len, client_close, viewer)) => {
                     if hit.slow() {
                         // answers that each cost a signature check go out together: see
                         // `fast::SLOW_DECISION`
@@ -236,7 +323,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                     hit.write_head(close, &mut head);
                     let body = hit.trailing_body().cloned().unwrap_or_default();
                     // measured from the request's start: no extra clock read
-                    let by = Instant::from_std(hit.started() + KEEPALIVE);
+                    let by = Instant::from_std(hit.started() + WRITE_TIMEOUT);
                     let file = hit.trailing_file();
                     let written = write_answer(&mut stream, &head, &body, file, by).await;
                     let ok = written.is_ok();
@@ -245,7 +332,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                         head = Vec::new();
                     }
                     let sent = if ok { hit.body_len() } else { 0 };
-                    self.fast.fast_done(hit, sent, written.unwrap_or(0), client);
+                    self.fast
+                        .fast_done(hit, sent, written.unwrap_or(0), viewer.addr);
                     if !ok {
                         return;
                     }
@@ -255,9 +343,11 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                     }
                     buf.advance(len);
                 }
-                None => {
-                    self.fast.count_proxied();
-                    match self.proxy_one(stream, &mut buf, shutdown).await {
+                Err((len, body)) => {
+                    if self.fast.fast_hits() {
+                        self.fast.count_proxied();
+                    }
+                    match self.proxy_one(stream, &mut buf, len, body, shutdown).await {
                         Some(s) => stream = s,
                         None => return,
                     }
@@ -266,23 +356,57 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
         }
     }
 
-    /// Hand the request at the start of `buf` (and anything after it) to the proxy; the
-    /// connection back if it may be reused.
+    /// Hand the request at the start of `buf` (a head of `head_len` bytes and its `body`) to
+    /// the proxy, and no more of the connection than that request; the connection back if it
+    /// may be reused, with `buf` holding what followed the request.
     async fn proxy_one(
         &self,
-        stream: Stream,
+        mut stream: Stream,
         buf: &mut BytesMut,
+        head_len: usize,
+        body: Body,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let mut session = ServerSession::new_http1(stream);
-        session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
-        if !buf.is_empty() {
-            session.set_pipelined_prefix(buf.split());
-        }
+        let after_head = &buf[head_len..];
+        let (have, left) = match body {
+            Body::None => (0, Left::Done),
+            Body::Length(n) => {
+                let have = (after_head.len() as u64).min(n);
+                let left = if have == n {
+                    Left::Done
+                } else {
+                    Left::Bytes(n - have)
+                };
+                (have as usize, left)
+            }
+            Body::Chunked => {
+                let mut chunks = Chunked::new();
+                match chunks.feed(after_head) {
+                    Ok(Some(end)) => (end, Left::Done),
+                    Ok(None) => (after_head.len(), Left::Chunked(chunks)),
+                    Err(_) => {
+                        self.refuse(&mut stream, Refusal::BadFraming).await;
+                        return None;
+                    }
+                }
+            }
+        };
+        let request = buf.split_to(head_len + have);
+        let mut session = ServerSession::new_http1(Box::new(OneRequest::new(stream, left)));
+        let keepalive = self.fast.edge().config.limits.idle_timeout.as_secs().max(1);
+        session.set_keepalive(if *shutdown.borrow() {
+            None
+        } else {
+            Some(keepalive)
+        });
+        session.set_pipelined_prefix(request);
         let reused = self.inner.process_new_http(session, shutdown).await?;
-        // Pingora returns read-ahead bytes only with pipelining enabled (off here): a client
-        // that pipelines behind a proxied request gets the connection closed after it.
+        // Pingora was never given bytes past the request, so it has none to hand back: the
+        // next request is in `buf`, and in what the wrapper read meanwhile.
         let (stream, _settings) = reused.consume();
+        let one = stream.into_any().downcast::<OneRequest>().ok()?;
+        let (stream, next) = one.into_parts();
+        buf.extend_from_slice(&next);
         Some(stream)
     }
 }
@@ -291,15 +415,36 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
     async fn process_new(
         self: &Arc<Self>,
-        stream: Stream,
+        mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let edge = self.fast.edge();
+        let mut buf = BytesMut::with_capacity(4096);
+        let tls = stream.get_ssl_digest().is_some();
+        if self.proxy_protocol && !tls {
+            let timeout = edge.config.limits.header_timeout;
+            match proxy_protocol::read(&mut stream, &mut buf, timeout).await {
+                Ok(source) => {
+                    if let Some(fd) = socket_of(&stream).map(|s| s.as_raw_fd()) {
+                        proxy_protocol::believe(edge, &mut *stream, fd, source);
+                    }
+                }
+                Err(refusal) => {
+                    edge.count_refusal(refusal);
+                    return None;
+                }
+            }
+        }
         let h2c = self.inner.server_options().is_some_and(|o| o.h2c);
         let h1 = matches!(stream.selected_alpn_proto(), None | Some(ALPN::H1));
-        if !self.fast.fast_hits() || h2c || !h1 {
+        if h2c || !h1 {
+            if !buf.is_empty() {
+                // bytes after a PROXY header would be lost to Pingora's own HTTP/2 reader
+                return None;
+            }
             return self.inner.process_new(stream, shutdown).await;
         }
-        self.serve_h1(stream, shutdown).await;
+        self.serve_h1(stream, buf, shutdown).await;
         None
     }
 

@@ -159,6 +159,20 @@ impl TokenCache {
         policy: &Policy,
         now_unix: u64,
     ) -> Result<Arc<Claims>, Denial> {
+        self.verify_gated(token, keys, policy, now_unix, || true)
+    }
+
+    /// [`TokenCache::verify`], asking `may_verify` before a token that is not cached is
+    /// verified: `false` refuses it with [`Denial::Throttled`] without the signature check (the
+    /// failed-credential budget, [`crate::budget`]). Cached tokens never ask.
+    pub fn verify_gated(
+        &self,
+        token: &str,
+        keys: &KeySet,
+        policy: &Policy,
+        now_unix: u64,
+        may_verify: impl FnOnce() -> bool,
+    ) -> Result<Arc<Claims>, Denial> {
         let map = self.segment(token);
         if let Some(claims) = map.view(token, |_, e| Arc::clone(&e.claims)) {
             if still_valid(&claims, keys, policy, now_unix) {
@@ -175,6 +189,9 @@ impl TokenCache {
             }
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
+        if !may_verify() {
+            return Err(Denial::Throttled);
+        }
         let claims = Arc::new(jwt::verify(token, keys, policy, now_unix)?);
         self.insert(token, &claims, policy, now_unix);
         Ok(claims)

@@ -319,3 +319,32 @@ fn sweep_clear_and_invalidate_sid() {
     assert_eq!(small.len(), 2);
     assert_eq!(small.stats().evictions, 0);
 }
+
+#[test]
+fn a_closed_gate_refuses_only_tokens_not_yet_verified() {
+    let k = es("k1");
+    let keys = set(&[&k]);
+    let p = Policy::default();
+    let cache = TokenCache::new(100);
+    let known = token(&k, NOW + 600, "u1");
+    let fresh = token(&k, NOW + 600, "u2");
+    cache.verify(&known, &keys, &p, NOW).unwrap();
+    let asked = std::cell::Cell::new(0);
+    let closed = || {
+        asked.set(asked.get() + 1);
+        false
+    };
+    // a cached token passes without asking
+    assert!(cache.verify_gated(&known, &keys, &p, NOW, closed).is_ok());
+    assert_eq!(asked.get(), 0);
+    // a valid token never verified is refused unverified, and not cached
+    assert_eq!(
+        cache.verify_gated(&fresh, &keys, &p, NOW, closed),
+        Err(Denial::Throttled)
+    );
+    assert_eq!(asked.get(), 1);
+    assert_eq!(cache.len(), 1);
+    // the open gate verifies it as usual
+    assert!(cache.verify_gated(&fresh, &keys, &p, NOW, || true).is_ok());
+    assert_eq!(cache.len(), 2);
+}

@@ -44,8 +44,9 @@ use percent_encoding::percent_decode_str;
 mod keys;
 #[path = "cloudfront_policy.rs"]
 mod policy;
+use crate::cidr::Cidr;
 pub use keys::{SignedKey, SignedKeyError, SignedKeyKind, SignedKeys};
-use policy::{canned_policy, parse_policy, wildcard_match, Cidr};
+use policy::{canned_policy, parse_policy, wildcard_match};
 
 /// Query parameters CloudFront reads from a signed URL. They are neither part
 /// of the signed resource nor forwarded to the origin.
@@ -182,11 +183,14 @@ pub enum SignedDenial {
     WrongIp,
     /// The URL does not match the policy's `Resource`.
     WrongResource,
+    /// Not verified: the client address spent its budget of failed checks (`limits.failed_auth`)
+    /// and the signature is not one already verified.
+    Throttled,
 }
 
 impl SignedDenial {
     /// Every variant, e.g. to pre-register metric label values.
-    pub const ALL: [SignedDenial; 9] = [
+    pub const ALL: [SignedDenial; 10] = [
         SignedDenial::Missing,
         SignedDenial::Malformed,
         SignedDenial::UnknownKey,
@@ -196,6 +200,7 @@ impl SignedDenial {
         SignedDenial::NotYetValid,
         SignedDenial::WrongIp,
         SignedDenial::WrongResource,
+        SignedDenial::Throttled,
     ];
 
     /// Stable metric label value.
@@ -210,6 +215,7 @@ impl SignedDenial {
             SignedDenial::NotYetValid => "not_yet_valid",
             SignedDenial::WrongIp => "wrong_ip",
             SignedDenial::WrongResource => "wrong_resource",
+            SignedDenial::Throttled => "throttled",
         }
     }
 }
@@ -227,6 +233,22 @@ pub fn verify(
     keys: &SignedKeys,
     now: u64,
 ) -> Result<SignedGrant, SignedDenial> {
+    verify_gated(req, keys, now, &|| true)
+}
+
+/// [`verify`], asking `may_verify` before a signature that is not remembered as good is
+/// checked: `false` refuses with [`SignedDenial::Throttled`] (the failed-credential budget,
+/// [`crate::budget`]).
+pub fn verify_gated(
+    req: &SignedRequest<'_>,
+    keys: &SignedKeys,
+    now: u64,
+    may_verify: &dyn Fn() -> bool,
+) -> Result<SignedGrant, SignedDenial> {
+    let remembered = |key, hash, message: &[u8], signature: &[u8]| {
+        keys.verify_remembered(key, hash, message, signature, may_verify)
+            .ok_or(SignedDenial::Throttled)
+    };
     let from_url = Fields::from_query(req.query);
     let (fields, source) = if from_url.any() {
         (from_url, SignedSource::Url)
@@ -271,12 +293,12 @@ pub fn verify(
     };
     if let Some(expires) = v[EXPIRES] {
         let expires = parse_epoch(&pct_decode(expires)?)?;
-        if !keys.verify_remembered(
+        if !remembered(
             key,
             hash,
             canned_policy(&url, expires).as_bytes(),
             &signature,
-        ) {
+        )? {
             return Err(SignedDenial::BadSignature);
         }
         if now >= expires {
@@ -286,7 +308,7 @@ pub fn verify(
     }
     let policy = v[POLICY].ok_or(SignedDenial::Malformed)?;
     let policy = cf_b64_decode(policy, MAX_POLICY_CHARS)?;
-    if !keys.verify_remembered(key, hash, &policy, &signature) {
+    if !remembered(key, hash, &policy, &signature)? {
         return Err(SignedDenial::BadSignature);
     }
     let statement = parse_policy(&policy)?;

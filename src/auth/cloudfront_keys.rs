@@ -248,13 +248,16 @@ impl SignedKeys {
     }
 
     /// `key.verify(hash, message, signature)`, remembering successes (see the `verified` field).
+    /// A signature not remembered is verified only if `may_verify()` says so; `None` when it
+    /// did not (the failed-credential budget, [`crate::budget`]).
     pub fn verify_remembered(
         &self,
         key: &SignedKey,
         hash: HashAlgorithm,
         message: &[u8],
         signature: &[u8],
-    ) -> bool {
+        may_verify: &dyn Fn() -> bool,
+    ) -> Option<bool> {
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         let alg: &[u8] = match hash {
             HashAlgorithm::Sha1 => b"1",
@@ -267,7 +270,10 @@ impl SignedKeys {
         let mut digest = [0u8; 32];
         digest.copy_from_slice(ctx.finish().as_ref());
         if self.verified.contains(&digest) {
-            return true;
+            return Some(true);
+        }
+        if !may_verify() {
+            return None;
         }
         let ok = key.verify(hash, message, signature);
         if ok {
@@ -276,7 +282,7 @@ impl SignedKeys {
             }
             self.verified.insert(digest);
         }
-        ok
+        Some(ok)
     }
 
     /// How many verified signatures are remembered.

@@ -2,8 +2,6 @@
 //! byte for byte as botocore writes it, strict parsing of a signed custom
 //! policy, `AWS:SourceIp` blocks and `Resource` wildcards.
 
-use std::net::IpAddr;
-
 use serde::Deserialize;
 
 use super::SignedDenial;
@@ -96,56 +94,6 @@ pub(super) fn parse_policy(json: &[u8]) -> Result<Statement, SignedDenial> {
     match (statements.next(), statements.next()) {
         (Some(statement), None) => Ok(statement),
         _ => Err(SignedDenial::Malformed),
-    }
-}
-
-/// An `AWS:SourceIp` value: `a.b.c.d/n`, `x:y::z/n`, or a bare address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    pub(super) fn parse(text: &str) -> Option<Cidr> {
-        let (addr, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a.parse::<IpAddr>().ok()?, Some(p)),
-            None => (text.parse::<IpAddr>().ok()?, None),
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => {
-                let digits_ok = !p.is_empty()
-                    && p.len() <= 3
-                    && p.bytes().all(|b| b.is_ascii_digit())
-                    && (p == "0" || !p.starts_with('0'));
-                if !digits_ok {
-                    return None;
-                }
-                p.parse::<u8>().ok().filter(|&n| n <= max)?
-            }
-        };
-        Some(Cidr { addr, prefix })
-    }
-
-    /// True if `ip` (IPv4-mapped IPv6 counts as IPv4) is inside the block.
-    pub(super) fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
     }
 }
 

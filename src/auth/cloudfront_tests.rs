@@ -132,8 +132,12 @@ fn botocore_vectors_accept_and_deny_exactly() {
 
     // The vectors exercise every denial and every key type and digest.
     let expected: BTreeSet<&str> = cases.iter().map(|c| str_field(c, "expect")).collect();
+    // (Throttled comes from the failed-credential budget, not from a request: see
+    // `a_spent_budget_refuses_only_unremembered_signatures`)
     for denial in SignedDenial::ALL {
-        assert!(expected.contains(denial.as_str()), "no vector for {denial}");
+        if denial != SignedDenial::Throttled {
+            assert!(expected.contains(denial.as_str()), "no vector for {denial}");
+        }
     }
     let accepted = cases.iter().filter(|c| c["expect"] == "ok").count();
     let cookie_ok = cases
@@ -256,6 +260,48 @@ fn remembered_signatures_change_no_verdict() {
     );
     // A reloaded key set remembers nothing.
     assert_eq!(fixture_keys().remembered(), 0);
+}
+
+#[test]
+fn a_spent_budget_refuses_only_unremembered_signatures() {
+    let v = vectors();
+    let keys = fixture_keys();
+    let cases = v["cases"].as_array().expect("cases");
+    let case = cases
+        .iter()
+        .find(|c| c["name"] == "canned_rsa_sha1")
+        .expect("vector");
+    let cookies: Vec<&str> = Vec::new();
+    let req = SignedRequest {
+        scheme: str_field(case, "scheme"),
+        host: str_field(case, "host"),
+        path: str_field(case, "path"),
+        query: str_field(case, "query"),
+        cookie_headers: &cookies,
+        client_ip: None,
+    };
+    let now = case["now"].as_u64().expect("now");
+    let asked = std::cell::Cell::new(0);
+    let refuse = || {
+        asked.set(asked.get() + 1);
+        false
+    };
+    // not remembered yet: the budget is asked, and refuses
+    assert_eq!(
+        verify_gated(&req, &keys, now, &refuse).err(),
+        Some(SignedDenial::Throttled)
+    );
+    assert_eq!(asked.get(), 1);
+    // verified once (budget allows), then remembered: a spent budget is never even asked
+    assert!(verify_gated(&req, &keys, now, &|| true).is_ok());
+    assert!(verify_gated(&req, &keys, now, &refuse).is_ok());
+    assert_eq!(asked.get(), 1);
+    // a request that fails before any signature check is not throttled
+    let bare = SignedRequest { query: "", ..req };
+    assert_eq!(
+        verify_gated(&bare, &keys, now, &refuse).err(),
+        Some(SignedDenial::Missing)
+    );
 }
 
 #[test]

@@ -136,11 +136,14 @@ pub enum Denial {
     TooLong,
     /// The header has a `crit` member (no extensions are supported).
     UnsupportedCrit,
+    /// Not verified: the client address spent its budget of failed checks
+    /// (`limits.failed_auth`, [`crate::budget`]) and the token is not one already verified.
+    Throttled,
 }
 
 impl Denial {
     /// Every variant, e.g. to pre-register metric label values.
-    pub const ALL: [Denial; 10] = [
+    pub const ALL: [Denial; 11] = [
         Denial::Malformed,
         Denial::UnknownKid,
         Denial::AlgMismatch,
@@ -151,6 +154,7 @@ impl Denial {
         Denial::WrongAudience,
         Denial::TooLong,
         Denial::UnsupportedCrit,
+        Denial::Throttled,
     ];
 
     /// Stable metric label value.
@@ -166,6 +170,7 @@ impl Denial {
             Denial::WrongAudience => "wrong_audience",
             Denial::TooLong => "too_long",
             Denial::UnsupportedCrit => "unsupported_crit",
+            Denial::Throttled => "throttled",
         }
     }
 }

@@ -550,7 +550,8 @@ fn denial_labels_are_stable_and_unique() {
             "wrong_issuer",
             "wrong_audience",
             "too_long",
-            "unsupported_crit"
+            "unsupported_crit",
+            "throttled"
         ]
     );
     assert_eq!(Denial::Expired.to_string(), "expired");

@@ -59,6 +59,15 @@ pub const DEFAULT_ROUTE_MAX_TTL_SECONDS: u64 = 24 * 60 * 60;
 pub const MAX_THREADS: usize = 256;
 /// Minimum length of the admin token read from `admin.token_file`.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+/// Default `limits.header_timeout`: a request head must arrive within this (HAProxy's usual
+/// `timeout http-request`; nginx's `client_header_timeout` is 60 s).
+pub const DEFAULT_HEADER_TIMEOUT_SECONDS: u64 = 10;
+/// Default `limits.idle_timeout`: keep-alive between requests (nginx's `keepalive_timeout` is 75 s).
+pub const DEFAULT_IDLE_TIMEOUT_SECONDS: u64 = 60;
+/// Default `limits.failed_auth.per_address_per_second`.
+pub const DEFAULT_FAILED_AUTH_PER_SECOND: f64 = 20.0;
+/// Default `limits.failed_auth.burst`.
+pub const DEFAULT_FAILED_AUTH_BURST: u32 = 100;
 /// Default log filter (`logging.level`).
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
@@ -93,6 +102,30 @@ pub struct RawConfig {
     /// `basic_auth:` — realm → htpasswd file of bcrypt hashes.
     #[serde(default)]
     pub basic_auth: BTreeMap<String, PathBuf>,
+    /// `trusted_proxies:` — CIDRs whose `X-Forwarded-For`/`-Proto` and PROXY headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// `limits:` — edge limits (SPEC §10).
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+/// `limits:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub header_timeout: Option<UnitValue>,
+    pub idle_timeout: Option<UnitValue>,
+    pub failed_auth: Option<RawFailedAuth>,
+}
+
+/// `limits.failed_auth`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailedAuth {
+    pub per_address_per_second: Option<f64>,
+    pub burst: Option<u32>,
+    pub enabled: Option<bool>,
 }
 
 /// `smd:` — accept AWS Secure Media Delivery tokens.
@@ -139,6 +172,8 @@ pub struct RawPingora {
 pub struct RawListener {
     pub addr: Option<String>,
     pub tls: Option<RawTls>,
+    /// Expect a PROXY protocol (v1 or v2) header at the start of every connection.
+    pub proxy_protocol: Option<bool>,
 }
 
 /// `listeners[].tls`: the default certificate, more certificates chosen by SNI, HTTP/2.

@@ -139,6 +139,7 @@ fn base_config_and_defaults() {
         vec![Listener {
             addr: "127.0.0.1:8080".parse().expect("addr"),
             tls: None,
+            proxy_protocol: false,
         }]
     );
     assert_eq!(c.pingora, PingoraSettings::default());

@@ -43,6 +43,10 @@ pub struct Config {
     pub signed_keys: BTreeMap<String, PathBuf>,
     /// `basic_auth:` realm → htpasswd file (resolved path).
     pub basic_auth: BTreeMap<String, PathBuf>,
+    /// `trusted_proxies:` — peers whose `X-Forwarded-For`/`-Proto` and PROXY headers are believed.
+    pub trusted_proxies: Vec<crate::cidr::Cidr>,
+    /// `limits:`.
+    pub limits: Limits,
 }
 
 /// `smd:` — also accept tokens of the AWS Secure Media Delivery solution.
@@ -105,6 +109,29 @@ pub struct Listener {
     pub addr: SocketAddr,
     /// TLS (HTTP/2 + HTTP/1.1 by ALPN) when set.
     pub tls: Option<super::ListenerTls>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2), believed when the
+    /// connecting peer is in `trusted_proxies`.
+    pub proxy_protocol: bool,
+}
+
+/// `limits:` — edge limits (SPEC §10).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// A request head must be complete this long after its first byte arrived (408).
+    pub header_timeout: Duration,
+    /// Keep-alive: how long a connection may wait for the next request's first byte.
+    pub idle_timeout: Duration,
+    /// Budget of failed credential checks per client address; `None` = off.
+    pub failed_auth: Option<FailedAuthLimit>,
+}
+
+/// `limits.failed_auth`: a token bucket per client address, spent by failed credential checks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FailedAuthLimit {
+    /// Refill rate.
+    pub per_second: f64,
+    /// Bucket size.
+    pub burst: u32,
 }
 
 /// `admin:` — the admin listener.

@@ -73,6 +73,9 @@ pub fn validate(
         .state_dir
         .and_then(|dir| validate_state_dir(&dir, base_dir, &mut p));
     let logging = super::logging::validate_logging(raw.logging, base_dir, &mut p);
+    let trusted_proxies =
+        super::limits::validate_trusted_proxies(raw.trusted_proxies, &listeners, &mut p);
+    let limits = super::limits::validate_limits(raw.limits, &mut p);
 
     if !p.0.is_empty() {
         return Err(p.0);
@@ -92,6 +95,8 @@ pub fn validate(
         smd,
         signed_keys,
         basic_auth,
+        trusted_proxies,
+        limits,
     })
 }
 
@@ -241,6 +246,7 @@ fn validate_listeners(raw: Vec<RawListener>, base_dir: &Path, p: &mut Problems) 
     let mut listeners: Vec<(usize, Listener)> = Vec::new();
     for (i, listener) in raw.into_iter().enumerate() {
         let key = format!("listeners[{i}].addr");
+        let proxy_protocol = listener.proxy_protocol.unwrap_or(false);
         let tls = listener
             .tls
             .map(|tls| super::tls::validate_tls(tls, i, base_dir, p));
@@ -276,9 +282,17 @@ fn validate_listeners(raw: Vec<RawListener>, base_dir: &Path, p: &mut Problems) 
                 Listener {
                     addr,
                     tls: Some(tls),
+                    proxy_protocol,
                 },
             )),
-            None => listeners.push((i, Listener { addr, tls: None })),
+            None => listeners.push((
+                i,
+                Listener {
+                    addr,
+                    tls: None,
+                    proxy_protocol,
+                },
+            )),
         }
     }
     listeners.into_iter().map(|(_, l)| l).collect()

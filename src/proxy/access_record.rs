@@ -49,10 +49,7 @@ impl TollgateProxy {
         let tier = (cache == "hit").then_some(if ctx.disk_hit { "disk" } else { "memory" });
         Record {
             time: SystemTime::now(),
-            client: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
+            client: ctx.viewer.addr,
             method: req.method.clone(),
             host,
             path,

@@ -66,6 +66,27 @@ fn smd_verify(
     }
 }
 
+/// What the framing checks of [`crate::http1`] refuse, for requests that did not come through
+/// the connection loop (HTTP/2) — and again for those that did: a body on a method that has
+/// none, and a `Host`/`:authority` that is not a plain host name.
+fn refused_framing(session: &mut Session) -> Option<crate::http1::Refusal> {
+    use crate::http1::{bodyless, valid_host, Refusal};
+    let req = session.req_header();
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .map(HeaderValue::as_bytes)
+        .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()));
+    if host.is_some_and(|h| !valid_host(h)) {
+        return Some(Refusal::BadHost);
+    }
+    let bodyless = bodyless(req.method.as_str());
+    if bodyless && !session.is_body_empty() {
+        return Some(Refusal::BodyNotAllowed);
+    }
+    None
+}
+
 fn request_host(session: &Session) -> String {
     let req = session.req_header();
     let raw = req
@@ -97,6 +118,12 @@ impl TollgateProxy {
     /// Steps 1–3 of the request flow. Returns the answer to give locally, if any.
     pub(super) async fn admit(&self, session: &mut Session, ctx: &mut Ctx) -> Option<Answer> {
         let edge = &*self.edge;
+        ctx.viewer = request::viewer(&edge.trusted_proxies, session);
+        if let Some(refusal) = refused_framing(session) {
+            log::debug!("refused request: {}", refusal.as_str());
+            edge.count_refusal(refusal);
+            return Some(Answer::Status(refusal.status()));
+        }
         let req = session.req_header();
         let raw_path = req.uri.path();
         let raw_query = req.uri.query().unwrap_or("");
@@ -112,7 +139,7 @@ impl TollgateProxy {
             return Some(Answer::Status(404));
         };
         ctx.route = Some(route_index);
-        if let Some(answer) = self.behaviour_gate(session, route) {
+        if let Some(answer) = self.behaviour_gate(session, route, ctx.viewer.https) {
             return Some(answer);
         }
         let query = strip_query_params(raw_query, &edge.query_token_names);
@@ -141,10 +168,7 @@ impl TollgateProxy {
                         .get(http::header::AUTHORIZATION)
                         .map(HeaderValue::as_bytes),
                     cookies: &cookies,
-                    client: session
-                        .client_addr()
-                        .and_then(|a| a.as_inet())
-                        .map(|a| a.ip()),
+                    client: ctx.viewer.addr,
                     user_agent: req
                         .headers
                         .get(http::header::USER_AGENT)
@@ -154,30 +178,38 @@ impl TollgateProxy {
             }
             AccessMode::Basic => {
                 let realm = route.realm.as_deref().unwrap_or_default();
-                match self.basic_check(realm, req).await {
+                match self.basic_check(realm, req, ctx.viewer.addr).await {
                     Ok(_user) => access::granted(),
                     Err(label) => {
-                        self.edge.count_auth(access::AuthResult::Refused(label));
-                        ctx.auth = Some(access::AuthResult::Refused(label));
-                        return Some(Answer::Challenge(realm.to_owned()));
+                        let result = access::AuthResult::Refused(label);
+                        self.edge.count_auth(result, ctx.viewer.addr);
+                        ctx.auth = Some(result);
+                        return Some(match self.throttled(result) {
+                            Some(answer) => answer,
+                            None => Answer::Challenge(realm.to_owned()),
+                        });
                     }
                 }
             }
-            AccessMode::Signed => match self.signed_check(session, raw_path, raw_query) {
-                Ok(()) => access::granted(),
-                Err(label) => {
-                    self.edge.count_auth(access::AuthResult::Refused(label));
-                    ctx.auth = Some(access::AuthResult::Refused(label));
-                    return Some(Answer::Status(403));
+            AccessMode::Signed => {
+                match self.signed_check(session, raw_path, raw_query, ctx.viewer) {
+                    Ok(()) => access::granted(),
+                    Err(label) => {
+                        let result = access::AuthResult::Refused(label);
+                        self.edge.count_auth(result, ctx.viewer.addr);
+                        ctx.auth = Some(result);
+                        return Some(self.throttled(result).unwrap_or(Answer::Status(403)));
+                    }
                 }
-            },
+            }
         };
         if let Some(result) = decision.result {
-            self.edge.count_auth(result);
+            self.edge.count_auth(result, ctx.viewer.addr);
         }
         (ctx.auth, ctx.claims) = (decision.result, decision.claims);
         let Some(variant) = decision.variant else {
-            return Some(Answer::Status(403));
+            let throttled = decision.result.and_then(|r| self.throttled(r));
+            return Some(throttled.unwrap_or(Answer::Status(403)));
         };
         ctx.variant = variant;
         ctx.path = path.to_owned();
@@ -219,12 +251,22 @@ impl TollgateProxy {
         self.watch_session(route.access, decision, facts.client, facts.user_agent, now)
     }
 
+    /// The 429 for a check the failed-credential budget refused.
+    fn throttled(&self, result: access::AuthResult) -> Option<Answer> {
+        let budget = self.edge.budget.as_ref()?;
+        result
+            .throttled()
+            .then(|| Answer::Throttled(budget.retry_after()))
+    }
+
     /// HTTP Basic credentials against the realm's file. bcrypt costs milliseconds, so a check
-    /// the file's cache of verified credentials cannot answer runs on the blocking pool.
+    /// the file's cache of verified credentials cannot answer runs on the blocking pool — unless
+    /// `client` has spent its failed-credential budget ("throttled").
     async fn basic_check(
         &self,
         realm: &str,
         req: &pingora_http::RequestHeader,
+        client: Option<std::net::IpAddr>,
     ) -> Result<String, &'static str> {
         let Some(file) = self.edge.realms.get(realm).map(|f| f.load_full()) else {
             return Err("unknown_realm");
@@ -232,6 +274,7 @@ impl TollgateProxy {
         let header = req.headers.get(http::header::AUTHORIZATION);
         let verdict = match file.check_cached(header.map(HeaderValue::as_bytes)) {
             Some(verdict) => verdict,
+            None if !self.edge.may_verify(client) => return Err("throttled"),
             None => {
                 let header = header.map(|h| h.as_bytes().to_vec());
                 tokio::task::spawn_blocking(move || file.check(header.as_deref()))
@@ -248,10 +291,10 @@ impl TollgateProxy {
         session: &Session,
         raw_path: &str,
         raw_query: &str,
+        viewer: crate::viewer::Viewer,
     ) -> Result<(), &'static str> {
         use crate::auth::cloudfront;
         let req = session.req_header();
-        let tls = request::is_tls(session);
         let host = request_host(session);
         let cookies: Vec<&str> = req
             .headers
@@ -260,27 +303,30 @@ impl TollgateProxy {
             .filter_map(|v| v.to_str().ok())
             .collect();
         let signed = cloudfront::SignedRequest {
-            scheme: if tls { "https" } else { "http" },
+            scheme: if viewer.https { "https" } else { "http" },
             host: &host,
             path: raw_path,
             query: raw_query,
             cookie_headers: &cookies,
-            client_ip: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
+            client_ip: viewer.addr,
         };
-        cloudfront::verify(&signed, &self.edge.signed_keys.load(), unix_now())
-            .map(|_| ())
-            .map_err(|d| d.as_str())
+        let may_verify = || self.edge.may_verify(viewer.addr);
+        cloudfront::verify_gated(
+            &signed,
+            &self.edge.signed_keys.load(),
+            unix_now(),
+            &may_verify,
+        )
+        .map(|_| ())
+        .map_err(|d| d.as_str())
     }
 
-    /// Viewer protocol policy and allowed methods, checked before any token work.
-    fn behaviour_gate(&self, session: &Session, route: &Route) -> Option<Answer> {
+    /// Viewer protocol policy and allowed methods, checked before any token work. `https`:
+    /// the viewer's scheme.
+    fn behaviour_gate(&self, session: &Session, route: &Route, https: bool) -> Option<Answer> {
         let b = &route.behaviour;
         let req = session.req_header();
-        let tls = request::is_tls(session);
-        if !tls {
+        if !https {
             match b.viewer_protocol {
                 ViewerProtocol::AllowAll => {}
                 ViewerProtocol::HttpsOnly => return Some(Answer::Status(403)),
@@ -325,9 +371,11 @@ impl TollgateProxy {
         query: &str,
     ) -> access::Presented<'a> {
         let edge = &*self.edge;
-        let mut verified = edge
-            .tokens
-            .verify(&found.token, &edge.keys.load(), &edge.policy, now);
+        let mut verified =
+            edge.tokens
+                .verify_gated(&found.token, &edge.keys.load(), &edge.policy, now, || {
+                    edge.may_verify(client)
+                });
         // Not one of ours: maybe a token of the AWS Secure Media Delivery service (HS256 with
         // its own kids), if the publisher migrates with its token service unchanged.
         if let (Err(Denial::UnknownKid | Denial::AlgMismatch), Some(secrets), Some(req)) =
@@ -405,6 +453,14 @@ impl TollgateProxy {
         let req = session.req_header_mut();
         for h in &edge.strip_headers {
             req.remove_header(h);
+        }
+        // Upgrades are not offered: a tunnel to the origin would carry requests the edge never
+        // sees (h2c smuggling). Without the request's Upgrade the origin answers plainly.
+        for h in [
+            http::header::UPGRADE,
+            http::HeaderName::from_static("http2-settings"),
+        ] {
+            req.remove_header(&h);
         }
         let access = ctx.route(edge).map(|r| r.access);
         if access == Some(AccessMode::Basic) {

@@ -35,9 +35,9 @@ use crate::cache::body_file::BodyFile;
 use crate::cache::memory::FreshObject;
 use crate::cache::{cache_key, Variant};
 use crate::config::{AccessMode, ViewerProtocol};
+use crate::http1::{self, Body, Refusal};
+use crate::viewer::Viewer;
 
-/// Headers of one request this path looks at, at most; more and the proxy takes it.
-const MAX_HEADERS: usize = 48;
 /// Cookie headers kept for the token lookup; more and the proxy takes the request.
 const MAX_COOKIE_HEADERS: usize = 8;
 
@@ -58,6 +58,10 @@ pub struct HitRequest<'a> {
     pub cookies: Vec<&'a [u8]>,
     /// `User-Agent`, empty when absent.
     pub user_agent: &'a [u8],
+    /// `X-Forwarded-For` (believed only from a trusted proxy, [`crate::viewer`]).
+    pub forwarded_for: Option<&'a [u8]>,
+    /// `X-Forwarded-Proto` (likewise).
+    pub forwarded_proto: Option<&'a [u8]>,
     /// The client asked to close the connection after this answer.
     pub close: bool,
 }
@@ -67,43 +71,58 @@ pub struct HitRequest<'a> {
 pub enum Parse<'a> {
     /// A complete head of `len` bytes this path may answer.
     Hit(HitRequest<'a>, usize),
+    /// A complete, acceptable head of `head` bytes for the proxy to answer, with its body's
+    /// framing (other methods, bodies, ranges, conditionals, odd headers).
+    Proxy {
+        /// Bytes of the head.
+        head: usize,
+        /// How its body is framed.
+        body: Body,
+    },
     /// The head is not complete yet.
     Partial,
-    /// Anything this path does not answer (other methods, versions, bodies, odd headers,
-    /// malformed requests): the proxy parses and answers it.
-    Proxy,
+    /// A head the edge refuses ([`crate::http1`]): answered with its status, connection closed.
+    Refuse(Refusal),
 }
 
 fn visible_ascii(s: &[u8]) -> bool {
     s.iter().all(|&b| (0x21..=0x7e).contains(&b) && b != b'#')
 }
 
-/// A `Host` value: a name or address with an optional port, nothing the proxy would reject.
-fn plain_host(s: &[u8]) -> bool {
-    !s.is_empty()
-        && s.iter()
-            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+/// Parse the head at the start of `buf` ([`crate::http1`]: every HTTP/1 request is read this
+/// way, hit or not) and decide whether this path may answer it.
+pub fn parse(buf: &[u8]) -> Parse<'_> {
+    let mut slots = http1::header_slots();
+    let head = match http1::parse(buf, &mut slots) {
+        Ok(Some(head)) => head,
+        Ok(None) => return Parse::Partial,
+        Err(refusal) => return Parse::Refuse(refusal),
+    };
+    let body = match http1::framing(&head.req) {
+        Ok(body) => body,
+        Err(refusal) => return Parse::Refuse(refusal),
+    };
+    match hit_request(&head.req) {
+        Some(req) if body == Body::None => Parse::Hit(req, head.len),
+        _ => Parse::Proxy {
+            head: head.len,
+            body,
+        },
+    }
 }
 
-/// Parse the head at the start of `buf` and decide whether this path may answer it.
-pub fn parse(buf: &[u8]) -> Parse<'_> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Parse::Partial,
-        Err(_) => return Parse::Proxy,
+/// The request as this path needs it, if it is one this path may answer.
+fn hit_request<'a>(req: &httparse::Request<'_, 'a>) -> Option<HitRequest<'a>> {
+    let head = match req.method? {
+        "GET" => false,
+        "HEAD" => true,
+        _ => return None,
     };
-    let head = match req.method {
-        Some("GET") => false,
-        Some("HEAD") => true,
-        _ => return Parse::Proxy,
-    };
-    let (Some(target), Some(1)) = (req.path, req.version) else {
-        return Parse::Proxy;
+    let (target, 1) = (req.path?, req.version?) else {
+        return None;
     };
     if !target.starts_with('/') || !visible_ascii(target.as_bytes()) {
-        return Parse::Proxy;
+        return None;
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut out = HitRequest {
@@ -114,31 +133,37 @@ pub fn parse(buf: &[u8]) -> Parse<'_> {
         authorization: None,
         cookies: Vec::new(),
         user_agent: b"",
+        forwarded_for: None,
+        forwarded_proto: None,
         close: false,
     };
-    let mut hosts = 0;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         let value = h.value;
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
         if is("host") {
-            hosts += 1;
-            match std::str::from_utf8(value) {
-                Ok(v) if plain_host(value) => out.host = v,
-                _ => return Parse::Proxy,
-            }
+            // valid and alone: checked by `http1::framing`
+            out.host = std::str::from_utf8(value).ok()?;
         } else if is("authorization") {
             if out.authorization.replace(value).is_some() {
-                return Parse::Proxy;
+                return None;
             }
         } else if is("cookie") {
             if out.cookies.len() == MAX_COOKIE_HEADERS {
-                return Parse::Proxy;
+                return None;
             }
             out.cookies.push(value);
         } else if is("user-agent") {
             if out.user_agent.is_empty() {
                 out.user_agent = value;
+            }
+        } else if is("x-forwarded-for") {
+            if out.forwarded_for.replace(value).is_some() {
+                return None;
+            }
+        } else if is("x-forwarded-proto") {
+            if out.forwarded_proto.replace(value).is_some() {
+                return None;
             }
         } else if is("connection") {
             for token in value.split(|&b| b == b',') {
@@ -146,15 +171,10 @@ pub fn parse(buf: &[u8]) -> Parse<'_> {
                 if token.eq_ignore_ascii_case(b"close") {
                     out.close = true;
                 } else if !token.eq_ignore_ascii_case(b"keep-alive") {
-                    return Parse::Proxy;
+                    return None;
                 }
             }
-        } else if is("content-length") {
-            if value != b"0" {
-                return Parse::Proxy;
-            }
-        } else if is("transfer-encoding")
-            || is("expect")
+        } else if is("expect")
             || is("upgrade")
             || is("range")
             || is("if-range")
@@ -166,13 +186,10 @@ pub fn parse(buf: &[u8]) -> Parse<'_> {
             || is("pragma")
             || is("http2-settings")
         {
-            return Parse::Proxy;
+            return None;
         }
     }
-    if hosts != 1 {
-        return Parse::Proxy;
-    }
-    Parse::Hit(out, len)
+    (!out.host.is_empty()).then_some(out)
 }
 
 /// A hit about to be written, and what its access-log line and metrics need afterwards.
@@ -333,12 +350,8 @@ impl TollgateProxy {
 
     /// Answer `req` from the memory tier if that is certain to be the proxy's answer; `None`
     /// hands it to the proxy. Nothing is counted or logged on `None`.
-    pub fn fast_hit(
-        &self,
-        req: &HitRequest<'_>,
-        tls: bool,
-        client: Option<std::net::IpAddr>,
-    ) -> Option<FastHit> {
+    pub fn fast_hit(&self, req: &HitRequest<'_>, viewer: Viewer) -> Option<FastHit> {
+        let (tls, client) = (viewer.https, viewer.addr);
         let start = Instant::now();
         let edge = &*self.edge;
         let normalized = normalize_path(req.path).ok()?;
@@ -396,7 +409,7 @@ impl TollgateProxy {
             .wire_head(|h| wire_head(h, variant, body_len))?
             .clone();
         if let Some(result) = decision.result {
-            edge.count_auth(result);
+            edge.count_auth(result, client);
         }
         Some(FastHit {
             start,

@@ -1,6 +1,7 @@
 //! What the connection-level hit path takes and what it leaves to the proxy.
 
 use super::{parse, Parse};
+use crate::http1::{Body, Refusal};
 
 fn hit(raw: &str) -> super::HitRequest<'_> {
     match parse(raw.as_bytes()) {
@@ -14,9 +15,16 @@ fn hit(raw: &str) -> super::HitRequest<'_> {
 
 fn proxied(raw: &str) {
     assert!(
-        matches!(parse(raw.as_bytes()), Parse::Proxy),
+        matches!(parse(raw.as_bytes()), Parse::Proxy { .. }),
         "{raw:?} must go to the proxy"
     );
+}
+
+fn refused(raw: &str, why: Refusal) {
+    match parse(raw.as_bytes()) {
+        Parse::Refuse(r) => assert_eq!(r, why, "{raw:?}"),
+        other => panic!("{raw:?} must be refused ({why:?}), got {other:?}"),
+    }
 }
 
 #[test]
@@ -69,20 +77,9 @@ fn everything_else_goes_to_the_proxy() {
         "POST /a HTTP/1.1\r\nHost: h\r\n\r\n",
         "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
         "GET /a HTTP/1.0\r\nHost: h\r\n\r\n",
+        "GET /a HTTP/1.0\r\n\r\n",
         "GET http://h/a HTTP/1.1\r\nHost: h\r\n\r\n",
         "GET /a#frag HTTP/1.1\r\nHost: h\r\n\r\n",
-        "GET /caf\u{e9} HTTP/1.1\r\nHost: h\r\n\r\n",
-        "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-        "garbage\r\n\r\n",
-        // host
-        "GET /a HTTP/1.1\r\n\r\n",
-        "GET /a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-        "GET /a HTTP/1.1\r\nHost: a/b\r\n\r\n",
-        "GET /a HTTP/1.1\r\nHost: user@a\r\n\r\n",
-        "GET /a HTTP/1.1\r\nHost: \r\n\r\n",
-        // bodies and framing
-        "GET /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
-        "GET /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         "GET /a HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n",
         // what the proxy's cache answers differently
         "GET /a HTTP/1.1\r\nHost: h\r\nRange: bytes=0-1\r\n\r\n",
@@ -95,15 +92,62 @@ fn everything_else_goes_to_the_proxy() {
         "GET /a HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, x-hop\r\n\r\n",
         // two Authorization headers: which one counts is the proxy's business
         "GET /a HTTP/1.1\r\nHost: h\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n",
+        // two X-Forwarded-For lines: read as one list by the proxy
+        "GET /a HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: a\r\nX-Forwarded-For: b\r\n\r\n",
     ] {
         proxied(raw);
+    }
+    let post = "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello";
+    match parse(post.as_bytes()) {
+        Parse::Proxy { head, body } => assert_eq!((head, body), (post.len() - 5, Body::Length(5))),
+        other => panic!("{other:?}"),
     }
 }
 
 #[test]
-fn too_many_headers_or_cookies_go_to_the_proxy() {
+fn what_no_path_may_take_is_refused() {
+    for (raw, why) in [
+        ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Refusal::Malformed),
+        ("garbage\r\n\r\n", Refusal::Malformed),
+        ("GET /a HTTP/1.1\nHost: h\n\n", Refusal::Malformed),
+        ("GET /a HTTP/1.1\r\n\r\n", Refusal::BadHost),
+        ("GET /a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Refusal::BadHost),
+        ("GET /a HTTP/1.1\r\nHost: a/b\r\n\r\n", Refusal::BadHost),
+        ("GET /a HTTP/1.1\r\nHost: user@a\r\n\r\n", Refusal::BadHost),
+        ("GET /a HTTP/1.1\r\nHost: \r\n\r\n", Refusal::BadHost),
+        (
+            "GET /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+            Refusal::BodyNotAllowed,
+        ),
+        (
+            "GET /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            Refusal::BodyNotAllowed,
+        ),
+        (
+            "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Refusal::BadFraming,
+        ),
+    ] {
+        refused(raw, why);
+    }
+}
+
+#[test]
+fn many_headers_are_fine_too_many_are_refused_many_cookies_go_to_the_proxy() {
     let many: String = (0..60).map(|i| format!("X-{i}: v\r\n")).collect();
-    proxied(&format!("GET /a HTTP/1.1\r\nHost: h\r\n{many}\r\n"));
+    hit(&format!("GET /a HTTP/1.1\r\nHost: h\r\n{many}\r\n"));
+    let too_many: String = (0..130).map(|i| format!("X-{i}: v\r\n")).collect();
+    refused(
+        &format!("GET /a HTTP/1.1\r\nHost: h\r\n{too_many}\r\n"),
+        Refusal::HeadTooLarge,
+    );
     let cookies: String = (0..9).map(|i| format!("Cookie: c{i}=v\r\n")).collect();
     proxied(&format!("GET /a HTTP/1.1\r\nHost: h\r\n{cookies}\r\n"));
+}
+
+#[test]
+fn forwarding_headers_are_kept_for_the_viewer() {
+    let r = hit("GET /a HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n\r\n");
+    assert_eq!(r.forwarded_for, Some(&b"203.0.113.7"[..]));
+    assert_eq!(r.forwarded_proto, Some(&b"https"[..]));
 }

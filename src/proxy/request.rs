@@ -214,6 +214,37 @@ pub fn is_tls(session: &pingora_proxy::Session) -> bool {
     session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
 
+/// The viewer of a request the proxy serves: its connection's peer (after a trusted PROXY
+/// header) and scheme, resolved through `trusted_proxies` ([`crate::viewer`]).
+pub fn viewer(
+    trusted: &crate::viewer::TrustedProxies,
+    session: &pingora_proxy::Session,
+) -> crate::viewer::Viewer {
+    let peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    let headers = &session.req_header().headers;
+    trusted.viewer(
+        peer,
+        is_tls(session),
+        || {
+            headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .map(http::HeaderValue::as_bytes)
+                .collect()
+        },
+        || {
+            headers
+                .get_all("x-forwarded-proto")
+                .iter()
+                .next_back()
+                .map(http::HeaderValue::as_bytes)
+        },
+    )
+}
+
 /// The token of an `Authorization: Bearer <token>` header value.
 pub fn bearer_token(value: &[u8]) -> Option<&str> {
     // On bytes: the scheme and the blanks around the token are ASCII, and only the token

@@ -16,6 +16,9 @@ fn body_for(status: u16) -> &'static str {
         404 => "not found\n",
         301 | 307 => "moved to https\n",
         405 => "method not allowed\n",
+        408 => "request timeout\n",
+        429 => "too many requests\n",
+        431 => "request header fields too large\n",
         502 => "bad gateway: the origin did not answer properly\n",
         504 => "gateway timeout\n",
         _ => "error\n",
@@ -33,6 +36,8 @@ pub enum Answer {
     NotAllowed(String),
     /// `401` with `WWW-Authenticate: Basic realm="..."`.
     Challenge(String),
+    /// `429` with `Retry-After` (seconds): the failed-credential budget is spent.
+    Throttled(u64),
 }
 
 impl Answer {
@@ -42,6 +47,7 @@ impl Answer {
             Answer::Status(s) | Answer::Redirect(s, _) => *s,
             Answer::NotAllowed(_) => 405,
             Answer::Challenge(_) => 401,
+            Answer::Throttled(_) => 429,
         }
     }
 }
@@ -53,9 +59,41 @@ pub async fn local(session: &mut Session, status: u16) -> Result<()> {
 
 /// Send an [`Answer`]: the status, its one extra header, a short body, `Cache-Status`, `Age`.
 pub async fn answer(session: &mut Session, answer: &Answer) -> Result<()> {
+    let (resp, body) = answer_parts(answer)?;
+    session.set_keepalive(None);
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+/// The same answer as HTTP/1.1 bytes, for the connection loop, which answers refused requests
+/// before any session exists; it always closes the connection after it.
+pub fn answer_h1(answer: &Answer) -> Vec<u8> {
+    let Ok((mut resp, body)) = answer_parts(answer) else {
+        return b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            .to_vec();
+    };
+    let _ = resp.insert_header(http::header::CONNECTION, "close");
+    let date = pingora_core::protocols::http::date::get_cached_date();
+    let _ = resp.insert_header(http::header::DATE, date);
+    let status = resp.status;
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or("")
+    )
+    .into_bytes();
+    let mut head = bytes::BytesMut::new();
+    resp.header_to_h1_wire(&mut head);
+    out.extend_from_slice(&head);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    out
+}
+
+fn answer_parts(answer: &Answer) -> Result<(ResponseHeader, Bytes)> {
     let status = answer.status();
     let body = Bytes::from_static(body_for(status).as_bytes());
-    let mut resp = ResponseHeader::build(status, Some(6))?;
+    let mut resp = ResponseHeader::build(status, Some(7))?;
     match answer {
         Answer::Status(_) => {}
         Answer::Redirect(_, location) => resp.insert_header(http::header::LOCATION, location)?,
@@ -65,6 +103,7 @@ pub async fn answer(session: &mut Session, answer: &Answer) -> Result<()> {
             let value = format!("Basic realm=\"{realm}\", charset=\"UTF-8\"");
             resp.insert_header(http::header::WWW_AUTHENTICATE, value)?
         }
+        Answer::Throttled(seconds) => resp.insert_header(http::header::RETRY_AFTER, *seconds)?,
     }
     resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
@@ -76,9 +115,7 @@ pub async fn answer(session: &mut Session, answer: &Answer) -> Result<()> {
     resp.insert_header("cache-status", cache_status)?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     resp.insert_header(http::header::AGE, "0")?;
-    session.set_keepalive(None);
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await
+    Ok((resp, body))
 }
 
 /// The label for `tollgate_requests_total{cache_status}` and the `Cache-Status` value for a
