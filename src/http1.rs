@@ -154,6 +154,16 @@ pub fn head_end_seen(buf: &[u8]) -> bool {
     memchr::memmem::find(rest, b"\n\r\n").is_some() || memchr::memmem::find(rest, b"\n\n").is_some()
 }
 
+/// Whether the request at the start of `buf` is a HEAD (so that even a refusal's answer has
+/// no body), read from its first bytes alone: the head may not have parsed.
+pub fn is_head(buf: &[u8]) -> bool {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    buf[start..].starts_with(b"HEAD ")
+}
+
 /// Methods whose requests carry no body; one that does is refused.
 pub fn bodyless(method: &str) -> bool {
     matches!(method, "GET" | "HEAD" | "DELETE" | "OPTIONS" | "TRACE")

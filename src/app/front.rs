@@ -239,7 +239,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                     }
                 }
                 Read::TimedOut if head_deadline.is_some() && !buf.is_empty() => {
-                    self.refuse(stream, Refusal::HeaderTimeout).await;
+                    self.refuse(stream, Refusal::HeaderTimeout, false).await;
                     return Next::Done;
                 }
                 Read::TimedOut | Read::Closed => return Next::Done,
@@ -247,13 +247,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
         }
         match fast::parse(buf) {
             Parse::Refuse(refusal) => {
-                self.refuse(stream, refusal).await;
+                self.refuse(stream, refusal, http1::is_head(buf)).await;
                 Next::Done
             }
             Parse::Partial => {
                 // `head_end_seen` rules this out; refuse rather than wait on a reading we
                 // do not understand
-                self.refuse(stream, Refusal::Malformed).await;
+                self.refuse(stream, Refusal::Malformed, false).await;
                 Next::Done
             }
             parsed => Next::Request(parsed),
@@ -262,7 +262,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
 
     /// Answer a refused request (or a head that timed out) and close: after a framing error
     /// nothing later on the connection can be trusted to start where it seems to.
-    async fn refuse(&self, stream: &mut Stream, refusal: Refusal) {
+    /// `head`: the request was a HEAD (its answer has no body).
+    async fn refuse(&self, stream: &mut Stream, refusal: Refusal, head: bool) {
         let edge = self.fast.edge();
         edge.count_refusal(refusal);
         edge.count_request(
@@ -272,7 +273,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
             refusal.status(),
         );
         log::debug!("refused an HTTP/1 request: {}", refusal.as_str());
-        let answer = respond::answer_h1(&respond::Answer::Status(refusal.status()));
+        let answer = respond::answer_h1(&respond::Answer::Status(refusal.status()), head);
         let write = async {
             stream.write_all(&answer).await?;
             stream.flush().await?;
@@ -385,7 +386,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                     Ok(Some(end)) => (end, Left::Done),
                     Ok(None) => (after_head.len(), Left::Chunked(chunks)),
                     Err(_) => {
-                        self.refuse(&mut stream, Refusal::BadFraming).await;
+                        self.refuse(&mut stream, Refusal::BadFraming, false).await;
                         return None;
                     }
                 }

@@ -66,8 +66,9 @@ pub async fn answer(session: &mut Session, answer: &Answer) -> Result<()> {
 }
 
 /// The same answer as HTTP/1.1 bytes, for the connection loop, which answers refused requests
-/// before any session exists; it always closes the connection after it.
-pub fn answer_h1(answer: &Answer) -> Vec<u8> {
+/// before any session exists; it always closes the connection after it. `head`: the request was
+/// a HEAD, so the body is left out (its `Content-Length` stays, RFC 9110 §9.3.2).
+pub fn answer_h1(answer: &Answer, head: bool) -> Vec<u8> {
     let Ok((mut resp, body)) = answer_parts(answer) else {
         return b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             .to_vec();
@@ -82,11 +83,11 @@ pub fn answer_h1(answer: &Answer) -> Vec<u8> {
         status.canonical_reason().unwrap_or("")
     )
     .into_bytes();
-    let mut head = bytes::BytesMut::new();
-    resp.header_to_h1_wire(&mut head);
-    out.extend_from_slice(&head);
+    resp.header_to_h1_wire(&mut out);
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&body);
+    if !head {
+        out.extend_from_slice(&body);
+    }
     out
 }
 

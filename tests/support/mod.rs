@@ -18,6 +18,8 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod naive_origin;
+pub mod raw;
 pub mod tokens;
 
 use std::collections::{BTreeMap, HashMap};
