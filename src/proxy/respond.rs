@@ -61,6 +61,10 @@ pub async fn local(session: &mut Session, status: u16) -> Result<()> {
 pub async fn answer(session: &mut Session, answer: &Answer) -> Result<()> {
     let (resp, body) = answer_parts(answer)?;
     session.set_keepalive(None);
+    if session.req_header().method == http::Method::HEAD {
+        // no content for HEAD (RFC 9110 §9.3.2): over HTTP/2 a body would reset the stream
+        return session.write_response_header(Box::new(resp), true).await;
+    }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
 }

@@ -1,0 +1,230 @@
+//! Edge safety (issue 18) where TLS and HTTP/2 are involved: a PROXY header read before the TLS
+//! handshake, bodies on GET over HTTP/2, and upgrades (h2c, WebSocket) that must never become
+//! a tunnel to the origin. Real edge, real origin, real TLS clients (OpenSSL from the test,
+//! `curl` for HTTP/2).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use support::certs::Ca;
+use support::*;
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// A TLS listener mapping for `EdgeOptions::extra_listeners`.
+fn tls_listener(port: u16, cert: &Path, key: &Path, proxy_protocol: bool) -> String {
+    format!(
+        "{{ addr: \"127.0.0.1:{port}\", proxy_protocol: {proxy_protocol}, tls: {{ cert: {:?}, key: {:?} }} }}",
+        path_str(cert),
+        path_str(key),
+    )
+}
+
+/// Open a TCP connection, write `preamble` in the clear, then speak TLS (trusting `ca`, SNI
+/// `a.test`) and send one HTTP/1.1 GET; the response text, or the error.
+fn get_over_tls(port: u16, preamble: &[u8], ca: &Path, path: &str) -> Result<String, String> {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    tcp.write_all(preamble).map_err(|e| e.to_string())?;
+    let mut connector = SslConnector::builder(SslMethod::tls()).map_err(|e| e.to_string())?;
+    connector.set_ca_file(ca).map_err(|e| e.to_string())?;
+    connector.set_verify(SslVerifyMode::PEER);
+    let connector = connector.build();
+    let mut tls = connector
+        .connect("a.test", tcp)
+        .map_err(|e| format!("handshake: {e}"))?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n");
+    tls.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out);
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+struct TlsRig {
+    _dir: tempfile::TempDir,
+    ca: std::path::PathBuf,
+    origin: Origin,
+    edge: Edge,
+    tls_port: u16,
+}
+
+fn tls_rig(proxy_protocol: bool, trusted: &str) -> TlsRig {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "Tollgate Test CA", "ca.pem");
+    let (crt, key) = ca.leaf(dir.path(), "a", &["a.test"]);
+    let origin = Origin::start();
+    let tls_port = free_port();
+    let k = support::tokens::es256("k1");
+    let edge = Edge::start_with(
+        &origin,
+        &[&k],
+        EdgeOptions {
+            extra_listeners: vec![tls_listener(tls_port, &crt, &key, proxy_protocol)],
+            extra_yaml: format!("trusted_proxies: [{trusted}]"),
+            ..EdgeOptions::default()
+        },
+    );
+    TlsRig {
+        ca: ca.pem.clone(),
+        _dir: dir,
+        origin,
+        edge,
+        tls_port,
+    }
+}
+
+const PROXY_V1: &[u8] = b"PROXY TCP4 203.0.113.7 10.0.0.1 5555 443\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_header_before_the_tls_handshake_names_the_viewer() {
+    let rig = tls_rig(true, "127.0.0.1/32");
+    let text = get_over_tls(rig.tls_port, PROXY_V1, &rig.ca, "/news/pp-tls").expect("TLS GET");
+    assert!(text.starts_with("HTTP/1.1 200"), "answer: {text}");
+    let seen = rig.origin.last_for("/news/pp-tls").expect("origin asked");
+    assert_eq!(
+        seen.header("x-forwarded-for").as_deref(),
+        Some("203.0.113.7")
+    );
+    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_header_before_tls_from_an_untrusted_peer_is_read_but_not_believed() {
+    let rig = tls_rig(true, "10.0.0.0/8");
+    let text = get_over_tls(rig.tls_port, PROXY_V1, &rig.ca, "/news/pp-untrusted").expect("GET");
+    assert!(text.starts_with("HTTP/1.1 200"), "answer: {text}");
+    let seen = rig
+        .origin
+        .last_for("/news/pp-untrusted")
+        .expect("origin asked");
+    assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_handshake_without_the_proxy_header_is_refused() {
+    let rig = tls_rig(true, "127.0.0.1/32");
+    let got = get_over_tls(rig.tls_port, b"", &rig.ca, "/news/pp-missing");
+    assert!(
+        got.as_ref().is_err() || got.as_ref().is_ok_and(|t| t.is_empty()),
+        "a connection without its PROXY header was served: {got:?}"
+    );
+    assert_eq!(rig.origin.hits("/news/pp-missing"), 0);
+    let refused = rig
+        .edge
+        .wait_metric(
+            "tollgate_refused_requests_total",
+            &[("reason", "proxy_protocol")],
+            1.0,
+        )
+        .await;
+    assert!(refused >= 1.0);
+    // the listener still serves connections that do send it
+    let text = get_over_tls(rig.tls_port, PROXY_V1, &rig.ca, "/news/pp-after").expect("GET");
+    assert!(text.starts_with("HTTP/1.1 200"), "answer: {text}");
+}
+
+/// `curl` over TLS to `a.test:port`; (exit code, "version status", body).
+fn curl_tls(ca: &Path, port: u16, path: &str, extra: &[&str]) -> (i32, String, String) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_version} %{http_code}",
+        ])
+        .arg("--cacert")
+        .arg(ca)
+        .arg("--resolve")
+        .arg(format!("a.test:{port}:127.0.0.1"))
+        .args(extra)
+        .arg(format!("https://a.test:{port}{path}"))
+        .output()
+        .expect("run curl (install it: apt-get install -y curl)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, meta) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+    (
+        out.status.code().unwrap_or(-1),
+        meta.to_string(),
+        body.to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_with_a_body_over_http2_is_refused_before_the_origin() {
+    let rig = tls_rig(false, "10.0.0.0/8");
+    let smuggled = "GET /drafts/secret HTTP/1.1\r\nHost: a.test\r\n\r\n";
+    for method in ["GET", "HEAD", "DELETE"] {
+        let path = format!("/news/h2-body-{method}");
+        let (code, meta, _) = curl_tls(
+            &rig.ca,
+            rig.tls_port,
+            &path,
+            &["--http2", "-X", method, "--data-binary", smuggled],
+        );
+        assert_eq!(
+            meta, "2 400",
+            "{method} with a body over HTTP/2 (curl exit {code})"
+        );
+        assert_eq!(rig.origin.hits(&path), 0, "{method}: origin asked");
+    }
+    assert_eq!(rig.origin.hits("/drafts/secret"), 0);
+    let (_, meta, body) = curl_tls(&rig.ca, rig.tls_port, "/news/h2-plain", &["--http2"]);
+    assert_eq!(meta, "2 200", "a plain HTTP/2 GET still works: {body}");
+    let (_, meta, _) = curl_tls(
+        &rig.ca,
+        rig.tls_port,
+        "/news/h2-post",
+        &["--http2", "--data-binary", "a=1"],
+    );
+    assert_eq!(meta, "2 200", "POST bodies still go through");
+    let seen = rig.origin.last_for("/news/h2-post").expect("origin asked");
+    assert_eq!(seen.method, "POST");
+    let refused = rig
+        .edge
+        .wait_metric(
+            "tollgate_refused_requests_total",
+            &[("reason", "body_not_allowed")],
+            3.0,
+        )
+        .await;
+    assert!(refused >= 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_never_reach_the_origin() {
+    let origin = Origin::start();
+    let k = support::tokens::es256("k1");
+    let edge = Edge::start(&origin, &[&k]);
+    for (what, headers) in [
+        (
+            "h2c",
+            "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n",
+        ),
+        (
+            "websocket",
+            "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+        ),
+    ] {
+        let path = format!("/news/upgrade-{what}");
+        let mut conn = support::raw::Conn::open(edge.port);
+        conn.send(format!("GET {path} HTTP/1.1\r\nHost: a.test\r\n{headers}\r\n").as_bytes())
+            .expect("send");
+        let ex = conn.read_responses(1, Duration::from_secs(5));
+        assert_eq!(ex.statuses(), vec![200], "{what}: {}", ex.describe());
+        let seen = origin.last_for(&path).expect("origin asked");
+        for h in ["upgrade", "http2-settings"] {
+            assert_eq!(seen.header(h), None, "{what}: the origin saw {h}");
+        }
+    }
+}
