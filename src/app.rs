@@ -128,10 +128,11 @@ pub fn build(edge: Arc<Edge>, flags: RunFlags) -> anyhow::Result<Server> {
     let grace = Duration::from_secs(server.configuration.grace_period_seconds.unwrap_or(0));
     let proxy_logic = TollgateProxy::new(edge.clone()).with_access_log(access_log);
     let linger = drain::IDLE_LINGER.min(grace);
+    let server_conf = server.configuration.clone();
     let front = |proxy_protocol: bool| {
         front::Front::new(
             drain::Draining::new(
-                pingora_proxy::http_proxy(&server.configuration, proxy_logic.clone()),
+                pingora_proxy::http_proxy(&server_conf, proxy_logic.clone()),
                 linger,
             ),
             proxy_logic.clone(),
@@ -141,33 +142,37 @@ pub fn build(edge: Arc<Edge>, flags: RunFlags) -> anyhow::Result<Server> {
     };
     // Listeners behind a load balancer speaking the PROXY protocol get a service of their own:
     // its plain connections start with the header, its TLS ones yield it before the handshake.
-    let mut services = [
-        Service::new("tollgate edge".to_string(), front(false)),
-        Service::new("tollgate edge (PROXY protocol)".to_string(), front(true)),
-    ];
-    services[1]
-        .endpoints()
-        .set_pre_tls_callback(Arc::new(proxy_protocol::PreTls::new(edge.clone())));
-    for l in &config.listeners {
-        let svc = &mut services[usize::from(l.proxy_protocol)];
-        match &l.tls {
-            None => svc.add_tcp(&l.addr.to_string()),
-            Some(tls) => {
-                let settings = crate::tls::settings(tls)
-                    .with_context(|| format!("TLS listener {}", l.addr))?;
-                svc.add_tls_with_settings(&l.addr.to_string(), None, settings);
+    // (Each service has its own proxy and origin connection pool; one is built only if used.)
+    for proxy_protocol in [false, true] {
+        let listeners: Vec<_> = config
+            .listeners
+            .iter()
+            .filter(|l| l.proxy_protocol == proxy_protocol)
+            .collect();
+        if listeners.is_empty() {
+            continue;
+        }
+        let name = if proxy_protocol {
+            "tollgate edge (PROXY protocol)"
+        } else {
+            "tollgate edge"
+        };
+        let mut svc = Service::new(name.to_string(), front(proxy_protocol));
+        if proxy_protocol {
+            svc.endpoints()
+                .set_pre_tls_callback(Arc::new(proxy_protocol::PreTls::new(edge.clone())));
+        }
+        for l in listeners {
+            match &l.tls {
+                None => svc.add_tcp(&l.addr.to_string()),
+                Some(tls) => {
+                    let settings = crate::tls::settings(tls)
+                        .with_context(|| format!("TLS listener {}", l.addr))?;
+                    svc.add_tls_with_settings(&l.addr.to_string(), None, settings);
+                }
             }
         }
-    }
-    let [plain, proxied] = services;
-    let wanted = [
-        config.listeners.iter().any(|l| !l.proxy_protocol),
-        config.listeners.iter().any(|l| l.proxy_protocol),
-    ];
-    for (svc, wanted) in [plain, proxied].into_iter().zip(wanted) {
-        if wanted {
-            server.add_service(svc).add_dependency(&bootstrap);
-        }
+        server.add_service(svc).add_dependency(&bootstrap);
     }
 
     if let Some(admin) = &config.admin {

@@ -133,25 +133,54 @@ pub fn parse<'h, 'b>(
         return Err(Refusal::HeadTooLarge);
     }
     // httparse accepts a bare LF as a line end; origins disagree, so nothing passes with one.
-    if memchr::memchr_iter(b'\n', &buf[..len]).any(|i| i == 0 || buf[i - 1] != b'\r') {
+    if !lines_end_in_crlf(buf, len, &req) {
         return Err(Refusal::Malformed);
     }
     Ok(Some(Head { req, len }))
 }
 
+/// Whether every line of the parsed head `buf[..len]` ends in CRLF, without scanning it:
+/// httparse leaves no other line breaks in a head it accepts (a CR must be followed by LF,
+/// obs-fold is refused), so the line ends are the blank lines it skipped before the request
+/// line, the two bytes before each field name, and the last four bytes.
+fn lines_end_in_crlf(buf: &[u8], len: usize, req: &httparse::Request<'_, '_>) -> bool {
+    let skipped = buf
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
+    if !buf[..skipped].chunks(2).all(|pair| pair == b"\r\n") {
+        return false;
+    }
+    let base = buf.as_ptr() as usize;
+    let each_field = req.headers.iter().all(|h| {
+        // every field name is a slice of `buf`, at least two bytes in (after a line end)
+        let at = (h.name.as_ptr() as usize).wrapping_sub(base);
+        (2..=len).contains(&at) && &buf[at - 2..at] == b"\r\n"
+    });
+    each_field && len >= 4 && &buf[len - 4..len] == b"\r\n\r\n"
+}
+
 /// Whether `buf` may hold a complete head (or one too large): the line before the blank line
 /// that ends a head ends in LF, and the blank line is LF or CRLF, so a head is complete (or
 /// malformed) once `\n\n` or `\n\r\n` follows the blank lines a request may start with.
-/// A cheap scan, so that a head is parsed once, when it can be.
+/// A cheap scan (a `memchr` per line), so that a head is parsed once, when it can be.
 pub fn head_end_seen(buf: &[u8]) -> bool {
     if buf.len() > MAX_HEAD {
+        return true;
+    }
+    // the usual case, one request read whole: it ends the buffer
+    if buf.ends_with(b"\r\n\r\n") && !matches!(buf.first(), Some(b'\r' | b'\n')) {
         return true;
     }
     let Some(start) = buf.iter().position(|&b| b != b'\r' && b != b'\n') else {
         return false;
     };
     let rest = &buf[start..];
-    memchr::memmem::find(rest, b"\n\r\n").is_some() || memchr::memmem::find(rest, b"\n\n").is_some()
+    memchr::memchr_iter(b'\n', rest).any(|i| match rest.get(i + 1) {
+        Some(b'\n') => true,
+        Some(b'\r') => rest.get(i + 2) == Some(&b'\n'),
+        _ => false,
+    })
 }
 
 /// Whether the request at the start of `buf` is a HEAD (so that even a refusal's answer has
@@ -168,6 +197,18 @@ pub fn is_head(buf: &[u8]) -> bool {
 pub fn bodyless(method: &str) -> bool {
     matches!(method, "GET" | "HEAD" | "DELETE" | "OPTIONS" | "TRACE")
 }
+
+/// Bytes of a host name or IPv4 address: letters, digits, `-`, `.`, `_`.
+const NAME_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_';
+        b += 1;
+    }
+    t
+};
 
 /// A `Host` value the cache key and signed-URL resource can rely on: a registered name or IPv4
 /// address (letters, digits, `-`, `.`, `_`) or a bracketed IPv6 literal, with an optional
@@ -187,16 +228,15 @@ pub fn valid_host(value: &[u8]) -> bool {
         }
         (&value[..=end], &value[end + 1..])
     } else {
-        let split = value.iter().position(|&b| b == b':').unwrap_or(value.len());
-        let name = &value[..split];
-        if name.is_empty()
-            || !name
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-        {
+        // one pass: name bytes up to the first ':' (any other byte refuses the value)
+        let split = value
+            .iter()
+            .position(|&b| !NAME_BYTES[usize::from(b)])
+            .unwrap_or(value.len());
+        if split == 0 || (split < value.len() && value[split] != b':') {
             return false;
         }
-        (name, &value[split..])
+        (&value[..split], &value[split..])
     };
     debug_assert!(!host.is_empty());
     match port {
@@ -232,6 +272,10 @@ pub fn framing(req: &httparse::Request<'_, '_>) -> Result<Body, Refusal> {
         (0usize, None, 0usize, false, 0usize);
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
+        // (the length first: most fields are none of these three, and cost no comparison)
+        if !matches!(name.len(), 4 | 14 | 17) {
+            continue;
+        }
         if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
             if !valid_host(h.value) {

@@ -227,18 +227,20 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
         watch: &mut ShutdownWatch,
     ) -> Next<'b> {
         let limits = &self.fast.edge().config.limits;
-        let idle_deadline = Instant::now() + limits.idle_timeout;
-        let mut head_deadline = (!buf.is_empty()).then(|| Instant::now() + limits.header_timeout);
+        // Deadlines are taken when a read must wait, not before: a head already in the buffer
+        // reads no clock, a keep-alive request one (a partial head a second).
+        let mut head_started = !buf.is_empty();
+        let (mut idle_deadline, mut head_deadline) = (None, None);
         // (the head is parsed once, after the loop: `head_end_seen` tells when it can be)
         while !http1::head_end_seen(buf) {
-            let deadline = head_deadline.unwrap_or(idle_deadline);
+            let deadline = if head_started {
+                *head_deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout)
+            } else {
+                *idle_deadline.get_or_insert_with(|| Instant::now() + limits.idle_timeout)
+            };
             match read_more(stream, buf, watch, deadline, self.linger).await {
-                Read::More => {
-                    if head_deadline.is_none() {
-                        head_deadline = Some(Instant::now() + limits.header_timeout);
-                    }
-                }
-                Read::TimedOut if head_deadline.is_some() && !buf.is_empty() => {
+                Read::More => head_started = true,
+                Read::TimedOut if head_started && !buf.is_empty() => {
                     self.refuse(stream, Refusal::HeaderTimeout, false).await;
                     return Next::Done;
                 }

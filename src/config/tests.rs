@@ -599,3 +599,67 @@ fn sizes_and_durations_accept_yaml_integers() {
     assert_eq!(c.cache.lock_timeout, Duration::from_secs(3));
     assert_eq!(c.routes[0].cache.default_ttl, Duration::from_secs(60));
 }
+
+#[test]
+fn edge_limits_default_and_validate() {
+    let f = Fixture::new();
+    let c = f.load(&[]).expect("base config");
+    assert_eq!(c.limits.header_timeout, Duration::from_secs(10));
+    assert_eq!(c.limits.idle_timeout, Duration::from_secs(60));
+    assert_eq!(
+        c.limits.failed_auth,
+        Some(crate::config::FailedAuthLimit {
+            per_second: 20.0,
+            burst: 100
+        })
+    );
+    assert!(c.trusted_proxies.is_empty());
+    let c = f
+        .load(&[
+            (
+                "listeners",
+                "listeners:\n  - addr: 127.0.0.1:8080\n    proxy_protocol: true\n",
+            ),
+            (
+                "trusted_proxies",
+                "trusted_proxies: [10.0.0.0/8, \"2001:db8::1\"]\n",
+            ),
+            (
+                "limits",
+                "limits: { header_timeout: 2s, idle_timeout: 5m, failed_auth: { enabled: false } }\n",
+            ),
+        ])
+        .expect("limits config");
+    assert!(c.listeners[0].proxy_protocol);
+    assert_eq!(c.trusted_proxies.len(), 2);
+    assert_eq!(c.limits.header_timeout, Duration::from_secs(2));
+    assert_eq!(c.limits.idle_timeout, Duration::from_secs(300));
+    assert_eq!(c.limits.failed_auth, None);
+
+    // every problem in one pass, each at its key
+    let problems = f.problems(&[
+        (
+            "listeners",
+            "listeners:\n  - addr: 127.0.0.1:8080\n    proxy_protocol: true\n",
+        ),
+        (
+            "limits",
+            "limits: { header_timeout: 0s, idle_timeout: forever, failed_auth: { per_address_per_second: 0, burst: 0 } }\n",
+        ),
+    ]);
+    assert_problem(&problems, "listeners[0].proxy_protocol", "trusted_proxies");
+    assert_problem(&problems, "limits.header_timeout", "0s");
+    assert_problem(&problems, "limits.idle_timeout", "");
+    assert_problem(
+        &problems,
+        "limits.failed_auth.per_address_per_second",
+        "never refill",
+    );
+    assert_problem(&problems, "limits.failed_auth.burst", "at least 1");
+    let problems = f.problems(&[(
+        "trusted_proxies",
+        "trusted_proxies: [10.0.0.0/33, nonsense]\n",
+    )]);
+    assert_problem(&problems, "trusted_proxies[0]", "CIDR");
+    assert_problem(&problems, "trusted_proxies[1]", "CIDR");
+}
