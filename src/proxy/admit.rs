@@ -87,6 +87,25 @@ fn refused_framing(session: &mut Session) -> Option<crate::http1::Refusal> {
     None
 }
 
+/// Read and drop a refused request's body (HTTP/2: up to [`DISCARD_LIMIT`] bytes, briefly), so
+/// that the refusal ends the stream cleanly instead of resetting it under a client still
+/// sending. Nothing of it goes anywhere.
+async fn discard_body(session: &mut Session) {
+    let mut seen = 0;
+    while seen <= DISCARD_LIMIT {
+        let read = tokio::time::timeout(DISCARD_WAIT, session.read_request_body()).await;
+        match read {
+            Ok(Ok(Some(chunk))) => seen += chunk.len(),
+            _ => return,
+        }
+    }
+}
+
+/// Most of a refused body read before answering (see [`discard_body`]).
+const DISCARD_LIMIT: usize = 64 * 1024;
+/// Longest wait for the next piece of a refused body.
+const DISCARD_WAIT: Duration = Duration::from_secs(1);
+
 fn request_host(session: &Session) -> String {
     let req = session.req_header();
     let raw = req
@@ -122,6 +141,9 @@ impl TollgateProxy {
         if let Some(refusal) = refused_framing(session) {
             log::debug!("refused request: {}", refusal.as_str());
             edge.count_refusal(refusal);
+            if refusal == crate::http1::Refusal::BodyNotAllowed {
+                discard_body(session).await;
+            }
             return Some(Answer::Status(refusal.status()));
         }
         let req = session.req_header();

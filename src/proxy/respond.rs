@@ -60,7 +60,13 @@ pub async fn local(session: &mut Session, status: u16) -> Result<()> {
 /// Send an [`Answer`]: the status, its one extra header, a short body, `Cache-Status`, `Age`.
 pub async fn answer(session: &mut Session, answer: &Answer) -> Result<()> {
     let (resp, body) = answer_parts(answer)?;
-    session.set_keepalive(None);
+    // A decision (401, 403, 404, 405, 429, redirects) leaves the connection usable: a client
+    // refused once, a throttled one included, is answered more cheaply on it than on a new
+    // one. A malformed request (400), a failure (5xx), or a request body not read yet closes.
+    let status = answer.status();
+    if status == 400 || status >= 500 || !session.is_body_empty() {
+        session.set_keepalive(None);
+    }
     if session.req_header().method == http::Method::HEAD {
         // no content for HEAD (RFC 9110 §9.3.2): over HTTP/2 a body would reset the stream
         return session.write_response_header(Box::new(resp), true).await;
