@@ -61,6 +61,9 @@ pub struct Metrics {
     /// `tollgate_fast_path_sendfile_bytes_total`: body bytes the hit path sent with
     /// `sendfile` from the memory tier's sealed files.
     pub fast_sendfile_bytes: IntCounter,
+    /// `tollgate_fast_path_yields_total`: hit-path answers whose decision checked a signature,
+    /// written after the other ready connections' turn (`proxy::fast::SLOW_DECISION`).
+    pub fast_yields: IntCounter,
     /// `tollgate_refused_requests_total{reason}`: requests (and PROXY connections) refused
     /// before anything acted on them (SPEC §10), by [`crate::http1::Refusal`] label.
     pub refused_requests: IntCounterVec,
@@ -183,6 +186,12 @@ impl Metrics {
             "Body bytes the connection-level hit path sent with sendfile from the memory tier's \
              sealed body files (bodies of 64 KiB and more).",
         )?;
+        let fast_yields = IntCounter::new(
+            "tollgate_fast_path_yields_total",
+            "Answers of the connection-level hit path whose decision checked a signature, \
+             written after the other ready connections had their turn (so that such answers \
+             leave together).",
+        )?;
         let refused_requests = IntCounterVec::new(
             Opts::new(
                 "tollgate_refused_requests_total",
@@ -202,6 +211,7 @@ impl Metrics {
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(refused_requests.clone()))?;
+        registry.register(Box::new(fast_yields.clone()))?;
         registry.register(Box::new(failed_auth_throttled.clone()))?;
         registry.register(Box::new(auth_decisions.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
@@ -244,6 +254,7 @@ impl Metrics {
             fast_sendfile_bytes,
             refused_requests,
             failed_auth_throttled,
+            fast_yields,
         })
     }
 

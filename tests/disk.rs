@@ -305,6 +305,16 @@ async fn kill_9_during_concurrent_fills_never_serves_a_broken_object() {
          bytes of batch B, {} object files",
         object_files(cache_dir.path()).len()
     );
+    // The kill must have cut fills short, or this test proves nothing about interrupted fills:
+    // their temp files existed, and the clients did not get every byte.
+    assert!(
+        tmp_before_kill > 0,
+        "no fill was in flight (no temp file under tmp/) when the edge was killed"
+    );
+    assert!(
+        received < total_b as u64,
+        "every fill of batch B had completed ({received} of {total_b} bytes) before the kill"
+    );
 
     origin.set_pace(64 * KIB, Duration::ZERO);
     edge.start_again();
@@ -359,6 +369,16 @@ async fn kill_9_during_concurrent_fills_never_serves_a_broken_object() {
         }
     }
     eprintln!("batch B after the restart: {disk_hits_b} disk hits, {misses_b} misses");
+    assert!(
+        misses_b > 0,
+        "every fill of batch B was on disk after the kill: none was interrupted"
+    );
+    // nothing of the interrupted fills is left behind once they were fetched again
+    assert!(
+        files_under(&tmp).is_empty(),
+        "temp files left after the refills: {:?}",
+        files_under(&tmp)
+    );
     edge.assert_running();
 }
 

@@ -490,6 +490,13 @@ async fn answers_after_signature_checks_keep_their_order_across_connections() {
         settled(&edge, FAST, &[("outcome", "served")], 40.0).await,
         40.0
     );
+    // The slow-decision path ran: each connection's new, forged and not-entitled tokens were
+    // verified (slower than SLOW_DECISION in any build), so at least 3 × 8 answers yielded.
+    let yields = edge.metric("tollgate_fast_path_yields_total", &[]).await;
+    assert!(
+        (24.0..=40.0).contains(&yields),
+        "{yields} answers yielded after a signature check, expected 24..=40"
+    );
     assert_eq!(origin.total(), 2, "hits never reach the origin");
 }
 

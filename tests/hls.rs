@@ -2,8 +2,8 @@
 //! media playlist → relative MPEG-TS segments, all made by `ffmpeg` itself) with the token in
 //! the first path segment, the way media players that drop cookies are given a playback URL.
 //!
-//! Needs `ffmpeg` and `ffprobe` on PATH (`.ci/deps` installs them). Without them each test says
-//! so loudly on stderr and returns.
+//! Needs `ffmpeg` and `ffprobe` on PATH (`.ci/deps` installs them). Without them each test
+//! fails, saying so.
 
 mod support;
 
@@ -21,7 +21,9 @@ const MASTER: &str = "#EXTM3U\n#EXT-X-VERSION:3\n\
 /// Seconds of test video, in 1 s segments.
 const SECONDS: u32 = 6;
 
-fn have_ffmpeg() -> bool {
+/// ffmpeg and ffprobe are required (`.ci/deps` installs them): without them these tests fail,
+/// they never pass without having run.
+fn require_ffmpeg() {
     let ok = |bin: &str| {
         Command::new(bin)
             .arg("-version")
@@ -30,14 +32,11 @@ fn have_ffmpeg() -> bool {
             .status()
             .is_ok_and(|s| s.success())
     };
-    if ok("ffmpeg") && ok("ffprobe") {
-        return true;
-    }
-    eprintln!(
-        "\n!!!!!!!!!! SKIPPED: ffmpeg/ffprobe not on PATH: the HLS player tests did NOT run. \
-         Install ffmpeg (.ci/deps does) !!!!!!!!!!\n"
+    assert!(
+        ok("ffmpeg") && ok("ffprobe"),
+        "ffmpeg/ffprobe are not on PATH: the HLS player tests cannot run. Install them \
+         (.ci/deps does: apt-get install -y ffmpeg)"
     );
-    false
 }
 
 /// The stream as an origin would hold it: `prog.m3u8` and `seg0.ts`.. from ffmpeg's HLS muxer.
@@ -236,9 +235,7 @@ fn cli_token(key: &tollgate::auth::mint::SigningKey, sid: &str, paths: &str) -> 
 
 #[tokio::test]
 async fn ffmpeg_plays_an_hls_stream_through_the_edge_with_a_path_token() {
-    if !have_ffmpeg() {
-        return;
-    }
+    require_ffmpeg();
     let stream = make_stream();
     let key = tokens::es256("k1");
     let origin = origin_for(&stream);
@@ -303,9 +300,7 @@ async fn ffmpeg_plays_an_hls_stream_through_the_edge_with_a_path_token() {
 
 #[tokio::test]
 async fn ffmpeg_fails_with_a_token_for_another_title() {
-    if !have_ffmpeg() {
-        return;
-    }
+    require_ffmpeg();
     let stream = make_stream();
     let key = tokens::es256("k1");
     let origin = origin_for(&stream);
@@ -344,9 +339,7 @@ async fn ffmpeg_fails_with_a_token_for_another_title() {
 
 #[tokio::test]
 async fn revoking_a_session_stops_ffmpeg_mid_stream() {
-    if !have_ffmpeg() {
-        return;
-    }
+    require_ffmpeg();
     let stream = make_stream();
     let key = tokens::es256("k1");
     let origin = origin_for(&stream);

@@ -177,6 +177,16 @@ async fn a_replaced_key_file_takes_effect_and_a_broken_one_keeps_the_old() {
         async move { send(rb).await.status }
     };
     assert_eq!(status().await, 200);
+    // A URL signed by the EC key, presented under the RSA key pair's id (the Key-Pair-Id is not
+    // part of the signed policy): refused while that id names the RSA key.
+    let by_new_key = case_field(&doc, "canned_ecdsa_sha256", "path")
+        .replace("Key-Pair-Id=KE2EECDSA", "Key-Pair-Id=KE2ERSA");
+    assert_ne!(by_new_key, case_field(&doc, "canned_ecdsa_sha256", "path"));
+    let status_of = |path: String| {
+        let rb = c.get(edge.url(&path)).header("host", host);
+        async move { send(rb).await.status }
+    };
+    assert_eq!(status_of(by_new_key.clone()).await, 403);
     let rsa = dir.path().join("e2e_rsa.pem");
     // Garbage in the key file: refused, the old key stays in force.
     write_atomic(
@@ -197,6 +207,12 @@ async fn a_replaced_key_file_takes_effect_and_a_broken_one_keeps_the_old() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+    // ... and URLs signed by the new one work.
+    assert_eq!(
+        status_of(by_new_key).await,
+        200,
+        "a URL signed with the key now in the file is refused"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -320,6 +320,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                     if hit.slow() {
                         // answers that each cost a signature check go out together: see
                         // `fast::SLOW_DECISION`
+                        edge.metrics.fast_yields.inc();
                         tokio::task::yield_now().await;
                     }
                     let close = client_close || *watch.borrow();

@@ -648,8 +648,33 @@ fn garbage_requests_never_panic() {
             cookie_headers: &cookies,
             client_ip: None,
         };
-        let _ = verify(&req, &keys, 1_900_000_000);
-        let _ = strip_signing_params(&q);
-        let _ = strip_signed_cookies(&c);
+        // random bytes never make a signature of the fixture keys: every request is refused
+        let verdict = verify(&req, &keys, 1_900_000_000);
+        assert!(
+            verdict.is_err(),
+            "garbage accepted: query {q:?}, cookie {c:?}"
+        );
+        // what the cache key and the origin see carries no signing parameter or cookie
+        let stripped = strip_signing_params(&q);
+        assert!(
+            !has_signing_params(&stripped),
+            "{q:?} kept signing parameters: {stripped:?}"
+        );
+        let cookie = strip_signed_cookies(&c);
+        let names = stripped_cookie_names(&cookie);
+        assert!(
+            !names
+                .iter()
+                .any(|n| SIGNED_COOKIE_NAMES.contains(&n.as_str())),
+            "{c:?} kept a signed cookie: {cookie:?}"
+        );
     }
+}
+
+/// The cookie names of a `Cookie` header value.
+fn stripped_cookie_names(header: &str) -> Vec<String> {
+    header
+        .split(';')
+        .filter_map(|c| c.split_once('=').map(|(k, _)| k.trim().to_string()))
+        .collect()
 }

@@ -606,6 +606,16 @@ pub struct Edge {
     starts: u32,
 }
 
+/// Send `sig` to process `pid` (the system call: tests need no `kill` binary).
+pub fn send_signal(pid: u32, sig: rustix::process::Signal) {
+    let target = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .unwrap_or_else(|| panic!("not a process id: {pid}"));
+    rustix::process::kill_process(target, sig)
+        .unwrap_or_else(|e| panic!("kill({pid}, {sig:?}) failed: {e}"));
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     free_ports::<1>()[0]
@@ -1061,12 +1071,7 @@ impl Edge {
     pub fn stop(&mut self) {
         self.assert_running();
         let pid = self.pid();
-        let st = Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .expect("run kill -TERM");
-        assert!(st.success(), "kill -TERM {pid} failed: {st}");
+        send_signal(pid, rustix::process::Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.exit_status() {
@@ -1647,12 +1652,32 @@ pub fn parse_metrics(text: &str) -> Result<Vec<Sample>, String> {
     Ok(out)
 }
 
-/// Sum of the samples named `name` whose labels include all of `labels`; 0 if none.
+/// Sum of the samples named `name` whose labels include all of `labels`; 0 when no series has
+/// those label values. Panics when `name` is nowhere in the text (no sample, no `# TYPE`), or
+/// when one of the label names is on none of its series: a misspelt or missing metric must fail
+/// a test, never read as 0.
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    parse_metrics(text)
-        .unwrap_or_else(|e| panic!("metrics do not parse: {e}"))
+    let samples = parse_metrics(text).unwrap_or_else(|e| panic!("metrics do not parse: {e}"));
+    let family: Vec<&Sample> = samples.iter().filter(|s| s.name == name).collect();
+    let base = ["_bucket", "_sum", "_count"]
         .iter()
-        .filter(|s| s.name == name)
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .unwrap_or(name);
+    let declared = text
+        .lines()
+        .any(|l| l.starts_with(&format!("# TYPE {name} ")) || l.starts_with(&format!("# TYPE {base} ")));
+    assert!(
+        !family.is_empty() || declared,
+        "metric {name} is not exported at all (misspelt, or never registered)"
+    );
+    for (k, _) in labels {
+        assert!(
+            family.is_empty() || family.iter().any(|s| s.labels.contains_key(*k)),
+            "metric {name} has no label {k:?}"
+        );
+    }
+    family
+        .iter()
         .filter(|s| {
             labels
                 .iter()
