@@ -12,7 +12,7 @@
 //! - HTTP/1.1 without exactly one `Host`, or a `Host` that is not a plain `name[:port]` or
 //!   `[v6][:port]` ([`Refusal::BadHost`]);
 //! - a body (any `Content-Length` but 0, any `Transfer-Encoding`) on a method that has none:
-//!   GET, HEAD, DELETE, OPTIONS, TRACE ([`Refusal::BodyNotAllowed`]; CloudFront answers a GET
+//!   GET, HEAD, TRACE ([`Refusal::BodyNotAllowed`]; CloudFront answers a GET
 //!   with a body with 403);
 //! - `Content-Length` and `Transfer-Encoding` together, more than one of either, a length that
 //!   is not plain digits, a `Transfer-Encoding` other than exactly `chunked`, or one on
@@ -195,7 +195,9 @@ pub fn is_head(buf: &[u8]) -> bool {
 
 /// Methods whose requests carry no body; one that does is refused.
 pub fn bodyless(method: &str) -> bool {
-    matches!(method, "GET" | "HEAD" | "DELETE" | "OPTIONS" | "TRACE")
+    // (DELETE and OPTIONS may carry content, RFC 9110 §9.3.5, §9.3.7: it is forwarded, framed
+    // by Pingora as it was read here; TRACE must not, §9.3.8)
+    matches!(method, "GET" | "HEAD" | "TRACE")
 }
 
 /// Bytes of a host name or IPv4 address: letters, digits, `-`, `.`, `_`.

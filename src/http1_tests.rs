@@ -55,11 +55,16 @@ fn partial_heads_wait_for_more() {
 
 #[test]
 fn bodies_on_bodyless_methods_are_refused() {
-    for method in ["GET", "HEAD", "DELETE", "OPTIONS", "TRACE"] {
+    for method in ["GET", "HEAD", "TRACE"] {
         for framing in ["Content-Length: 5", "Transfer-Encoding: chunked"] {
             let head = format!("{method} /a HTTP/1.1\r\nHost: a\r\n{framing}\r\n\r\n");
             assert_eq!(body_of(&head), Err(Refusal::BodyNotAllowed), "{head:?}");
         }
+    }
+    // content is allowed on DELETE and OPTIONS (RFC 9110 §9.3.5, §9.3.7)
+    for method in ["DELETE", "OPTIONS", "POST", "PUT", "PATCH"] {
+        let head = format!("{method} /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!(body_of(&head), Ok(Body::Length(5)), "{head:?}");
     }
 }
 

@@ -1,27 +1,35 @@
 #!/usr/bin/env bash
 # Run the HTTP caching test suite behind cache-tests.fyi (github.com/http-tests/cache-tests)
-# against Tollgate as a reverse-proxy cache, and print the score.
+# against Tollgate as a reverse-proxy cache, print the score, and fail below a threshold.
 #
-#   git clone https://github.com/http-tests/cache-tests.git && (cd cache-tests && npm i)
+#   npm install --prefix DIR http-cache-tests@0.4.5     # the suite as published on npm (CI)
+#   #  or: git clone https://github.com/http-tests/cache-tests.git && (cd cache-tests && npm i)
 #   cargo build            # or --release; TOLLGATE_BIN overrides the binary
-#   tests/conformance/cache-tests.sh ./cache-tests [--id=TEST_ID] [--disk]
+#   tests/conformance/cache-tests.sh SUITE_DIR [--min-required=N] [--min-cdn=N] [--id=TEST_ID] [--disk]
 #
+# SUITE_DIR is the suite's directory (DIR/node_modules/http-cache-tests for the npm package,
+# which keeps its engine at the top; the git checkout keeps it under test-engine/).
 # Starts the suite's origin server and Tollgate (one public catch-all route, caching on, no
 # invented freshness) on free loopback ports, runs the suite's CLI client through Tollgate, and
 # prints "required passed / required total" plus the CDN-Cache-Control subset and each failing
-# required test. With --id, runs one test verbosely. With --disk, the disk tier is on too.
-# Results JSON is kept in $OUT_DIR (default: a temp dir) as results.json.
+# required test. Exits 1 when fewer required tests pass than --min-required, or fewer
+# CDN-Cache-Control ones than --min-cdn. With --id, runs one test verbosely. With --disk, the
+# disk tier is on too. Results JSON is kept in $OUT_DIR (default: a temp dir) as results.json.
 set -euo pipefail
 
-SUITE_DIR=${1:?usage: cache-tests.sh SUITE_DIR [--id=TEST_ID] [--disk]}
+SUITE_DIR=${1:?usage: cache-tests.sh SUITE_DIR [--min-required=N] [--min-cdn=N] [--id=TEST_ID] [--disk]}
 SUITE_DIR=$(cd "$SUITE_DIR" && pwd)
 shift
 TEST_ID=""
 DISK=0
+MIN_REQUIRED=0
+MIN_CDN=0
 for arg in "$@"; do
   case "$arg" in
     --id=*) TEST_ID=${arg#--id=} ;;
     --disk) DISK=1 ;;
+    --min-required=*) MIN_REQUIRED=${arg#--min-required=} ;;
+    --min-cdn=*) MIN_CDN=${arg#--min-cdn=} ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -30,8 +38,15 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 BIN=${TOLLGATE_BIN:-$ROOT/target/debug/tollgate}
 [ -x "$BIN" ] || { echo "no tollgate binary at $BIN (cargo build first)" >&2; exit 2; }
-[ -f "$SUITE_DIR/test-engine/cli.mjs" ] || { echo "$SUITE_DIR is not a cache-tests checkout" >&2; exit 2; }
-[ -d "$SUITE_DIR/node_modules" ] || { echo "run 'npm i' in $SUITE_DIR first" >&2; exit 2; }
+if [ -f "$SUITE_DIR/test-engine/cli.mjs" ]; then
+  ENGINE="$SUITE_DIR/test-engine"              # git checkout
+  [ -d "$SUITE_DIR/node_modules" ] || { echo "run 'npm i' in $SUITE_DIR first" >&2; exit 2; }
+elif [ -f "$SUITE_DIR/cli.mjs" ] && [ -f "$SUITE_DIR/server/server.mjs" ]; then
+  ENGINE="$SUITE_DIR"                          # npm package
+else
+  echo "$SUITE_DIR is neither a cache-tests checkout nor the http-cache-tests npm package" >&2
+  exit 2
+fi
 
 WORK=$(mktemp -d)
 OUT_DIR=${OUT_DIR:-$WORK}
@@ -62,7 +77,7 @@ EDGE_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
 
 (cd "$SUITE_DIR" && exec env npm_config_port="$ORIGIN_PORT" npm_config_protocol=http \
-  npm_config_pidfile="$WORK/origin.pid" node test-engine/server/server.mjs) \
+  npm_config_pidfile="$WORK/origin.pid" node "$ENGINE/server/server.mjs") \
   >"$WORK/origin.log" 2>&1 &
 PIDS+=($!)
 
@@ -102,9 +117,9 @@ wait_port "$ADMIN_PORT" /healthz
 BASE="http://127.0.0.1:$EDGE_PORT"
 cd "$SUITE_DIR"
 if [ -n "$TEST_ID" ]; then
-  env npm_config_base="$BASE" npm_config_id="$TEST_ID" node --no-warnings test-engine/cli.mjs
+  env npm_config_base="$BASE" npm_config_id="$TEST_ID" node --no-warnings "$ENGINE/cli.mjs"
   exit 0
 fi
-env npm_config_base="$BASE" npm_config_id="" npm_package_config_id="" node --no-warnings test-engine/cli.mjs \
+env npm_config_base="$BASE" npm_config_id="" npm_package_config_id="" node --no-warnings "$ENGINE/cli.mjs" \
   >"$OUT_DIR/results.json"
-node "$HERE/cache-tests-score.mjs" "$SUITE_DIR" "$OUT_DIR/results.json"
+node "$HERE/cache-tests-score.mjs" "$SUITE_DIR" "$OUT_DIR/results.json" "$MIN_REQUIRED" "$MIN_CDN"
