@@ -129,6 +129,23 @@ struct OriginState {
     pace: Duration,
     /// Exact path → a body with its content type (see [`Origin::set_file`]).
     files: HashMap<String, Served>,
+    /// While set and not yet `true`, every request waits (after being recorded) for it to turn
+    /// `true` (see [`Origin::hold`]).
+    gate: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+/// Requests held at the origin (see [`Origin::hold`]); dropping it releases them too.
+pub struct Held(tokio::sync::watch::Sender<bool>);
+
+impl Held {
+    /// Let every held request (and later ones) be answered.
+    pub fn release(self) {}
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.0.send(true);
+    }
 }
 
 /// A body registered with [`Origin::set_file`].
@@ -296,6 +313,10 @@ async fn handle(
         let large = st.large.get(&path).map(|b| (b.clone(), st.frame, st.pace));
         (st.overrides.get(&path).cloned(), st.pad_to, st.delay, large)
     };
+    let gate = state.lock().unwrap().gate.clone();
+    if let Some(mut open) = gate {
+        let _ = open.wait_for(|open| *open).await;
+    }
     let served = state.lock().unwrap().files.get(&path).cloned();
     if let Some(f) = served {
         tokio::time::sleep(f.delay).await;
@@ -426,6 +447,14 @@ impl Origin {
     /// Make every answer take this long (a slow origin, to exercise request coalescing).
     pub fn set_delay(&self, delay: Duration) {
         self.state.lock().unwrap().delay = delay;
+    }
+
+    /// Hold every request from now on (each is recorded, then waits) until the returned
+    /// [`Held`] is released or dropped.
+    pub fn hold(&self) -> Held {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        self.state.lock().unwrap().gate = Some(rx);
+        Held(tx)
     }
 
     /// Serve `path` (exact, without query) with [`pattern_body`]`(path, len)`: 200,
@@ -1663,9 +1692,9 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .iter()
         .find_map(|suffix| name.strip_suffix(suffix))
         .unwrap_or(name);
-    let declared = text
-        .lines()
-        .any(|l| l.starts_with(&format!("# TYPE {name} ")) || l.starts_with(&format!("# TYPE {base} ")));
+    let declared = text.lines().any(|l| {
+        l.starts_with(&format!("# TYPE {name} ")) || l.starts_with(&format!("# TYPE {base} "))
+    });
     assert!(
         !family.is_empty() || declared,
         "metric {name} is not exported at all (misspelt, or never registered)"
