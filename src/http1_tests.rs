@@ -212,3 +212,13 @@ fn the_end_of_a_head_is_seen_exactly_when_it_parses() {
     assert!(!head_end_seen(b"\r\n\r\n"));
     assert!(!head_end_seen(b"GET /a HTTP/1.1\r\nHost: a\r\n"));
 }
+
+#[test]
+fn raw_utf8_in_the_target_is_read_as_sent() {
+    let head = "GET /caf\u{e9}/x HTTP/1.1\r\nHost: a\r\n\r\n";
+    let mut slots = header_slots();
+    let h = parse(head.as_bytes(), &mut slots)
+        .expect("parses")
+        .expect("complete");
+    assert_eq!(h.req.path, Some("/caf\u{e9}/x"));
+}

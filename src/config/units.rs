@@ -87,7 +87,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     let too_large = || format!("duration '{s}' is too large");
     if text.bytes().all(|b| b.is_ascii_digit()) {
+        // the same bound as the forms with units (u64 milliseconds), so that every duration
+        // accepted prints back as one that parses (fuzzing found 18446744073709551615 seconds
+        // accepted bare and refused once written with units)
         let secs: u64 = text.parse().map_err(|_| too_large())?;
+        secs.checked_mul(1000).ok_or_else(too_large)?;
         return Ok(Duration::from_secs(secs));
     }
 
@@ -236,6 +240,14 @@ mod tests {
     }
 
     #[test]
+    fn every_accepted_duration_prints_back() {
+        for input in ["18446744073709551", "0", "90", "1d2h3m4s5ms"] {
+            let d = parse_duration(input).expect(input);
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{input}");
+        }
+    }
+
+    #[test]
     fn bad_durations() {
         for input in [
             "",
@@ -248,6 +260,8 @@ mod tests {
             "m5",
             "1w",
             "99999999999999999999s",
+            "18446744073709551615",
+            "18446744073709552",
         ] {
             assert!(parse_duration(input).is_err(), "{input} should fail");
         }
