@@ -37,7 +37,10 @@ async fn concurrent_misses_for_one_cold_key_reach_the_origin_once() {
             edge.metric("tollgate_fast_path_total", &[proxied]).await >= before + N as f64
         })
         .await;
-        assert!(all_in, "{path}: the {N} requests never were in the edge together");
+        assert!(
+            all_in,
+            "{path}: the {N} requests never were in the edge together"
+        );
         assert_eq!(
             origin.hits(path),
             1,
@@ -146,7 +149,8 @@ async fn unsafe_methods_bypass_the_cache() {
     let htpasswd = dir.path().join("editors.htpasswd");
     let alice = bcrypt::hash("correct horse", 4).unwrap();
     std::fs::write(&htpasswd, format!("alice:{alice}\n")).unwrap();
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cloudfront");
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cloudfront");
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures.join("e2e.json")).unwrap()).unwrap();
     let signed_keys: String = doc["keys"]
@@ -177,7 +181,10 @@ async fn unsafe_methods_bypass_the_cache() {
     let bearer = format!("Bearer {sub}");
     let basic = format!(
         "Basic {}",
-        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "alice:correct horse")
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            "alice:correct horse"
+        )
     );
     let signed = doc["cases"]
         .as_array()
@@ -189,7 +196,8 @@ async fn unsafe_methods_bypass_the_cache() {
         .to_string();
     let signed_host = doc["host"].as_str().unwrap().to_string();
     // (kind, request path, origin path, headers)
-    let cases: Vec<(&str, String, &str, Vec<(&str, String)>)> = vec![
+    type Case<'a> = (&'a str, String, &'a str, Vec<(&'a str, String)>);
+    let cases: Vec<Case> = vec![
         ("public", "/news/p".into(), "/news/p", vec![]),
         ("paywall, reader", "/premium/p".into(), "/premium/p", vec![]),
         (
@@ -210,29 +218,52 @@ async fn unsafe_methods_bypass_the_cache() {
             "/downloads/report.pdf",
             vec![("host", signed_host.clone())],
         ),
-        ("basic", "/drafts/p".into(), "/drafts/p", vec![("authorization", basic.clone())]),
+        (
+            "basic",
+            "/drafts/p".into(),
+            "/drafts/p",
+            vec![("authorization", basic.clone())],
+        ),
     ];
     let client = support::client();
     for (kind, path, origin_path, headers) in &cases {
         let with = |rb: reqwest::RequestBuilder| {
-            headers.iter().fold(rb, |rb, (k, v)| rb.header(*k, v.as_str()))
+            headers
+                .iter()
+                .fold(rb, |rb, (k, v)| rb.header(*k, v.as_str()))
         };
         let first = send(with(client.get(edge.url(path)))).await;
         assert_eq!(first.status, 200, "{kind}: GET {path}: {first:?}");
         let cached = send(with(client.get(edge.url(path)))).await;
-        assert!(cached.is_hit(), "{kind}: the GET was not cached: {}", cached.cache_status());
+        assert!(
+            cached.is_hit(),
+            "{kind}: the GET was not cached: {}",
+            cached.cache_status()
+        );
         let hits = origin.hits(origin_path);
         for i in 1..=2 {
             let r = send(with(client.post(edge.url(path))).body("x")).await;
             assert_eq!(r.status, 200, "{kind}: POST {i}: {r:?}");
             assert_eq!(r.cache_status(), "tollgate; fwd=bypass", "{kind}: POST {i}");
-            assert_eq!(origin.hits(origin_path), hits + i, "{kind}: POST {i} reached the origin");
+            assert_eq!(
+                origin.hits(origin_path),
+                hits + i,
+                "{kind}: POST {i} reached the origin"
+            );
         }
         let last = origin.last_for(origin_path).expect("origin asked");
         assert_eq!(last.method, "POST", "{kind}");
         // the POST's answer was not stored for the GET
         let after = send(with(client.get(edge.url(path)))).await;
-        assert!(!after.is_hit(), "{kind}: GET after POST: {}", after.cache_status());
-        assert_eq!(origin.last_for(origin_path).expect("origin").method, "GET", "{kind}");
+        assert!(
+            !after.is_hit(),
+            "{kind}: GET after POST: {}",
+            after.cache_status()
+        );
+        assert_eq!(
+            origin.last_for(origin_path).expect("origin").method,
+            "GET",
+            "{kind}"
+        );
     }
 }

@@ -228,3 +228,35 @@ async fn upgrades_never_reach_the_origin() {
         }
     }
 }
+
+/// A HEAD over HTTP/2 that misses is filled with a GET; its answer must carry no DATA (clients
+/// reset such a stream as a protocol error). Found by `tests/leak_scale.rs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_over_http2_that_misses_ends_cleanly() {
+    let rig = tls_rig(false, "10.0.0.0/8");
+    for (round, want) in [("miss", "fwd=miss"), ("hit", "hit")] {
+        let out = Command::new("curl")
+            .args(["-sS", "-I", "--http2", "--max-time", "10"])
+            .arg("--cacert")
+            .arg(&rig.ca)
+            .arg("--resolve")
+            .arg(format!("a.test:{}:127.0.0.1", rig.tls_port))
+            .arg(format!("https://a.test:{}/news/h2-head", rig.tls_port))
+            .output()
+            .expect("run curl");
+        let head = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{round}: curl exit {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(head.starts_with("HTTP/2 200"), "{round}: {head}");
+        assert!(head.contains(want), "{round}: {head}");
+    }
+    // the HEAD filled the object for GETs (a GET is a hit with the origin's body)
+    let (_, meta, body) = curl_tls(&rig.ca, rig.tls_port, "/news/h2-head", &["--http2"]);
+    assert_eq!(meta, "2 200");
+    assert!(body.contains("/news/h2-head"), "{body}");
+    assert_eq!(rig.origin.hits("/news/h2-head"), 1);
+}

@@ -21,6 +21,7 @@ pub mod certs;
 pub mod naive_origin;
 pub mod raw;
 pub mod tokens;
+pub mod variant_pages;
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;

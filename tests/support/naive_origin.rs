@@ -16,6 +16,11 @@
 //!   request line, a header line without a colon, a bad chunk size, a head over 64 KiB, bytes
 //!   left when the peer closes) is recorded as [`NaiveRequest::unparseable`] and the connection
 //!   is closed. It never panics on what it reads.
+//! - [`NaiveOrigin::start_with`] takes [`NaiveOptions`]: a renderer that answers parsed requests
+//!   instead of the default body (e.g. pages by `x-tollgate-variant`), an observer that sees
+//!   every record as it is made, and whether records are kept at all (a long run checks each
+//!   record in the observer and keeps only the count). [`NaiveOrigin::start`] is
+//!   `start_with(NaiveOptions::default())`: the behaviour above.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -85,15 +90,74 @@ impl NaiveRequest {
 #[derive(Default)]
 struct State {
     requests: Vec<NaiveRequest>,
+    /// Records made (parsed or not), kept or not.
+    total: usize,
     delay: Duration,
     extra_headers: HashMap<String, Vec<(String, String)>>,
+}
+
+/// An answer given by a [`NaiveOptions::render`] hook instead of the default one.
+#[derive(Debug, Clone)]
+pub struct NaiveAnswer {
+    /// Status code.
+    pub status: u16,
+    /// Header lines (`Content-Length` is added, and `Connection: close` when closing).
+    pub headers: Vec<(String, String)>,
+    /// Body (not sent in answer to HEAD; its length is still the `Content-Length`).
+    pub body: Vec<u8>,
+}
+
+/// Answers a parsed request; `None` gives the default answer.
+pub type RenderHook = Arc<dyn Fn(&NaiveRequest) -> Option<NaiveAnswer> + Send + Sync>;
+/// Sees every record (parsed or unparseable) on the connection's thread, as it is made.
+pub type ObserveHook = Arc<dyn Fn(&NaiveRequest) + Send + Sync>;
+
+/// How [`NaiveOrigin::start_with`] answers and records. The default is [`NaiveOrigin::start`].
+#[derive(Clone)]
+pub struct NaiveOptions {
+    /// Answers parsed requests (framing is unchanged: the body of a GET is still ignored).
+    pub render: Option<RenderHook>,
+    /// Called with every record before it is stored (or dropped).
+    pub observe: Option<ObserveHook>,
+    /// Keep every record for [`NaiveOrigin::requests`] (default). When false only
+    /// [`NaiveOrigin::count`] grows, so memory stays flat over millions of requests.
+    pub keep_records: bool,
+}
+
+impl Default for NaiveOptions {
+    fn default() -> Self {
+        NaiveOptions {
+            render: None,
+            observe: None,
+            keep_records: true,
+        }
+    }
+}
+
+/// The hooks and the state a connection thread needs.
+struct Shared {
+    state: Mutex<State>,
+    opts: NaiveOptions,
+}
+
+impl Shared {
+    fn record(&self, req: NaiveRequest) {
+        if let Some(observe) = &self.opts.observe {
+            observe(&req);
+        }
+        let mut st = self.state.lock().unwrap();
+        st.total += 1;
+        if self.opts.keep_records {
+            st.requests.push(req);
+        }
+    }
 }
 
 /// The naive origin. Dropping it stops accepting; open connections end when the peer closes.
 pub struct NaiveOrigin {
     /// Where it listens.
     pub addr: SocketAddr,
-    state: Arc<Mutex<State>>,
+    shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -101,12 +165,20 @@ pub struct NaiveOrigin {
 impl NaiveOrigin {
     /// Start on `127.0.0.1:0`.
     pub fn start() -> NaiveOrigin {
+        NaiveOrigin::start_with(NaiveOptions::default())
+    }
+
+    /// Start on `127.0.0.1:0` with these hooks.
+    pub fn start_with(opts: NaiveOptions) -> NaiveOrigin {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind naive origin");
         let addr = listener.local_addr().expect("naive origin addr");
-        let state = Arc::new(Mutex::new(State::default()));
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            opts,
+        });
         let stop = Arc::new(AtomicBool::new(false));
         let conns = Arc::new(AtomicUsize::new(0));
-        let (st, stp) = (state.clone(), stop.clone());
+        let (sh, stp) = (shared.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("naive-origin".into())
             .spawn(move || {
@@ -116,16 +188,16 @@ impl NaiveOrigin {
                     }
                     let Ok(stream) = stream else { continue };
                     let n = conns.fetch_add(1, Ordering::SeqCst) + 1;
-                    let (st, stp) = (st.clone(), stp.clone());
+                    let (sh, stp) = (sh.clone(), stp.clone());
                     let _ = std::thread::Builder::new()
                         .name(format!("naive-conn-{n}"))
-                        .spawn(move || serve(stream, n, &st, &stp));
+                        .spawn(move || serve(stream, n, &sh, &stp));
                 }
             })
             .expect("spawn naive origin");
         NaiveOrigin {
             addr,
-            state,
+            shared,
             stop,
             thread: Some(thread),
         }
@@ -138,12 +210,12 @@ impl NaiveOrigin {
 
     /// Wait this long before answering each request.
     pub fn set_delay(&self, delay: Duration) {
-        self.state.lock().unwrap().delay = delay;
+        self.shared.state.lock().unwrap().delay = delay;
     }
 
     /// Add these headers to every answer for `path` (exact, without query).
     pub fn set_headers(&self, path: &str, headers: &[(&str, &str)]) {
-        self.state.lock().unwrap().extra_headers.insert(
+        self.shared.state.lock().unwrap().extra_headers.insert(
             path.to_owned(),
             headers
                 .iter()
@@ -152,14 +224,14 @@ impl NaiveOrigin {
         );
     }
 
-    /// Everything recorded so far, in order.
+    /// Everything recorded so far, in order (nothing with `keep_records: false`).
     pub fn requests(&self) -> Vec<NaiveRequest> {
-        self.state.lock().unwrap().requests.clone()
+        self.shared.state.lock().unwrap().requests.clone()
     }
 
-    /// How many requests (parsed or not) were recorded.
+    /// How many requests (parsed or not) were recorded (also when not kept).
     pub fn count(&self) -> usize {
-        self.state.lock().unwrap().requests.len()
+        self.shared.state.lock().unwrap().total
     }
 
     /// Parsed requests whose path (without query) is `path`.
@@ -206,7 +278,7 @@ enum Parsed {
     Bad(String),
 }
 
-fn serve(mut stream: TcpStream, conn: usize, state: &Mutex<State>, stop: &AtomicBool) {
+fn serve(mut stream: TcpStream, conn: usize, shared: &Shared, stop: &AtomicBool) {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
     let _ = stream.set_nodelay(true);
     let mut buf: Vec<u8> = Vec::new();
@@ -215,8 +287,8 @@ fn serve(mut stream: TcpStream, conn: usize, state: &Mutex<State>, stop: &Atomic
         match parse(&buf, conn) {
             Parsed::Request(req, used, keep_alive) => {
                 buf.drain(..used);
-                let answer = answer(&req, keep_alive, state);
-                state.lock().unwrap().requests.push(req);
+                let answer = answer(&req, keep_alive, shared);
+                shared.record(req);
                 if stream.write_all(&answer).is_err() || !keep_alive {
                     let _ = stream.shutdown(Shutdown::Both);
                     return;
@@ -224,7 +296,7 @@ fn serve(mut stream: TcpStream, conn: usize, state: &Mutex<State>, stop: &Atomic
                 continue;
             }
             Parsed::Bad(why) => {
-                record_bad(state, conn, why, &buf);
+                record_bad(shared, conn, why, &buf);
                 let _ = stream.shutdown(Shutdown::Both);
                 return;
             }
@@ -233,7 +305,7 @@ fn serve(mut stream: TcpStream, conn: usize, state: &Mutex<State>, stop: &Atomic
         match stream.read(&mut chunk) {
             Ok(0) => {
                 if buf.iter().any(|b| !b.is_ascii_whitespace()) {
-                    record_bad(state, conn, "incomplete when the peer closed".into(), &buf);
+                    record_bad(shared, conn, "incomplete when the peer closed".into(), &buf);
                 }
                 return;
             }
@@ -249,9 +321,9 @@ fn serve(mut stream: TcpStream, conn: usize, state: &Mutex<State>, stop: &Atomic
     }
 }
 
-fn record_bad(state: &Mutex<State>, conn: usize, why: String, bytes: &[u8]) {
+fn record_bad(shared: &Shared, conn: usize, why: String, bytes: &[u8]) {
     let shown: String = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned();
-    state.lock().unwrap().requests.push(NaiveRequest {
+    shared.record(NaiveRequest {
         conn,
         method: String::new(),
         target: String::new(),
@@ -262,9 +334,9 @@ fn record_bad(state: &Mutex<State>, conn: usize, why: String, bytes: &[u8]) {
     });
 }
 
-fn answer(req: &NaiveRequest, keep_alive: bool, state: &Mutex<State>) -> Vec<u8> {
+fn answer(req: &NaiveRequest, keep_alive: bool, shared: &Shared) -> Vec<u8> {
     let (delay, extra) = {
-        let st = state.lock().unwrap();
+        let st = shared.state.lock().unwrap();
         (
             st.delay,
             st.extra_headers
@@ -276,12 +348,30 @@ fn answer(req: &NaiveRequest, keep_alive: bool, state: &Mutex<State>) -> Vec<u8>
     if !delay.is_zero() {
         std::thread::sleep(delay);
     }
-    let body = format!("naive {} {}\n", req.method, req.target);
-    let mut head = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
-         Cache-Control: max-age=60\r\n",
-        body.len()
-    );
+    let rendered = shared.opts.render.as_ref().and_then(|render| render(req));
+    let (mut head, body) = match rendered {
+        Some(a) => {
+            let mut head = format!(
+                "HTTP/1.1 {} {}\r\nContent-Length: {}\r\n",
+                a.status,
+                if a.status == 200 { "OK" } else { "Answer" },
+                a.body.len()
+            );
+            for (k, v) in a.headers {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+            (head, a.body)
+        }
+        None => {
+            let body = format!("naive {} {}\n", req.method, req.target).into_bytes();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+                 Cache-Control: max-age=60\r\n",
+                body.len()
+            );
+            (head, body)
+        }
+    };
     for (k, v) in extra {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -291,7 +381,7 @@ fn answer(req: &NaiveRequest, keep_alive: bool, state: &Mutex<State>) -> Vec<u8>
     head.push_str("\r\n");
     let mut out = head.into_bytes();
     if !req.method.eq_ignore_ascii_case("HEAD") {
-        out.extend_from_slice(body.as_bytes());
+        out.extend_from_slice(&body);
     }
     out
 }
