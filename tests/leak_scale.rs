@@ -52,10 +52,10 @@
 //! fatal, until the end: the summary line and the first examples of each kind are printed, then
 //! the assertions run (leaks first).
 //!
-//! Known failure (found by this test; Pingora 0.9.1): a HEAD over HTTP/2 that misses the cache
-//! is filled with a GET and the GET's body is sent in DATA frames on the HEAD's stream, which
-//! the client resets (`PROTOCOL_ERROR`): counted under "transport". `TOLLGATE_LEAK_NO_H2_HEAD=1`
-//! leaves HEAD over HTTP/2 out of the mix, to look past it.
+//! Found by this test, and fixed: a HEAD over HTTP/2 that missed the cache was filled with a GET
+//! whose body went out in DATA frames on the HEAD's stream, which the client reset
+//! (`PROTOCOL_ERROR`; counted under "transport"). `TOLLGATE_LEAK_NO_H2_HEAD=1` leaves HEAD over
+//! HTTP/2 out of the mix.
 
 mod support;
 
@@ -383,7 +383,7 @@ struct World {
     tally: Tally,
     /// Raised once the last request was answered.
     finished: AtomicBool,
-    /// `TOLLGATE_LEAK_NO_H2_HEAD=1`: no HEAD over HTTP/2 (to look past that known bug).
+    /// `TOLLGATE_LEAK_NO_H2_HEAD=1`: no HEAD over HTTP/2.
     no_h2_head: bool,
 }
 
