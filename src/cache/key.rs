@@ -76,6 +76,14 @@ pub fn path_of(primary: &[u8]) -> Option<&str> {
     std::str::from_utf8(parts.next()?).ok()
 }
 
+/// The variant inside a key built by [`cache_key`].
+pub fn variant_of(primary: &[u8]) -> Option<Variant> {
+    let last = primary.rsplit(|&b| b == 0).next()?;
+    Variant::ALL
+        .into_iter()
+        .find(|v| v.as_str().as_bytes() == last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@
 
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -28,6 +28,8 @@ use pingora_http::ResponseHeader;
 use tinyufo::TinyUfo;
 
 use super::body_file::BodyFile;
+use super::head::StoredHead;
+use super::key::Variant;
 use super::path_index::PathIndex;
 
 /// TinyUFO weighs objects in `u16` units; one unit is this many bytes.
@@ -48,9 +50,16 @@ pub struct TierMetrics {
     pub evictions: prometheus::IntCounter,
 }
 
-/// The parsed metadata of a stored response, kept as is so a hit does not re-parse anything.
+/// The metadata of a stored response: its head, kept once and compactly (see
+/// [`super::head`]), and the times and flags pingora's [`CacheMeta`] carries.
 struct StoredMeta {
-    header: ResponseHeader,
+    head: StoredHead,
+    times: Times,
+}
+
+/// The times and flags of a [`CacheMeta`].
+#[derive(Clone, Copy)]
+struct Times {
     fresh_until: SystemTime,
     updated: SystemTime,
     stale_while_revalidate_sec: u32,
@@ -59,10 +68,9 @@ struct StoredMeta {
     epoch_override: Option<SystemTime>,
 }
 
-impl StoredMeta {
-    fn from_meta(meta: &CacheMeta) -> StoredMeta {
-        StoredMeta {
-            header: meta.response_header_copy(),
+impl Times {
+    fn of(meta: &CacheMeta) -> Times {
+        Times {
             fresh_until: meta.fresh_until(),
             updated: meta.updated(),
             stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
@@ -71,33 +79,36 @@ impl StoredMeta {
             epoch_override: meta.epoch_override(),
         }
     }
+}
 
-    /// Rebuild a [`CacheMeta`]. `updated` is passed as the creation time so that `Age` counts
-    /// from the last (re)validation, as pingora's own meta does.
-    fn to_meta(&self) -> CacheMeta {
-        let mut meta = CacheMeta::new(
-            self.fresh_until,
-            self.updated,
-            self.stale_while_revalidate_sec,
-            self.stale_if_error_sec,
-            self.header.clone(),
-        );
-        if let Some(v) = self.variance {
-            meta.set_variance_key(v);
+impl StoredMeta {
+    /// `meta` of an object of `variant` whose body is `body_len` bytes.
+    fn from_meta(meta: &CacheMeta, variant: Variant, body_len: usize) -> StoredMeta {
+        StoredMeta {
+            head: StoredHead::new(meta.response_header(), variant, body_len),
+            times: Times::of(meta),
         }
-        if let Some(epoch) = self.epoch_override {
-            meta.set_epoch_override(epoch);
-        }
-        meta
     }
 
-    fn header_size(&self) -> usize {
-        self.header
-            .headers
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 4)
-            .sum::<usize>()
-            + 32
+    /// Rebuild a [`CacheMeta`]. `updated` is passed as the creation time so that `Age` counts
+    /// from the last (re)validation, as pingora's own meta does. `None` if the stored head does
+    /// not parse back (never for a head this tier wrote; the lookup is then a miss).
+    fn to_meta(&self) -> Option<CacheMeta> {
+        let t = &self.times;
+        let mut meta = CacheMeta::new(
+            t.fresh_until,
+            t.updated,
+            t.stale_while_revalidate_sec,
+            t.stale_if_error_sec,
+            self.head.header()?,
+        );
+        if let Some(v) = t.variance {
+            meta.set_variance_key(v);
+        }
+        if let Some(epoch) = t.epoch_override {
+            meta.set_epoch_override(epoch);
+        }
+        Some(meta)
     }
 }
 
@@ -110,11 +121,29 @@ struct Stored {
     /// The sealed file `body` is a map of, for bodies of at least
     /// [`FILE_BODY`](super::body_file::FILE_BODY) bytes (`sendfile` on the hit path).
     file: Option<Arc<BodyFile>>,
-    /// Bytes accounted for this object (body + headers + overhead).
+    /// Bytes accounted for this object (body + head + bookkeeping).
     size: u64,
-    /// The response head as the connection-level hit path sends it, built on its first use
-    /// (`None`: that path does not serve this object). See [`FreshObject::wire_head`].
-    wire: OnceLock<Option<Bytes>>,
+}
+
+impl Stored {
+    /// An object of `body` with its metadata; `size` accounts for what it keeps alive.
+    fn new(
+        hash: HashBinary,
+        path: Arc<str>,
+        meta: StoredMeta,
+        body: Bytes,
+        file: Option<Arc<BodyFile>>,
+    ) -> Stored {
+        let size = (body.len() + meta.head.len() + OBJECT_OVERHEAD) as u64;
+        Stored {
+            hash,
+            path,
+            meta,
+            body,
+            file,
+            size,
+        }
+    }
 }
 
 /// The memory tier. Create one per process with [`MemoryStore::leak`]: pingora wants
@@ -259,25 +288,24 @@ impl MemoryStore {
     }
 
     /// Store a complete object read from another tier (disk promotion).
-    pub fn admit(&self, hash: HashBinary, path: Arc<str>, meta: &CacheMeta, body: Bytes) {
+    pub fn admit(
+        &self,
+        hash: HashBinary,
+        path: Arc<str>,
+        variant: Variant,
+        meta: &CacheMeta,
+        body: Bytes,
+    ) {
         if body.len() as u64 > self.max_object_size {
             return;
         }
-        let meta = StoredMeta::from_meta(meta);
-        let size = body.len() as u64 + (meta.header_size() + OBJECT_OVERHEAD) as u64;
+        let meta = StoredMeta::from_meta(meta, variant, body.len());
         let (body, file) = match BodyFile::create(std::slice::from_ref(&body), body.len()) {
             Some((mapped, file)) => (mapped, Some(file)),
-            None => (body, None),
+            // exact size: a body read from disk may sit in a larger buffer
+            None => (Bytes::copy_from_slice(&body), None),
         };
-        self.insert(Stored {
-            hash,
-            path,
-            meta,
-            body,
-            file,
-            size,
-            wire: OnceLock::new(),
-        });
+        self.insert(Stored::new(hash, path, meta, body, file));
     }
 
     fn get(&self, hash: &HashBinary) -> Option<Arc<Stored>> {
@@ -292,17 +320,17 @@ impl MemoryStore {
     pub fn fresh(&self, hash: &HashBinary, now: SystemTime) -> Option<FreshObject> {
         let stored = self.get(hash)?;
         let m = &stored.meta;
-        (m.variance.is_none() && m.fresh_until >= now).then_some(FreshObject(stored))
+        (m.times.variance.is_none() && m.times.fresh_until >= now).then_some(FreshObject(stored))
     }
 }
 
-/// A fresh stored object, shared (no copy of header or body).
+/// A fresh stored object, shared (no copy of head or body).
 pub struct FreshObject(Arc<Stored>);
 
 impl FreshObject {
-    /// The stored response header.
-    pub fn header(&self) -> &ResponseHeader {
-        &self.0.meta.header
+    /// The stored status code.
+    pub fn status(&self) -> u16 {
+        self.0.meta.head.status()
     }
 
     /// The whole body.
@@ -318,26 +346,24 @@ impl FreshObject {
     /// Seconds since the object was stored or last revalidated, as pingora's `Age` counts.
     pub fn age(&self, now: SystemTime) -> u64 {
         let m = &self.0.meta;
-        now.duration_since(m.epoch_override.unwrap_or(m.updated))
+        now.duration_since(m.times.epoch_override.unwrap_or(m.times.updated))
             .map_or(0, |d| d.as_secs())
     }
 
-    /// The response head built by `build` from the stored header, built once per stored
-    /// object and shared by every later hit. The object's key fixes its variant, so one head
-    /// per object is enough.
-    pub fn wire_head(
-        &self,
-        build: impl FnOnce(&ResponseHeader) -> Option<Bytes>,
-    ) -> Option<&Bytes> {
-        self.0
-            .wire
-            .get_or_init(|| build(&self.0.meta.header))
-            .as_ref()
+    /// The head the connection-level hit path writes for this object, if it may answer with
+    /// it (see [`StoredHead::sendable`]). Stored once, at fill time; a hit copies nothing.
+    pub fn sendable_head(&self) -> Option<Bytes> {
+        self.0.meta.head.sendable()
     }
 }
 
 fn key_path(key: &CacheKey) -> Arc<str> {
     Arc::from(super::key::path_of(key.primary_key()).unwrap_or(""))
+}
+
+/// The variant a key was built for (public when it names none).
+fn key_variant(key: &CacheKey) -> Variant {
+    super::key::variant_of(key.primary_key()).unwrap_or(Variant::Public)
 }
 
 #[async_trait]
@@ -350,7 +376,9 @@ impl Storage for MemoryStore {
         let Some(stored) = self.get(&key.combined_bin()) else {
             return Ok(None);
         };
-        let meta = stored.meta.to_meta();
+        let Some(meta) = stored.meta.to_meta() else {
+            return Ok(None);
+        };
         let end = stored.body.len();
         let hit = MemoryHit {
             body: stored.body.clone(),
@@ -371,7 +399,8 @@ impl Storage for MemoryStore {
             store: self,
             hash: key.combined_bin(),
             path: key_path(key),
-            meta: Some(StoredMeta::from_meta(meta)),
+            variant: key_variant(key),
+            pending: Some((meta.response_header_copy(), Times::of(meta))),
             chunks: Vec::new(),
             size: 0,
             abandoned: false,
@@ -404,17 +433,14 @@ impl Storage for MemoryStore {
         let Some(old) = self.get(&hash) else {
             return Ok(false);
         };
-        let meta = StoredMeta::from_meta(meta);
-        let size = old.body.len() as u64 + (meta.header_size() + OBJECT_OVERHEAD) as u64;
-        self.insert(Stored {
+        let meta = StoredMeta::from_meta(meta, key_variant(key), old.body.len());
+        self.insert(Stored::new(
             hash,
-            path: old.path.clone(),
+            old.path.clone(),
             meta,
-            body: old.body.clone(),
-            file: old.file.clone(),
-            size,
-            wire: OnceLock::new(),
-        });
+            old.body.clone(),
+            old.file.clone(),
+        ));
         Ok(true)
     }
 
@@ -481,7 +507,10 @@ struct MemoryMiss {
     store: &'static MemoryStore,
     hash: HashBinary,
     path: Arc<str>,
-    meta: Option<StoredMeta>,
+    variant: Variant,
+    /// The origin's head and the meta's times until `finish` stores them (with the body
+    /// length) compactly.
+    pending: Option<(ResponseHeader, Times)>,
     chunks: Vec<Bytes>,
     size: u64,
     /// Set when the object outgrew the tier: the chunks are dropped and `finish` fails.
@@ -514,11 +543,11 @@ impl HandleMiss for MemoryMiss {
             return Error::e_explain(ErrorType::InternalError, "object exceeds the memory tier");
         }
         let file = BodyFile::create(&self.chunks, self.size as usize);
-        let (body, file) = match (file, self.chunks.len()) {
-            (Some((mapped, file)), _) => (mapped, Some(file)),
-            (None, 0) => (Bytes::new(), None),
-            (None, 1) => (self.chunks.pop().unwrap_or_default(), None),
-            (None, _) => {
+        let (body, file) = match file {
+            Some((mapped, file)) => (mapped, Some(file)),
+            // One exact-size copy: a chunk is a slice of the connection's read buffer, and
+            // keeping it would keep the whole buffer.
+            None => {
                 let mut buf = BytesMut::with_capacity(self.size as usize);
                 for c in &self.chunks {
                     buf.extend_from_slice(c);
@@ -526,20 +555,16 @@ impl HandleMiss for MemoryMiss {
                 (buf.freeze(), None)
             }
         };
-        let Some(meta) = self.meta.take() else {
+        let Some((header, times)) = self.pending.take() else {
             return Error::e_explain(ErrorType::InternalError, "miss handler finished twice");
         };
-        let size = body.len() as u64 + (meta.header_size() + OBJECT_OVERHEAD) as u64;
         let body_len = body.len();
-        self.store.insert(Stored {
-            hash: self.hash,
-            path: self.path.clone(),
-            meta,
-            body,
-            file,
-            size,
-            wire: OnceLock::new(),
-        });
+        let meta = StoredMeta {
+            head: StoredHead::new(&header, self.variant, body_len),
+            times,
+        };
+        self.store
+            .insert(Stored::new(self.hash, self.path.clone(), meta, body, file));
         Ok(MissFinishType::Created(body_len))
     }
 }
@@ -628,6 +653,7 @@ mod tests {
         store.admit(
             admitted.combined_bin(),
             "/f/admitted".into(),
+            Variant::Public,
             &m,
             Bytes::from(big.clone()),
         );

@@ -8,6 +8,7 @@
 pub mod body_file;
 pub mod disk;
 pub mod format;
+pub mod head;
 pub mod key;
 pub mod memory;
 pub mod path_index;

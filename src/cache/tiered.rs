@@ -22,6 +22,7 @@ use pingora_error::{Error, ErrorType, Result};
 
 use super::disk::{read_verified, DiskStore, Fill, Opened, RawMeta, READ_STEP};
 use super::format::Fixed;
+use super::key::Variant;
 use super::memory::MemoryStore;
 
 /// Hit/miss counters per tier (`tollgate_cache_lookups_total{tier,result}`).
@@ -198,6 +199,7 @@ impl Storage for TieredStore {
             memory: self.memory,
             hash,
             path,
+            variant: super::key::variant_of(key.primary_key()).unwrap_or(Variant::Public),
             meta: raw_meta,
         });
         let hit = DiskHit {
@@ -303,6 +305,7 @@ struct Promote {
     memory: &'static MemoryStore,
     hash: HashBinary,
     path: Arc<str>,
+    variant: Variant,
     meta: RawMeta,
 }
 
@@ -338,7 +341,7 @@ impl DiskHit {
             return;
         }
         if let Some(meta) = p.meta.to_meta() {
-            p.memory.admit(p.hash, p.path, &meta, body);
+            p.memory.admit(p.hash, p.path, p.variant, &meta, body);
         }
     }
 }

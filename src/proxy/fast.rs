@@ -22,9 +22,8 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{BufMut, Bytes};
+use bytes::Bytes;
 use pingora_cache::key::CacheHashKey;
-use pingora_http::ResponseHeader;
 
 use super::admit::TokenFacts;
 use super::request::{normalize_path, policy_query, strip_query_params};
@@ -204,7 +203,7 @@ pub struct FastHit {
     query: String,
     head_only: bool,
     object: FreshObject,
-    /// [`wire_head`] of the object, shared
+    /// The object's stored head ([`crate::cache::head`]), shared
     stored_head: Bytes,
     age: u64,
     /// The decision took longer than [`SLOW_DECISION`] (a signature was checked).
@@ -294,54 +293,6 @@ const SLOW_DECISION: Duration = Duration::from_micros(20);
 /// go out as a second buffer of the same `writev`, never copied.
 const INLINE_BODY: usize = 16 * 1024;
 
-/// The stored head as the proxy would send it on a hit, minus the per-request fields:
-/// status line, every stored header except `Age`, `Date` and `Connection` (written per
-/// request), and `Cache-Control: private` in place of the origin's on subscriber content.
-/// A `200` gets `Accept-Ranges: bytes`, as the proxy's range filter adds to every hit that
-/// could be served in ranges. `None` (the proxy serves it) when the stored response has no
-/// body framing this path can vouch for: informational, 204 and 304 statuses, or a
-/// `Content-Length` that is missing or not the stored body's length.
-fn wire_head(stored: &ResponseHeader, variant: Variant, body_len: usize) -> Option<Bytes> {
-    let status = stored.status;
-    if status.is_informational() || matches!(status.as_u16(), 204 | 304) {
-        return None;
-    }
-    let length = stored.headers.get(http::header::CONTENT_LENGTH)?.as_bytes();
-    if !length.iter().all(u8::is_ascii_digit) || length != body_len.to_string().as_bytes() {
-        return None;
-    }
-    let mut h = stored.clone();
-    if status == http::StatusCode::OK {
-        h.insert_header(http::header::ACCEPT_RANGES, "bytes").ok()?;
-    }
-    for name in [
-        http::header::AGE,
-        http::header::DATE,
-        http::header::CONNECTION,
-    ] {
-        h.remove_header(&name);
-    }
-    if variant == Variant::Subscriber {
-        // as `response_filter`: entitled content must not land in shared caches downstream
-        h.insert_header(http::header::CACHE_CONTROL, "private")
-            .ok()?;
-    }
-    let reason = h
-        .get_reason_phrase()
-        .or(status.canonical_reason())
-        .unwrap_or("");
-    let mut out = Vec::with_capacity(512).writer();
-    let buf = out.get_mut();
-    buf.extend_from_slice(b"HTTP/1.1 ");
-    buf.extend_from_slice(status.as_str().as_bytes());
-    buf.push(b' ');
-    buf.extend_from_slice(reason.as_bytes());
-    buf.extend_from_slice(b"\r\n");
-    let mut buf = out.into_inner();
-    h.header_to_h1_wire(&mut buf);
-    Some(Bytes::from(buf))
-}
-
 impl TollgateProxy {
     /// Whether fresh memory hits are answered by the connection loop.
     pub fn fast_hits(&self) -> bool {
@@ -404,10 +355,7 @@ impl TollgateProxy {
         let now = SystemTime::now();
         let key = cache_key(&host, path, &query, variant);
         let object = edge.store.memory().fresh(&key.combined_bin(), now)?;
-        let body_len = object.body().len();
-        let stored_head = object
-            .wire_head(|h| wire_head(h, variant, body_len))?
-            .clone();
+        let stored_head = object.sendable_head()?;
         if let Some(result) = decision.result {
             edge.count_auth(result, client);
         }
@@ -443,7 +391,7 @@ impl TollgateProxy {
         client: Option<std::net::IpAddr>,
     ) {
         let edge = &*self.edge;
-        let status = hit.object.header().status.as_u16();
+        let status = hit.object.status();
         edge.store.count_memory_hit();
         edge.metrics.fast_served.inc();
         if from_file > 0 {
