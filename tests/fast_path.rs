@@ -594,4 +594,20 @@ async fn large_bodies_go_out_from_sealed_files_intact() {
     );
     assert_eq!(origin.hits("/news/big.bin"), 1);
     assert_eq!(origin.hits("/news/huge.bin"), 1);
+
+    // A purge frees the objects at once, not when the eviction structure gets round to it:
+    // their files (each holding its body) are closed, with no other traffic to trigger a sweep.
+    edge.purge_ok(r#"{"paths": ["/news/big.bin", "/news/huge.bin"]}"#)
+        .await;
+    let pid = edge.pid();
+    let closed = support::eventually(
+        Duration::from_secs(5),
+        || async move { body_files(pid) == 0 },
+    )
+    .await;
+    assert!(
+        closed,
+        "{} body files still open after the purge",
+        body_files(pid)
+    );
 }

@@ -146,15 +146,27 @@ impl Stored {
     }
 }
 
+/// What TinyUFO holds for a key: the object, or nothing (a tombstone). TinyUFO frees a value
+/// it lets go of (replaced or evicted) only after a batch of ~120 retirements on the same
+/// thread (its map's epoch-based reclamation), so an object purged or evicted stayed in memory
+/// long after the tier stopped counting it. The store empties the slot itself the moment the
+/// object leaves (the last reader then frees it); only the small slot waits for reclamation.
+type Slot = Arc<arc_swap::ArcSwapOption<Stored>>;
+
+fn slot(stored: Option<Stored>) -> Slot {
+    Arc::new(arc_swap::ArcSwapOption::new(stored.map(Arc::new)))
+}
+
 /// The memory tier. Create one per process with [`MemoryStore::leak`]: pingora wants
 /// `&'static` storage.
 pub struct MemoryStore {
-    /// `None` is a tombstone left by a purge. TinyUFO 0.9's `remove` unlinks the bucket but
-    /// leaves the key in its FIFO queue; re-adding the key then queues it twice and the second
-    /// pop subtracts its weight again, underflowing the weight counters (found by the randomized
-    /// purge test). So this store never calls `remove`: a purge overwrites the slot in place with
-    /// a weight-1 tombstone, and TinyUFO evicts tombstones like any other entry.
-    ufo: TinyUfo<HashBinary, Option<Arc<Stored>>>,
+    /// An empty [`Slot`] is a tombstone left by a purge. TinyUFO 0.9's `remove` unlinks the
+    /// bucket but leaves the key in its FIFO queue; re-adding the key then queues it twice and
+    /// the second pop subtracts its weight again, underflowing the weight counters (found by
+    /// the randomized purge test). So this store never calls `remove`: a purge overwrites the
+    /// slot in place with a weight-1 tombstone, and TinyUFO evicts tombstones like any other
+    /// entry.
+    ufo: TinyUfo<HashBinary, Slot>,
     /// Serializes every mutation of `ufo` (puts, and therefore evictions), so the in-place
     /// update of an existing key never races an eviction of that key. Mutations happen only on
     /// fills, purges and evictions; hits (`get`) never take this lock.
@@ -221,8 +233,8 @@ impl MemoryStore {
     fn take(&self, hash: &HashBinary) -> Option<Arc<Stored>> {
         let (old, evicted) = {
             let _w = self.writes.lock();
-            let old = self.ufo.get(hash).flatten()?;
-            (old, self.ufo.force_put(*hash, None, 1))
+            let old = self.ufo.get(hash)?.swap(None)?;
+            (old, self.ufo.force_put(*hash, slot(None), 1))
         };
         self.account_removed(&old);
         self.account_evicted(evicted);
@@ -233,10 +245,12 @@ impl MemoryStore {
         self.take(hash).is_some()
     }
 
-    fn account_evicted(&self, evicted: Vec<tinyufo::KV<Option<Arc<Stored>>>>) {
+    fn account_evicted(&self, evicted: Vec<tinyufo::KV<Slot>>) {
         for kv in evicted {
-            // tombstones carry nothing to account for
-            let Some(old) = kv.data else { continue };
+            // emptied now, not when TinyUFO reclaims the slot; tombstones carry nothing
+            let Some(old) = kv.data.swap(None) else {
+                continue;
+            };
             self.account_removed(&old);
             self.index.remove(&old.path, &old.hash);
             if let Some(m) = &self.metrics {
@@ -266,14 +280,11 @@ impl MemoryStore {
         let weight = size.div_ceil(WEIGHT_UNIT).clamp(1, u16::MAX as u64) as u16;
         let (old, evicted) = {
             let _w = self.writes.lock();
-            let old = self.ufo.get(&hash).flatten();
+            let old = self.ufo.get(&hash).and_then(|s| s.swap(None));
             // force_put: a fill that readers are waiting on (cache lock) must become visible to
             // them; TinyLFU admission still ranks it for eviction afterwards. An existing key
             // (a refill, or a tombstone) is updated in place.
-            (
-                old,
-                self.ufo.force_put(hash, Some(Arc::new(stored)), weight),
-            )
+            (old, self.ufo.force_put(hash, slot(Some(stored)), weight))
         };
         if let Some(old) = old {
             self.account_removed(&old);
@@ -310,7 +321,10 @@ impl MemoryStore {
 
     fn get(&self, hash: &HashBinary) -> Option<Arc<Stored>> {
         // TinyUFO buckets by a 64-bit hash of the key; compare the full 128-bit key as well.
-        self.ufo.get(hash).flatten().filter(|s| &s.hash == hash)
+        self.ufo
+            .get(hash)
+            .and_then(|s| s.load_full())
+            .filter(|s| &s.hash == hash)
     }
 }
 
