@@ -275,10 +275,13 @@ fn decode(segment: &str) -> Result<Vec<u8>, Denial> {
 
 /// JSON must be an object (serde would also accept an array for a struct).
 fn is_json_object(bytes: &[u8]) -> bool {
-    bytes
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|&b| b == b'{')
+    // UTF-8 checked whole: serde skips the strings of ignored members without looking at them
+    // (fuzzing found a header with invalid UTF-8 in an unknown member accepted)
+    std::str::from_utf8(bytes).is_ok()
+        && bytes
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|&b| b == b'{')
 }
 
 fn parse_header(segment: &str) -> Result<ParsedHeader, Denial> {

@@ -435,10 +435,12 @@ fn decode(segment: &str) -> Result<Vec<u8>, Denial> {
     B64URL_STRICT.decode(segment).map_err(|_| Denial::Malformed)
 }
 
-/// JSON must be an object (serde would also accept an array for a struct).
+/// JSON must be an object (serde would also accept an array for a struct), and UTF-8 all
+/// through: serde skips the strings of ignored members without checking them (fuzzing found a
+/// payload with invalid UTF-8 in an unknown member accepted).
 fn json_object<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, Denial> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-    if first != Some(&b'{') {
+    if first != Some(&b'{') || std::str::from_utf8(bytes).is_err() {
         return Err(Denial::Malformed);
     }
     serde_json::from_slice(bytes).map_err(|_| Denial::Malformed)

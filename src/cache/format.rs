@@ -136,7 +136,7 @@ impl Fixed {
         if u16_at(4) != VERSION || crc32fast::hash(&b[0..44]) != u32_at(44) {
             return Err(Corrupt::Header);
         }
-        Ok(Fixed {
+        let fixed = Fixed {
             generation: u64_at(8),
             path_len: u32_at(16),
             internal_len: u32_at(20),
@@ -144,7 +144,22 @@ impl Fixed {
             body_len: u64_at(28),
             meta_crc: u32_at(36),
             table_crc: u32_at(40),
-        })
+        };
+        // Lengths whose sum overflows describe no file (a header with a valid checksum can still
+        // be garbage): refused here, so the offsets and lengths above never overflow (found by
+        // fuzzing, `disk_reader`).
+        if fixed.checked_file_len().is_none() {
+            return Err(Corrupt::Header);
+        }
+        Ok(fixed)
+    }
+
+    /// [`Fixed::file_len`], or `None` if it does not fit in a `u64`.
+    fn checked_file_len(&self) -> Option<u64> {
+        (FIXED_LEN as u64)
+            .checked_add(self.meta_len())?
+            .checked_add(self.body_len)?
+            .checked_add(self.body_len.div_ceil(BLOCK).checked_mul(4)?)
     }
 }
 
