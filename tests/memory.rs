@@ -176,8 +176,9 @@ async fn a_full_memory_tier_stays_within_its_size() {
 }
 
 /// Purge churn: 1 MiB objects filled and purged over and over; RSS stays below 1.5 ×
-/// `max_size` + `BASE`. `TOLLGATE_CHURN_SECONDS` (default 5) and `TOLLGATE_CHURN_MAX`
-/// (default 64MiB) run it longer and bigger (`benches/memory/churn.sh`: 60 s, 256 MiB).
+/// `max_size` + `BASE`. `TOLLGATE_CHURN_SECONDS` (default 5), `TOLLGATE_CHURN_MAX` (default
+/// 64MiB) and `TOLLGATE_CHURN_ROUND` (default twice the tier) run it longer and bigger
+/// (`benches/memory/churn.sh`: 2 GiB per round for 60 s through 256 MiB).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_churn_gives_memory_back() {
     let seconds: u64 = std::env::var("TOLLGATE_CHURN_SECONDS")
@@ -188,9 +189,13 @@ async fn purge_churn_gives_memory_back() {
     let max = tollgate::config::parse_size(&max_text).expect("TOLLGATE_CHURN_MAX");
     let origin = Origin::start();
     let edge = edge_with_memory(&origin, &max_text);
-    // twice the tier per round, in 1 MiB objects (those over max_size / 8 are not kept: the
-    // tier holds objects up to an eighth of its size)
-    let per_round = (2 * max / MIB) as usize;
+    // twice the tier per round (or `TOLLGATE_CHURN_ROUND`), in 1 MiB objects (the tier holds
+    // objects up to an eighth of its size)
+    let round = std::env::var("TOLLGATE_CHURN_ROUND")
+        .ok()
+        .map(|s| tollgate::config::parse_size(&s).expect("TOLLGATE_CHURN_ROUND"))
+        .unwrap_or(2 * max);
+    let per_round = (round / MIB) as usize;
     let paths: Vec<(String, usize)> = (0..per_round)
         .map(|i| {
             let p = format!("/news/churn/{i}");
