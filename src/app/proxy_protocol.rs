@@ -52,16 +52,36 @@ const MAX_V1: usize = 107;
 
 /// Parse a PROXY header at the start of `buf`.
 pub fn parse(buf: &[u8]) -> Parsed {
-    // A v1 line is judged whole: cut at a space, `ppp` takes a partial line for a bad one.
+    // A v1 line is judged whole, up to its first LF, which must end a CRLF: cut at a space,
+    // `ppp` takes a partial line for a bad one, and given more than the line it looks for the
+    // first CR wherever it is (fuzzing found a line ending in a bare LF accepted, then read
+    // differently once the request behind it arrived).
     let v1_prefix = b"PROXY ";
     let n = buf.len().min(v1_prefix.len());
-    if buf[..n] == v1_prefix[..n] && !buf[..buf.len().min(MAX_V1)].contains(&b'\n') {
-        return if buf.len() >= MAX_V1 {
-            Parsed::Invalid
-        } else {
-            Parsed::Partial
+    if buf[..n] == v1_prefix[..n] {
+        let Some(lf) = buf[..buf.len().min(MAX_V1)]
+            .iter()
+            .position(|&b| b == b'\n')
+        else {
+            return if buf.len() >= MAX_V1 {
+                Parsed::Invalid
+            } else {
+                Parsed::Partial
+            };
+        };
+        if lf == 0 || buf[lf - 1] != b'\r' {
+            return Parsed::Invalid;
+        }
+        return match parse_with_ppp(&buf[..=lf]) {
+            Parsed::Header { len, source } if len == lf + 1 => Parsed::Header { len, source },
+            _ => Parsed::Invalid,
         };
     }
+    parse_with_ppp(buf)
+}
+
+/// `ppp`'s reading of `buf` (v2, or a complete v1 line).
+fn parse_with_ppp(buf: &[u8]) -> Parsed {
     let parsed = HeaderResult::parse(buf);
     if parsed.is_incomplete() {
         return if buf.len() >= MAX_HEADER {
@@ -260,6 +280,8 @@ mod tests {
         }
         for bad in [
             &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"PROXY TCP6 2001:db8::7 2:db8::1 55 55442 \n",
+            b"PROXY TCP4 203.0.113.7 10.0.0.1 5555 80\n\r\n",
             b"PROXY TCP4 203.0.113.7 10.0.0.1 5555\r\n",
             b"PROXY TCP4 999.0.113.7 10.0.0.1 5555 80\r\n",
             b"PROXY TCP9 203.0.113.7 10.0.0.1 5555 80\r\n",
