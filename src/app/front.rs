@@ -34,8 +34,9 @@ use super::proxy_protocol;
 use crate::cache::body_file::BodyFile;
 use crate::http1::chunked::Chunked;
 use crate::http1::{self, Body, Refusal};
-use crate::proxy::fast::{self, Parse};
-use crate::proxy::{respond, TollgateProxy};
+use crate::proxy::fast::{self, Fast, Parse};
+use crate::proxy::respond::{self, Answer};
+use crate::proxy::TollgateProxy;
 
 /// How long one answer may take to be written.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -275,7 +276,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
             refusal.status(),
         );
         log::debug!("refused an HTTP/1 request: {}", refusal.as_str());
-        let answer = respond::answer_h1(&respond::Answer::Status(refusal.status()), head);
+        let (answer, _) =
+            respond::answer_h1(&respond::Answer::Status(refusal.status()), head, true);
         let write = async {
             stream.write_all(&answer).await?;
             stream.flush().await?;
@@ -306,10 +308,25 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                         || req.forwarded_for.into_iter().collect(),
                         || req.forwarded_proto,
                     );
-                    self.fast
-                        .fast_hit(&req, viewer)
-                        .map(|hit| (hit, len, req.close, viewer))
-                        .ok_or((len, Body::None))
+                    match self.fast.fast_hit(&req, viewer) {
+                        Fast::Hit(hit) => Ok((hit, len, req.close, viewer)),
+                        Fast::Throttled(t) => {
+                            let close = req.close || *watch.borrow();
+                            let answer = Answer::Throttled(t.retry_after);
+                            let (bytes, body) = respond::answer_h1(&answer, t.head_only, close);
+                            let by = Instant::now() + WRITE_TIMEOUT;
+                            let written = write_answer(&mut stream, &bytes, &[], None, by).await;
+                            let sent = if written.is_ok() { body } else { 0 };
+                            self.fast.throttled_done(*t, sent, viewer.addr);
+                            if written.is_err() || close {
+                                let _ = stream.shutdown().await;
+                                return;
+                            }
+                            buf.advance(len);
+                            continue;
+                        }
+                        Fast::Proxy => Err((len, Body::None)),
+                    }
                 }
                 Parse::Hit(_, len) => Err((len, Body::None)),
                 Parse::Proxy { head, body } => Err((head, body)),

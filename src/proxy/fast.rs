@@ -19,6 +19,7 @@
 //! [`TollgateProxy::fast_hit`]).
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -191,6 +192,33 @@ fn hit_request<'a>(req: &httparse::Request<'_, 'a>) -> Option<HitRequest<'a>> {
     (!out.host.is_empty()).then_some(out)
 }
 
+/// What the connection loop does with a request it parsed.
+pub enum Fast {
+    /// Answer this fresh memory hit.
+    Hit(FastHit),
+    /// Answer `429`: the client's failed-credential budget is spent, and this request's
+    /// credential is not one already known good (see [`crate::budget`]). Answered here, with
+    /// the connection kept, because a flood of them is what the budget is for: through the
+    /// proxy each cost as much as several hits.
+    Throttled(Box<Throttled>),
+    /// Anything else: the proxy answers it.
+    Proxy,
+}
+
+/// A `429` about to be written, and what its access-log line and metrics need.
+pub struct Throttled {
+    start: Instant,
+    route: usize,
+    result: AuthResult,
+    /// `Retry-After`, seconds.
+    pub retry_after: u64,
+    host: String,
+    path: String,
+    query: String,
+    /// The request was a HEAD (no body in the answer).
+    pub head_only: bool,
+}
+
 /// A hit about to be written, and what its access-log line and metrics need afterwards.
 pub struct FastHit {
     start: Instant,
@@ -301,13 +329,26 @@ impl TollgateProxy {
 
     /// Answer `req` from the memory tier if that is certain to be the proxy's answer; `None`
     /// hands it to the proxy. Nothing is counted or logged on `None`.
-    pub fn fast_hit(&self, req: &HitRequest<'_>, viewer: Viewer) -> Option<FastHit> {
+    pub fn fast_hit(&self, req: &HitRequest<'_>, viewer: Viewer) -> Fast {
+        match self.decide(req, viewer) {
+            Ok(hit) => Fast::Hit(hit),
+            Err(Some(refusal)) => Fast::Throttled(refusal),
+            Err(None) => Fast::Proxy,
+        }
+    }
+
+    /// [`TollgateProxy::fast_hit`]: `Err(None)` hands the request to the proxy.
+    fn decide(
+        &self,
+        req: &HitRequest<'_>,
+        viewer: Viewer,
+    ) -> Result<FastHit, Option<Box<Throttled>>> {
         let (tls, client) = (viewer.https, viewer.addr);
         let start = Instant::now();
         let edge = &*self.edge;
-        let normalized = normalize_path(req.path).ok()?;
+        let normalized = normalize_path(req.path).map_err(|_| None)?;
         let (path_token, path) = edge.split_token(&normalized);
-        let (route_index, route) = edge.route_for(path)?;
+        let (route_index, route) = edge.route_for(path).ok_or(None)?;
         let b = &route.behaviour;
         let methods_ok = b.methods.as_ref().is_none_or(|m| {
             m.contains(if req.head {
@@ -319,13 +360,13 @@ impl TollgateProxy {
         let paywall = match route.access {
             AccessMode::Public => false,
             AccessMode::Paywall if edge.smd.is_none() => true,
-            _ => return None,
+            _ => return Err(None),
         };
         if !route.cache.enabled
             || !methods_ok
             || (!tls && b.viewer_protocol != ViewerProtocol::AllowAll)
         {
-            return None;
+            return Err(None);
         }
         let query = policy_query(
             &b.query,
@@ -351,15 +392,36 @@ impl TollgateProxy {
         };
         // only a token decision can be slow; a public hit reads no clock for it
         let slow = paywall && start.elapsed() > SLOW_DECISION;
-        let variant = decision.variant?;
+        let Some(variant) = decision.variant else {
+            // the one refusal a paywall decision makes: answered here, as the proxy would
+            return Err(decision
+                .result
+                .filter(|r| r.throttled())
+                .and_then(|result| {
+                    Some(Box::new(Throttled {
+                        start,
+                        route: route_index,
+                        result,
+                        retry_after: edge.budget.as_ref()?.retry_after(),
+                        host,
+                        path: path.to_owned(),
+                        query,
+                        head_only: req.head,
+                    }))
+                }));
+        };
         let now = SystemTime::now();
         let key = cache_key(&host, path, &query, variant);
-        let object = edge.store.memory().fresh(&key.combined_bin(), now)?;
-        let stored_head = object.sendable_head()?;
+        let object = edge
+            .store
+            .memory()
+            .fresh(&key.combined_bin(), now)
+            .ok_or(None)?;
+        let stored_head = object.sendable_head().ok_or(None)?;
         if let Some(result) = decision.result {
             edge.count_auth(result, client);
         }
-        Some(FastHit {
+        Ok(FastHit {
             start,
             route: route_index,
             variant,
@@ -374,6 +436,41 @@ impl TollgateProxy {
             stored_head,
             slow,
         })
+    }
+
+    /// Count and log a `429` the connection loop wrote, as the proxy counts its own.
+    pub fn throttled_done(&self, t: Throttled, body_bytes: usize, client: Option<IpAddr>) {
+        let edge = &*self.edge;
+        edge.count_auth(t.result, client);
+        edge.count_request(Some(t.route), Variant::Public, "edge", 429);
+        let duration = t.start.elapsed();
+        edge.metrics
+            .request_duration
+            .observe(duration.as_secs_f64());
+        if let Some(log) = &self.access_log {
+            log.log(crate::access_log::Record {
+                time: SystemTime::now(),
+                client,
+                method: if t.head_only {
+                    http::Method::HEAD
+                } else {
+                    http::Method::GET
+                },
+                host: t.host,
+                path: t.path,
+                query: t.query,
+                status: 429,
+                bytes: body_bytes as u64,
+                duration,
+                cache: "edge",
+                tier: None,
+                variant: None,
+                auth: Some(t.result.as_str()),
+                route: Some(t.route),
+                claims: None,
+                origin_time: None,
+            });
+        }
     }
 
     /// Count a request the connection loop handed to the proxy.

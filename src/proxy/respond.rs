@@ -75,15 +75,18 @@ pub async fn answer(session: &mut Session, answer: &Answer) -> Result<()> {
     session.write_response_body(Some(body), true).await
 }
 
-/// The same answer as HTTP/1.1 bytes, for the connection loop, which answers refused requests
-/// before any session exists; it always closes the connection after it. `head`: the request was
-/// a HEAD, so the body is left out (its `Content-Length` stays, RFC 9110 §9.3.2).
-pub fn answer_h1(answer: &Answer, head: bool) -> Vec<u8> {
+/// The same answer as HTTP/1.1 bytes, for the connection loop, which answers some requests
+/// before any session exists. `head`: the request was a HEAD, so the body is left out (its
+/// `Content-Length` stays, RFC 9110 §9.3.2); `close`: the connection closes after it. Returns
+/// the bytes and how many of them are body.
+pub fn answer_h1(answer: &Answer, head: bool, close: bool) -> (Vec<u8>, usize) {
     let Ok((mut resp, body)) = answer_parts(answer) else {
-        return b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            .to_vec();
+        let fallback =
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        return (fallback.to_vec(), 0);
     };
-    let _ = resp.insert_header(http::header::CONNECTION, "close");
+    let connection = if close { "close" } else { "keep-alive" };
+    let _ = resp.insert_header(http::header::CONNECTION, connection);
     let date = pingora_core::protocols::http::date::get_cached_date();
     let _ = resp.insert_header(http::header::DATE, date);
     let status = resp.status;
@@ -95,10 +98,11 @@ pub fn answer_h1(answer: &Answer, head: bool) -> Vec<u8> {
     .into_bytes();
     resp.header_to_h1_wire(&mut out);
     out.extend_from_slice(b"\r\n");
-    if !head {
-        out.extend_from_slice(&body);
+    if head {
+        return (out, 0);
     }
-    out
+    out.extend_from_slice(&body);
+    (out, body.len())
 }
 
 fn answer_parts(answer: &Answer) -> Result<(ResponseHeader, Bytes)> {
