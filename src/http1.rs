@@ -256,8 +256,10 @@ fn valid_target(method: &str, target: &str) -> bool {
     if target.starts_with('/') {
         return true;
     }
+    // on bytes: slicing the `str` could cut a character in two (a panic, found by fuzzing)
     let lower = |prefix: &str| {
-        target.len() > prefix.len() && target[..prefix.len()].eq_ignore_ascii_case(prefix)
+        target.len() > prefix.len()
+            && target.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
     };
     (lower("http://") || lower("https://")) || (target == "*" && method == "OPTIONS")
 }

@@ -222,3 +222,16 @@ fn raw_utf8_in_the_target_is_read_as_sent() {
         .expect("complete");
     assert_eq!(h.req.path, Some("/caf\u{e9}/x"));
 }
+
+#[test]
+fn a_target_that_is_not_a_path_never_panics_on_multibyte_text() {
+    // "lE0/café" cut at 7 bytes falls inside "é" (found by fuzzing)
+    for target in [
+        "lE0/caf\u{e9}/%41",
+        "\u{e9}\u{e9}\u{e9}\u{e9}",
+        "htt\u{e9}://x",
+    ] {
+        let head = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(read(&head), Err(Refusal::Malformed), "{target:?}");
+    }
+}
