@@ -443,34 +443,24 @@ impl TollgateProxy {
         let edge = &*self.edge;
         edge.count_auth(t.result, client);
         edge.count_request(Some(t.route), Variant::Public, "edge", 429);
-        let duration = t.start.elapsed();
-        edge.metrics
-            .request_duration
-            .observe(duration.as_secs_f64());
-        if let Some(log) = &self.access_log {
-            log.log(crate::access_log::Record {
-                time: SystemTime::now(),
-                client,
-                method: if t.head_only {
-                    http::Method::HEAD
-                } else {
-                    http::Method::GET
-                },
+        self.answered(
+            Answered {
+                start: t.start,
+                head_only: t.head_only,
                 host: t.host,
                 path: t.path,
                 query: t.query,
                 status: 429,
-                bytes: body_bytes as u64,
-                duration,
                 cache: "edge",
                 tier: None,
                 variant: None,
-                auth: Some(t.result.as_str()),
-                route: Some(t.route),
+                auth: Some(t.result),
+                route: t.route,
                 claims: None,
-                origin_time: None,
-            });
-        }
+            },
+            body_bytes,
+            client,
+        );
     }
 
     /// Count a request the connection loop handed to the proxy.
@@ -485,7 +475,7 @@ impl TollgateProxy {
         hit: FastHit,
         body_bytes: usize,
         from_file: usize,
-        client: Option<std::net::IpAddr>,
+        client: Option<IpAddr>,
     ) {
         let edge = &*self.edge;
         let status = hit.object.status();
@@ -495,35 +485,75 @@ impl TollgateProxy {
             edge.metrics.fast_sendfile_bytes.inc_by(from_file as u64);
         }
         edge.count_request(Some(hit.route), hit.variant, "hit", status);
-        let duration = hit.start.elapsed();
-        edge.metrics
+        self.answered(
+            Answered {
+                start: hit.start,
+                head_only: hit.head_only,
+                host: hit.host,
+                path: hit.path,
+                query: hit.query,
+                status,
+                cache: "hit",
+                tier: Some("memory"),
+                variant: Some(hit.variant.as_str()),
+                auth: hit.auth,
+                route: hit.route,
+                claims: hit.claims,
+            },
+            body_bytes,
+            client,
+        );
+    }
+
+    /// The request-duration sample and the access-log record of an answer the connection loop
+    /// wrote, as `logging` writes them for the proxy's.
+    fn answered(&self, a: Answered, body_bytes: usize, client: Option<IpAddr>) {
+        let duration = a.start.elapsed();
+        self.edge
+            .metrics
             .request_duration
             .observe(duration.as_secs_f64());
         if let Some(log) = &self.access_log {
             log.log(crate::access_log::Record {
                 time: SystemTime::now(),
                 client,
-                method: if hit.head_only {
+                method: if a.head_only {
                     http::Method::HEAD
                 } else {
                     http::Method::GET
                 },
-                host: hit.host,
-                path: hit.path,
-                query: hit.query,
-                status,
+                host: a.host,
+                path: a.path,
+                query: a.query,
+                status: a.status,
                 bytes: body_bytes as u64,
                 duration,
-                cache: "hit",
-                tier: Some("memory"),
-                variant: Some(hit.variant.as_str()),
-                auth: hit.auth.map(|a| a.as_str()),
-                route: Some(hit.route),
-                claims: hit.claims,
+                cache: a.cache,
+                tier: a.tier,
+                variant: a.variant,
+                auth: a.auth.map(|r| r.as_str()),
+                route: Some(a.route),
+                claims: a.claims,
                 origin_time: None,
             });
         }
     }
+}
+
+/// What [`TollgateProxy::answered`] records of an answer.
+struct Answered {
+    start: Instant,
+    head_only: bool,
+    host: String,
+    path: String,
+    query: String,
+    status: u16,
+    cache: &'static str,
+    tier: Option<&'static str>,
+    variant: Option<&'static str>,
+    auth: Option<AuthResult>,
+    route: usize,
+    claims: Option<Arc<Claims>>,
 }
 
 #[cfg(test)]
