@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime};
 
 mod drain;
 mod front;
-mod one_request;
 pub mod proxy_protocol;
 
 use anyhow::Context;

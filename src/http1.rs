@@ -24,6 +24,7 @@
 //! bytes of that one request and no more, so what reaches the origin is what was decided.
 
 pub mod chunked;
+pub mod one_request;
 
 use std::mem::MaybeUninit;
 

@@ -19,6 +19,7 @@
 pub mod access;
 pub mod access_log;
 pub mod admin;
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod budget;

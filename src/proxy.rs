@@ -76,6 +76,8 @@ pub struct Ctx {
     stored: bool,
     cache_enabled: bool,
     disk_hit: bool,
+    /// A fresh memory hit answered from `request_filter` ([`fast`]).
+    memory_hit: bool,
     local_status: Option<u16>,
     upstream_start: Option<Instant>,
     // for the access log
@@ -162,6 +164,7 @@ impl ProxyHttp for TollgateProxy {
             stored: false,
             cache_enabled: false,
             disk_hit: false,
+            memory_hit: false,
             local_status: None,
             upstream_start: None,
             auth: None,
@@ -177,7 +180,7 @@ impl ProxyHttp for TollgateProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         match self.admit(session, ctx).await {
-            None => Ok(false),
+            None => self.hit_in_filter(session, ctx).await,
             Some(answer) => {
                 ctx.local_status = Some(answer.status());
                 respond::answer(session, &answer).await?;
@@ -423,6 +426,8 @@ impl ProxyHttp for TollgateProxy {
             .unwrap_or(0);
         let cache_status = if ctx.local_status.is_some() {
             "edge"
+        } else if ctx.memory_hit {
+            "hit"
         } else {
             respond::cache_status(session.cache.phase(), ctx.stored, ctx.cache_enabled).0
         };

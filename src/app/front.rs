@@ -2,7 +2,7 @@
 //! plain or TLS, is read here first ([`crate::http1`]: what is ambiguous is refused with a 4xx
 //! and the connection closed). Fresh memory hits are answered here ([`crate::proxy::fast`]);
 //! every other request — and every HTTP/2 connection — goes to Pingora's proxy, on the same
-//! connection, given exactly that request's bytes ([`super::one_request`]): whatever the client
+//! connection, given exactly that request's bytes ([`crate::http1::one_request`]): whatever the client
 //! pipelined behind it stays here and is read as the next request when the proxy is done.
 //!
 //! Timeouts (`limits`, SPEC §10): a connection waits at most `idle_timeout` for the first byte
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
-use pingora_core::apps::{HttpServerApp, ServerApp};
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::{Stream, ALPN};
@@ -29,10 +29,11 @@ use rustix::net::SendFlags;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::one_request::{Left, OneRequest};
 use super::proxy_protocol;
+use crate::admission::Handover;
 use crate::cache::body_file::BodyFile;
 use crate::http1::chunked::Chunked;
+use crate::http1::one_request::{Left, OneRequest};
 use crate::http1::{self, Body, Refusal};
 use crate::proxy::fast::{self, Fast, Parse};
 use crate::proxy::respond::{self, Answer};
@@ -295,6 +296,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         let mut watch = shutdown.clone();
         let mut head = Vec::new();
+        let mut settings = None;
         loop {
             let parsed = match self.next_head(&mut stream, &mut buf, &mut watch).await {
                 Next::Request(parsed) => parsed,
@@ -308,7 +310,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                         || req.forwarded_for.into_iter().collect(),
                         || req.forwarded_proto,
                     );
-                    match self.fast.fast_hit(&req, viewer) {
+                    match self.fast.fast_hit(&req, viewer).await {
                         Fast::Hit(hit) => Ok((hit, len, req.close, viewer)),
                         Fast::Throttled(t) => {
                             let close = req.close || *watch.borrow();
@@ -325,11 +327,11 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                             buf.advance(len);
                             continue;
                         }
-                        Fast::Proxy => Err((len, Body::None)),
+                        Fast::Proxy(handover) => Err((len, Body::None, Some(handover))),
                     }
                 }
-                Parse::Hit(_, len) => Err((len, Body::None)),
-                Parse::Proxy { head, body } => Err((head, body)),
+                Parse::Hit(_, len) => Err((len, Body::None, None)),
+                Parse::Proxy { head, body } => Err((head, body, None)),
                 Parse::Partial | Parse::Refuse(_) => unreachable!("next_head returns requests"),
             };
             match hit {
@@ -364,11 +366,14 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                     }
                     buf.advance(len);
                 }
-                Err((len, body)) => {
+                Err((len, body, handover)) => {
                     if self.fast.fast_hits() {
                         self.fast.count_proxied();
                     }
-                    match self.proxy_one(stream, &mut buf, len, body, shutdown).await {
+                    let request = (len, body, handover);
+                    let proxied =
+                        self.proxy_one(stream, &mut buf, request, &mut settings, shutdown);
+                    match proxied.await {
                         Some(s) => stream = s,
                         None => return,
                     }
@@ -377,15 +382,16 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
         }
     }
 
-    /// Hand the request at the start of `buf` (a head of `head_len` bytes and its `body`) to
-    /// the proxy, and no more of the connection than that request; the connection back if it
-    /// may be reused, with `buf` holding what followed the request.
+    /// Hand the request at the start of `buf` (a head of `head_len` bytes, its `body`, and
+    /// the admission decided here, if any) to the proxy, and no more of the connection than
+    /// that request; the connection back if it may be reused, with `buf` holding what
+    /// followed the request.
     async fn proxy_one(
         &self,
         mut stream: Stream,
         buf: &mut BytesMut,
-        head_len: usize,
-        body: Body,
+        (head_len, body, handover): (usize, Body, Option<Handover>),
+        settings: &mut Option<HttpPersistentSettings>,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let after_head = &buf[head_len..];
@@ -413,18 +419,26 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
             }
         };
         let request = buf.split_to(head_len + have);
-        let mut session = ServerSession::new_http1(Box::new(OneRequest::new(stream, left)));
-        let keepalive = self.fast.edge().config.limits.idle_timeout.as_secs().max(1);
-        session.set_keepalive(if *shutdown.borrow() {
-            None
-        } else {
-            Some(keepalive)
-        });
+        let one = OneRequest::new(stream, left).with_handover(handover);
+        let mut session = ServerSession::new_http1(Box::new(one));
+        match settings.take() {
+            // what the proxy's last session on this connection left for the next one (its
+            // keep-alive, remaining reuses, its own context)
+            Some(kept) => kept.apply_to_session(&mut session),
+            None => {
+                let keepalive = self.fast.edge().config.limits.idle_timeout.as_secs().max(1);
+                session.set_keepalive(Some(keepalive));
+            }
+        }
+        if *shutdown.borrow() {
+            session.set_keepalive(None);
+        }
         session.set_pipelined_prefix(request);
         let reused = self.inner.process_new_http(session, shutdown).await?;
         // Pingora was never given bytes past the request, so it has none to hand back: the
         // next request is in `buf`, and in what the wrapper read meanwhile.
-        let (stream, _settings) = reused.consume();
+        let (stream, kept) = reused.consume();
+        *settings = kept;
         let one = stream.into_any().downcast::<OneRequest>().ok()?;
         let (stream, next) = one.into_parts();
         buf.extend_from_slice(&next);

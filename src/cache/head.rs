@@ -131,6 +131,19 @@ impl StoredHead {
     /// `Cache-Control`. Values are slices of the stored bytes (nothing is copied). `None` only
     /// if the bytes do not parse, which `new` rules out (the caller then treats it as a miss).
     pub fn header(&self) -> Option<ResponseHeader> {
+        self.parsed(self.origin_cache_control.as_ref())
+    }
+
+    /// The head the hit path answers with ([`StoredHead::sendable`]) as a [`ResponseHeader`],
+    /// for hits answered over HTTP/2: the stored fields as they are, `Cache-Control: private`
+    /// on subscriber content included.
+    pub fn sendable_header(&self) -> Option<ResponseHeader> {
+        self.sendable.then(|| self.parsed(None)).flatten()
+    }
+
+    /// The stored fields, with `origin_cc` (the origin's `Cache-Control` lines) in place of the
+    /// stored `Cache-Control` when given.
+    fn parsed(&self, origin_cc: Option<&Bytes>) -> Option<ResponseHeader> {
         let mut slots = [httparse::EMPTY_HEADER; MAX_FIELDS];
         let mut resp = httparse::Response::new(&mut slots);
         let Ok(httparse::Status::Complete(_)) = resp.parse(&self.bytes) else {
@@ -143,14 +156,14 @@ impl StoredHead {
                 let _ = header.set_reason_phrase(Some(reason));
             }
         }
-        let private = self.origin_cache_control.is_some();
+        let private = origin_cc.is_some();
         for h in resp.headers.iter() {
             if private && h.name.eq_ignore_ascii_case("cache-control") {
                 continue;
             }
             append(&mut header, h.name, self.bytes.slice_ref(h.value));
         }
-        if let Some(cc) = &self.origin_cache_control {
+        if let Some(cc) = origin_cc {
             for line in cc.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 if let Some(colon) = line.iter().position(|&b| b == b':') {

@@ -374,6 +374,11 @@ impl FreshObject {
     pub fn sendable_head(&self) -> Option<Bytes> {
         self.0.meta.head.sendable()
     }
+
+    /// The same head as a [`ResponseHeader`], for a hit answered over HTTP/2.
+    pub fn sendable_header(&self) -> Option<ResponseHeader> {
+        self.0.meta.head.sendable_header()
+    }
 }
 
 fn key_path(key: &CacheKey) -> Arc<str> {

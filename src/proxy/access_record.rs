@@ -69,7 +69,7 @@ impl TollgateProxy {
 
     /// The path of a refused request as admission would have seen it, without a path token.
     /// A path that does not normalize is logged raw, minus a leading token segment.
-    fn token_free_path(&self, raw: &str) -> String {
+    pub(super) fn token_free_path(&self, raw: &str) -> String {
         let normalized = normalize_path(raw);
         self.edge
             .split_token(normalized.as_deref().unwrap_or(raw))

@@ -25,39 +25,56 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use pingora_cache::key::CacheHashKey;
+use pingora_core::Result;
+use pingora_proxy::Session;
 
-use super::admit::TokenFacts;
-use super::request::{normalize_path, policy_query, strip_query_params};
-use super::TollgateProxy;
-use crate::access::{self, AuthResult};
+use super::request::strip_query_params;
+use super::respond::Answer;
+use super::{Ctx, TollgateProxy};
+use crate::access::AuthResult;
+use crate::admission::{self, Handover, Headers, RequestFacts};
 use crate::auth::Claims;
 use crate::cache::body_file::BodyFile;
 use crate::cache::memory::FreshObject;
 use crate::cache::{cache_key, Variant};
-use crate::config::{AccessMode, ViewerProtocol};
 use crate::http1::{self, Body, Refusal};
 use crate::viewer::Viewer;
 
 /// Cookie headers kept for the token lookup; more and the proxy takes the request.
 const MAX_COOKIE_HEADERS: usize = 8;
 
+/// Request fields whose answer is more than a stored object's: ranges, conditionals, request
+/// cache directives, expectations and upgrades. A request carrying one goes through the
+/// proxy's whole pipeline, on every protocol.
+const PROXY_ONLY: [&str; 11] = [
+    "expect",
+    "upgrade",
+    "range",
+    "if-range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "cache-control",
+    "pragma",
+    "http2-settings",
+];
+
 /// One request head, as far as a hit needs it. Borrows the connection's read buffer.
 #[derive(Debug)]
 pub struct HitRequest<'a> {
     /// HEAD (else GET).
     pub head: bool,
+    /// The request target as sent.
+    pub target: &'a str,
     /// The path as sent (before `?`).
     pub path: &'a str,
     /// The query as sent (after the first `?`), empty when none.
     pub query: &'a str,
     /// The `Host` header.
     pub host: &'a str,
-    /// The `Authorization` header.
-    pub authorization: Option<&'a [u8]>,
-    /// `Cookie` headers.
-    pub cookies: Vec<&'a [u8]>,
-    /// `User-Agent`, empty when absent.
-    pub user_agent: &'a [u8],
+    /// Every header field, `(name as sent, value)`, for admission ([`crate::admission`]).
+    pub headers: Vec<(&'a str, &'a [u8])>,
     /// `X-Forwarded-For` (believed only from a trusted proxy, [`crate::viewer`]).
     pub forwarded_for: Option<&'a [u8]>,
     /// `X-Forwarded-Proto` (likewise).
@@ -127,35 +144,33 @@ fn hit_request<'a>(req: &httparse::Request<'_, 'a>) -> Option<HitRequest<'a>> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut out = HitRequest {
         head,
+        target,
         path,
         query,
         host: "",
-        authorization: None,
-        cookies: Vec::new(),
-        user_agent: b"",
+        headers: Vec::with_capacity(req.headers.len()),
         forwarded_for: None,
         forwarded_proto: None,
         close: false,
     };
+    let (mut authorization, mut cookies) = (0, 0);
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         let value = h.value;
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        out.headers.push((h.name, value));
         if is("host") {
             // valid and alone: checked by `http1::framing`
             out.host = std::str::from_utf8(value).ok()?;
         } else if is("authorization") {
-            if out.authorization.replace(value).is_some() {
+            authorization += 1;
+            if authorization > 1 {
                 return None;
             }
         } else if is("cookie") {
-            if out.cookies.len() == MAX_COOKIE_HEADERS {
+            cookies += 1;
+            if cookies > MAX_COOKIE_HEADERS {
                 return None;
-            }
-            out.cookies.push(value);
-        } else if is("user-agent") {
-            if out.user_agent.is_empty() {
-                out.user_agent = value;
             }
         } else if is("x-forwarded-for") {
             if out.forwarded_for.replace(value).is_some() {
@@ -174,18 +189,7 @@ fn hit_request<'a>(req: &httparse::Request<'_, 'a>) -> Option<HitRequest<'a>> {
                     return None;
                 }
             }
-        } else if is("expect")
-            || is("upgrade")
-            || is("range")
-            || is("if-range")
-            || is("if-match")
-            || is("if-none-match")
-            || is("if-modified-since")
-            || is("if-unmodified-since")
-            || is("cache-control")
-            || is("pragma")
-            || is("http2-settings")
-        {
+        } else if PROXY_ONLY.iter().any(|n| is(n)) {
             return None;
         }
     }
@@ -201,8 +205,9 @@ pub enum Fast {
     /// the connection kept, because a flood of them is what the budget is for: through the
     /// proxy each cost as much as several hits.
     Throttled(Box<Throttled>),
-    /// Anything else: the proxy answers it.
-    Proxy,
+    /// Anything else: the proxy answers it, with the admission already decided here (the
+    /// proxy does not decide again, [`crate::admission`]).
+    Proxy(Handover),
 }
 
 /// A `429` about to be written, and what its access-log line and metrics need.
@@ -327,109 +332,75 @@ impl TollgateProxy {
         self.edge.config.cache.fast_hits
     }
 
-    /// Answer `req` from the memory tier if that is certain to be the proxy's answer; `None`
-    /// hands it to the proxy. Nothing is counted or logged on `None`.
-    pub fn fast_hit(&self, req: &HitRequest<'_>, viewer: Viewer) -> Fast {
-        match self.decide(req, viewer) {
-            Ok(hit) => Fast::Hit(hit),
-            Err(Some(refusal)) => Fast::Throttled(refusal),
-            Err(None) => Fast::Proxy,
-        }
-    }
-
-    /// [`TollgateProxy::fast_hit`]: `Err(None)` hands the request to the proxy.
-    fn decide(
-        &self,
-        req: &HitRequest<'_>,
-        viewer: Viewer,
-    ) -> Result<FastHit, Option<Box<Throttled>>> {
-        let (tls, client) = (viewer.https, viewer.addr);
+    /// Admit `req` ([`crate::admission::admit`], the proxy's own admission) and answer it
+    /// from the memory tier if a fresh object is there; anything else goes to the proxy with
+    /// the admission. Nothing is counted or logged here but the admission's own decision.
+    pub async fn fast_hit(&self, req: &HitRequest<'_>, viewer: Viewer) -> Fast {
         let start = Instant::now();
         let edge = &*self.edge;
-        let normalized = normalize_path(req.path).map_err(|_| None)?;
-        let (path_token, path) = edge.split_token(&normalized);
-        let (route_index, route) = edge.route_for(path).ok_or(None)?;
-        let b = &route.behaviour;
-        let methods_ok = b.methods.as_ref().is_none_or(|m| {
-            m.contains(if req.head {
-                &http::Method::HEAD
+        let facts = RequestFacts {
+            method: if req.head {
+                &admission::HEAD
             } else {
-                &http::Method::GET
-            })
-        });
-        let paywall = match route.access {
-            AccessMode::Public => false,
-            AccessMode::Paywall if edge.smd.is_none() => true,
-            _ => return Err(None),
+                &admission::GET
+            },
+            target: req.target,
+            path: req.path,
+            query: req.query,
+            host: req.host,
+            headers: Headers::List(&req.headers),
+            viewer,
         };
-        if !route.cache.enabled
-            || !methods_ok
-            || (!tls && b.viewer_protocol != ViewerProtocol::AllowAll)
-        {
-            return Err(None);
-        }
-        let query = policy_query(
-            &b.query,
-            strip_query_params(req.query, &edge.query_token_names),
-        );
-        let host = req.host.to_ascii_lowercase();
-        // The decision is the proxy's, and may be taken twice for one request when the object
-        // turns out not to be here: verification is cached, session watching counts distinct
-        // (address, agent) pairs, a revocation it triggers is seen by the second decision. Only
-        // the decision counter is kept until the request is certainly answered here.
-        let decision = if paywall {
-            let facts = TokenFacts {
-                path_token,
-                raw_query: req.query,
-                authorization: req.authorization,
-                cookies: &req.cookies,
-                client,
-                user_agent: req.user_agent,
-            };
-            self.token_decision(route, &facts, path, &query, None)
-        } else {
-            access::public()
+        let admitted = match admission::admit(edge, &facts).await {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                return match (&refused.answer, refused.route, refused.auth) {
+                    (Answer::Throttled(retry_after), Some(route), Some(result)) => {
+                        Fast::Throttled(Box::new(Throttled {
+                            start,
+                            route,
+                            result,
+                            retry_after: *retry_after,
+                            host: req.host.to_ascii_lowercase(),
+                            path: self.token_free_path(req.path),
+                            query: strip_query_params(req.query, &edge.query_token_names)
+                                .into_owned(),
+                            head_only: req.head,
+                        }))
+                    }
+                    _ => Fast::Proxy(Box::new(Err(refused))),
+                };
+            }
         };
-        // only a token decision can be slow; a public hit reads no clock for it
-        let slow = paywall && start.elapsed() > SLOW_DECISION;
-        let Some(variant) = decision.variant else {
-            // the one refusal a paywall decision makes: answered here, as the proxy would
-            return Err(decision
-                .result
-                .filter(|r| r.throttled())
-                .and_then(|result| {
-                    Some(Box::new(Throttled {
-                        start,
-                        route: route_index,
-                        result,
-                        retry_after: edge.budget.as_ref()?.retry_after(),
-                        host,
-                        path: path.to_owned(),
-                        query,
-                        head_only: req.head,
-                    }))
-                }));
-        };
+        // only a credential check can be slow; a public hit reads no clock for it
+        let slow = admitted.auth.is_some() && start.elapsed() > SLOW_DECISION;
         let now = SystemTime::now();
-        let key = cache_key(&host, path, &query, variant);
-        let object = edge
-            .store
-            .memory()
-            .fresh(&key.combined_bin(), now)
-            .ok_or(None)?;
-        let stored_head = object.sendable_head().ok_or(None)?;
-        if let Some(result) = decision.result {
-            edge.count_auth(result, client);
-        }
-        Ok(FastHit {
+        let object = admitted
+            .cacheable
+            .then(|| {
+                let key = cache_key(
+                    &admitted.host,
+                    &admitted.path,
+                    &admitted.query,
+                    admitted.variant,
+                );
+                edge.store.memory().fresh(&key.combined_bin(), now)
+            })
+            .flatten();
+        let Some((object, stored_head)) =
+            object.and_then(|o| o.sendable_head().map(|head| (o, head)))
+        else {
+            return Fast::Proxy(Box::new(Ok(admitted)));
+        };
+        Fast::Hit(FastHit {
             start,
-            route: route_index,
-            variant,
-            auth: decision.result,
-            claims: decision.claims,
-            host,
-            path: path.to_owned(),
-            query,
+            route: admitted.route,
+            variant: admitted.variant,
+            auth: admitted.auth,
+            claims: admitted.claims,
+            host: admitted.host,
+            path: admitted.path,
+            query: admitted.query,
             head_only: req.head,
             age: object.age(now),
             object,
@@ -438,10 +409,57 @@ impl TollgateProxy {
         })
     }
 
+    /// A fresh memory hit on a request the connection loop does not read (HTTP/2), answered
+    /// from `request_filter` after admission, without the rest of the proxy's pipeline: the
+    /// same stored head as the loop writes, `Age`, `Cache-Status`, `Date`. Counted as the
+    /// loop counts its hits; `logging` writes the request's record. `Ok(false)`: not such a
+    /// hit, the proxy goes on.
+    pub(super) async fn hit_in_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let edge = &*self.edge;
+        if !self.fast_hits() || !session.as_downstream().is_http2() {
+            return Ok(false);
+        }
+        let Some(route) = ctx.route.and_then(|i| edge.config.routes.get(i)) else {
+            return Ok(false);
+        };
+        let req = session.req_header();
+        let head_only = match req.method {
+            http::Method::GET => false,
+            http::Method::HEAD => true,
+            _ => return Ok(false),
+        };
+        if !route.cache.enabled || req.headers.keys().any(|k| PROXY_ONLY.contains(&k.as_str())) {
+            return Ok(false);
+        }
+        let now = SystemTime::now();
+        let key = cache_key(&ctx.host, &ctx.path, &ctx.query, ctx.variant);
+        let Some(object) = edge.store.memory().fresh(&key.combined_bin(), now) else {
+            return Ok(false);
+        };
+        let Some(mut resp) = object.sendable_header() else {
+            return Ok(false);
+        };
+        resp.insert_header(http::header::AGE, object.age(now))?;
+        resp.insert_header("cache-status", "tollgate; hit")?;
+        let date = pingora_core::protocols::http::date::get_cached_date();
+        resp.insert_header(http::header::DATE, date)?;
+        ctx.memory_hit = true;
+        edge.store.count_memory_hit();
+        edge.metrics.fast_served.inc();
+        session
+            .write_response_header(Box::new(resp), head_only)
+            .await?;
+        if !head_only {
+            let body = object.body().clone();
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(true)
+    }
+
     /// Count and log a `429` the connection loop wrote, as the proxy counts its own.
     pub fn throttled_done(&self, t: Throttled, body_bytes: usize, client: Option<IpAddr>) {
+        // (the decision itself was counted by admission)
         let edge = &*self.edge;
-        edge.count_auth(t.result, client);
         edge.count_request(Some(t.route), Variant::Public, "edge", 429);
         self.answered(
             Answered {

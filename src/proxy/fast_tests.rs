@@ -35,7 +35,9 @@ fn plain_gets_and_heads_are_candidates() {
         (r.path, r.query, r.host),
         ("/a/b", "x=1&t=2", "Example.COM:8080")
     );
-    assert_eq!(r.user_agent, b"ua");
+    let headers = crate::admission::Headers::List(&r.headers);
+    assert_eq!(headers.first("user-agent"), Some(&b"ua"[..]));
+    assert_eq!(headers.first("host"), Some(&b"Example.COM:8080"[..]));
     assert!(!r.close);
 
     let r = hit(
@@ -44,8 +46,11 @@ fn plain_gets_and_heads_are_candidates() {
     );
     assert!(r.head);
     assert_eq!(r.query, "");
-    assert_eq!(r.authorization, Some(&b"Bearer abc"[..]));
-    assert_eq!(r.cookies, vec![&b"a=1"[..], &b"b=2"[..]]);
+    let headers = crate::admission::Headers::List(&r.headers);
+    assert_eq!(headers.first("authorization"), Some(&b"Bearer abc"[..]));
+    let cookies: Vec<&[u8]> = headers.all("cookie").collect();
+    assert_eq!(cookies, vec![&b"a=1"[..], &b"b=2"[..]]);
+    assert_eq!(r.headers.len(), 6, "every field kept, as sent");
     assert!(r.close);
 }
 

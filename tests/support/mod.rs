@@ -937,9 +937,18 @@ impl Edge {
     pub async fn wait_metric(&self, name: &str, labels: &[(&str, &str)], at_least: f64) -> f64 {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let v = self.metric(name, labels).await;
-            if v >= at_least || Instant::now() > deadline {
-                return v;
+            // a labelled family is exported from its first series on: until the deadline, one
+            // not exported yet is still on its way (after it, `metric` fails on it)
+            let text = self.metrics().await;
+            let exported = text.lines().any(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+            });
+            if exported || Instant::now() > deadline {
+                let v = metric(&text, name, labels);
+                if v >= at_least || Instant::now() > deadline {
+                    return v;
+                }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
