@@ -169,6 +169,9 @@ struct Plan {
     source: Source,
     spoof_variant: bool,
     other_cookie: bool,
+    /// Each cookie in a `Cookie` field of its own: what HTTP/2 clients do to compress them
+    /// (RFC 9113 §8.2.3), and what some HTTP/1.1 clients do too.
+    split_cookies: bool,
 }
 
 #[derive(Default, Debug)]
@@ -290,6 +293,7 @@ fn make_plan(rng: &mut StdRng, pool: &[(Kind, Vec<String>)], n: usize) -> Vec<Pl
                     .unwrap(),
                 spoof_variant: rng.gen_bool(0.25),
                 other_cookie: rng.gen_bool(0.3),
+                split_cookies: rng.gen_bool(0.5),
             }
         })
         .collect()
@@ -330,8 +334,14 @@ async fn run_one(
     if let (Some(t), Source::Bearer) = (&plan.token, plan.source) {
         rb = rb.bearer_auth(t);
     }
-    if let Some(c) = cookie {
-        rb = rb.header("cookie", c);
+    match cookie {
+        Some(c) if plan.split_cookies => {
+            for crumb in c.split("; ") {
+                rb = rb.header("cookie", crumb);
+            }
+        }
+        Some(c) => rb = rb.header("cookie", c),
+        None => {}
     }
     if plan.spoof_variant {
         rb = rb.header(VARIANT_HEADER, "subscriber");
