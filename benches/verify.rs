@@ -7,7 +7,7 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use tollgate::auth::{jwt, mint, Alg, KeySet, Policy, TokenCache};
 use tollgate::cache::{cache_key, Variant};
-use tollgate::proxy::request::{normalize_path, strip_query_params};
+use tollgate::request::{normalize_path, strip_query_params};
 
 const NOW: u64 = 1_800_000_000;
 

@@ -80,7 +80,7 @@ fn authorized(session: &ServerSession, token: Option<&str>) -> bool {
         .req_header()
         .headers
         .get(http::header::AUTHORIZATION)
-        .and_then(|v| crate::proxy::request::bearer_token(v.as_bytes()))
+        .and_then(|v| crate::request::bearer_token(v.as_bytes()))
         .unwrap_or("");
     bool::from(presented.as_bytes().ct_eq(token.as_bytes()))
 }
@@ -124,7 +124,7 @@ impl AdminApp {
         }
         let mut paths = Vec::with_capacity(req.paths.len());
         for p in &req.paths {
-            match crate::proxy::request::normalize_path(p) {
+            match crate::request::normalize_path(p) {
                 Ok(n) => paths.push(n.into_owned()),
                 Err(why) => {
                     return error(

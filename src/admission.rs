@@ -12,22 +12,24 @@
 //! ([`crate::http1::one_request`]), and each decision is counted once, here.
 
 use std::borrow::Cow;
-use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{HeaderMap, Method};
 
 use crate::access::{self, AuthResult, Decision};
-use crate::auth::{Claims, Denial};
+use crate::auth::Claims;
 use crate::cache::Variant;
 use crate::config::{AccessMode, Behaviour, Route, RouteCache, ViewerProtocol};
-use crate::edge::{unix_now, Edge};
-use crate::proxy::request::{
-    self, find_token, normalize_path, policy_query, strip_query_params, RequestParts,
-};
-use crate::proxy::respond::Answer;
+use crate::edge::Edge;
+use crate::request::{host_name, keep_query_params, normalize_path, strip_query_params};
 use crate::viewer::Viewer;
+
+mod credentials;
+mod token;
+
+use credentials::{basic_check, signed_check};
+use token::token_decision;
+pub use token::{find_token, FoundToken, RequestParts};
 
 /// A request's header fields, however it was parsed.
 #[derive(Clone, Copy)]
@@ -282,7 +284,7 @@ fn behaviour_gate(
             ViewerProtocol::HttpsOnly => return Some(Answer::Status(403)),
             ViewerProtocol::RedirectToHttps => {
                 let host = facts.host.to_ascii_lowercase();
-                let name = request::host_name(&host);
+                let name = host_name(&host);
                 if name.is_empty() {
                     return Some(Answer::Status(400));
                 }
@@ -318,205 +320,40 @@ fn throttled(edge: &Edge, result: AuthResult) -> Option<Answer> {
         .then(|| Answer::Throttled(budget.retry_after()))
 }
 
-/// The decision of a `paywall` or `token` route: find the token in the configured sources,
-/// verify it (token cache first), check entitlement and revocation, watch the session.
-fn token_decision(
-    edge: &Edge,
-    mode: AccessMode,
-    require: &[String],
-    parts: &RequestParts<'_>,
-    path: &str,
-    query: &str,
-    facts: &RequestFacts<'_>,
-) -> Decision {
-    let now = unix_now();
-    let client = facts.viewer.addr;
-    let presented = find_token(&edge.config.auth.token_sources, parts)
-        .map(|t| present(edge, &t, path, client, now, facts, query));
-    let decision = if mode == AccessMode::Paywall {
-        access::paywall(require, presented)
-    } else {
-        access::token(require, presented)
-    };
-    let user_agent = facts.headers.first("user-agent").unwrap_or_default();
-    watch_session(edge, mode, decision, client, user_agent, now)
+/// The query the cache key and the origin see under a route's `query` policy, from the query
+/// without token parameters.
+fn policy_query(policy: &crate::config::QueryPolicy, query: Cow<'_, str>) -> String {
+    use crate::config::QueryPolicy;
+    match policy {
+        QueryPolicy::All => query.into_owned(),
+        QueryPolicy::None => String::new(),
+        QueryPolicy::Allow(names) => keep_query_params(&query, names),
+    }
 }
 
-/// Verify a found token and gather what its claims are checked against.
-fn present<'p>(
-    edge: &Edge,
-    found: &request::FoundToken<'_>,
-    path: &'p str,
-    client: Option<IpAddr>,
-    now: u64,
-    facts: &RequestFacts<'_>,
-    query: &str,
-) -> access::Presented<'p> {
-    let mut verified =
-        edge.tokens
-            .verify_gated(&found.token, &edge.keys.load(), &edge.policy, now, || {
-                edge.may_verify(client)
-            });
-    // Not one of ours: maybe a token of the AWS Secure Media Delivery service (HS256 with its
-    // own kids), if the publisher migrates with its token service unchanged.
-    if let (Err(Denial::UnknownKid | Denial::AlgMismatch), Some(secrets)) = (&verified, &edge.smd) {
-        if let Some(result) = smd_verify(secrets, found, path, client, now, facts.headers, query) {
-            verified = result;
+/// An answer the edge gives without asking the origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A bare status (400, 403, 404, ...).
+    Status(u16),
+    /// `301`/`307` to `location` (viewer protocol policy `redirect_to_https`).
+    Redirect(u16, String),
+    /// `405` with the `Allow` list.
+    NotAllowed(String),
+    /// `401` with `WWW-Authenticate: Basic realm="..."`.
+    Challenge(String),
+    /// `429` with `Retry-After` (seconds): the failed-credential budget is spent.
+    Throttled(u64),
+}
+
+impl Answer {
+    /// The status code sent.
+    pub fn status(&self) -> u16 {
+        match self {
+            Answer::Status(s) | Answer::Redirect(s, _) => *s,
+            Answer::NotAllowed(_) => 405,
+            Answer::Challenge(_) => 401,
+            Answer::Throttled(_) => 429,
         }
     }
-    // The `<sid>.` prefix of a path token is outside the signature: it may only repeat the
-    // signed `sid`, never replace it (revocation is keyed on the signed one).
-    if let (Ok(claims), Some(prefix)) = (&verified, &found.path_sid) {
-        if claims.sid.as_deref().is_some_and(|sid| sid != *prefix) {
-            verified = Err(Denial::Malformed);
-        }
-    }
-    let revoked = verified
-        .as_ref()
-        .ok()
-        .and_then(|c| c.sid.as_deref())
-        .is_some_and(|sid| edge.revocations.is_revoked(sid, now));
-    access::Presented {
-        verified,
-        revoked,
-        path,
-        client,
-    }
-}
-
-/// Verify an AWS Secure Media Delivery token; `None` if it is not one (the JWT denial stands).
-fn smd_verify(
-    secrets: &crate::auth::smd::SmdSecrets,
-    found: &request::FoundToken<'_>,
-    path: &str,
-    client: Option<IpAddr>,
-    now: u64,
-    headers: Headers<'_>,
-    query: &str,
-) -> Option<Result<Arc<Claims>, Denial>> {
-    use crate::auth::smd;
-    let token = match &found.path_sid {
-        Some(sid) => Cow::Owned(format!("{sid}.{}", found.token)),
-        None => Cow::Borrowed(&*found.token),
-    };
-    // CloudFront adds trusted `cloudfront-viewer-*` geo headers; here they could only come from
-    // the client, so they are never believed.
-    let headers: Vec<(&str, &[u8])> = headers
-        .iter()
-        .filter(|(k, _)| {
-            !k.get(..18)
-                .is_some_and(|p| p.eq_ignore_ascii_case("cloudfront-viewer-"))
-        })
-        .collect();
-    let facts = smd::SmdRequest {
-        path,
-        client_ip: client,
-        headers: &headers,
-        query,
-    };
-    match smd::verify(&token, secrets, &facts, now) {
-        Ok(c) => Some(Ok(Arc::new(Claims {
-            kid: c.kid,
-            key_id: 0,
-            exp: c.exp,
-            nbf: c.nbf,
-            iat: c.iat,
-            sub: None,
-            subs: Vec::new(),
-            sid: c.sid,
-            // scope and viewer binding were enforced by the SMD rules themselves
-            paths: Vec::new(),
-            ip: None,
-        }))),
-        Err(Denial::UnknownKid) => None,
-        Err(d) => Some(Err(d)),
-    }
-}
-
-/// Auto-revocation: count where an admitted session is seen from; over the limits, revoke it
-/// (this request included).
-fn watch_session(
-    edge: &Edge,
-    mode: AccessMode,
-    decision: Decision,
-    client: Option<IpAddr>,
-    user_agent: &[u8],
-    now: u64,
-) -> Decision {
-    let (Some(auto), Some(claims)) = (&edge.auto_revoker, &decision.claims) else {
-        return decision;
-    };
-    let Some(sid) = claims.sid.as_deref() else {
-        return decision;
-    };
-    if decision.result != Some(AuthResult::Valid) {
-        return decision;
-    }
-    let Some(trip) = auto.observe(sid, client, user_agent, now) else {
-        return decision;
-    };
-    let ttl =
-        Duration::from_secs(claims.exp.saturating_sub(now)).max(edge.config.revocation.default_ttl);
-    log::warn!("session {sid:?} revoked automatically: {trip:?} inside the window");
-    if let Err(e) = edge.revocations.revoke(sid, ttl, "auto", now) {
-        log::error!("saving revocations: {e}");
-    }
-    edge.metrics.auto_revocations.inc();
-    edge.metrics
-        .revoked_sessions
-        .set(edge.revocations.len() as i64);
-    Decision {
-        // paywall readers fall back to the teaser, media viewers are refused
-        variant: (mode == AccessMode::Paywall).then_some(Variant::Anonymous),
-        result: Some(AuthResult::Revoked),
-        claims: decision.claims,
-    }
-}
-
-/// HTTP Basic credentials against the realm's file. bcrypt costs milliseconds, so a check the
-/// file's cache of verified credentials cannot answer runs on the blocking pool — unless
-/// `client` has spent its failed-credential budget ("throttled").
-async fn basic_check(
-    edge: &Edge,
-    realm: &str,
-    authorization: Option<&[u8]>,
-    client: Option<IpAddr>,
-) -> Result<String, &'static str> {
-    let Some(file) = edge.realms.get(realm).map(|f| f.load_full()) else {
-        return Err("unknown_realm");
-    };
-    let verdict = match file.check_cached(authorization) {
-        Some(verdict) => verdict,
-        None if !edge.may_verify(client) => return Err("throttled"),
-        None => {
-            let header = authorization.map(<[u8]>::to_vec);
-            tokio::task::spawn_blocking(move || file.check(header.as_deref()))
-                .await
-                .unwrap_or(Err(crate::auth::htpasswd::BasicDenial::BadCredentials))
-        }
-    };
-    verdict.map_err(|d| d.as_str())
-}
-
-/// A CloudFront signed URL or signed cookies, for the URL as the viewer requested it.
-fn signed_check(edge: &Edge, facts: &RequestFacts<'_>) -> Result<(), &'static str> {
-    use crate::auth::cloudfront;
-    let host = facts.host.to_ascii_lowercase();
-    let cookies: Vec<&str> = facts
-        .headers
-        .all("cookie")
-        .filter_map(|v| std::str::from_utf8(v).ok())
-        .collect();
-    let signed = cloudfront::SignedRequest {
-        scheme: if facts.viewer.https { "https" } else { "http" },
-        host: &host,
-        path: facts.path,
-        query: facts.query,
-        cookie_headers: &cookies,
-        client_ip: facts.viewer.addr,
-    };
-    let may_verify = || edge.may_verify(facts.viewer.addr);
-    cloudfront::verify_gated(&signed, &edge.signed_keys.load(), unix_now(), &may_verify)
-        .map(|_| ())
-        .map_err(|d| d.as_str())
 }

@@ -166,7 +166,7 @@ impl Edge {
     ) -> (Option<(&'a str, Option<&'a str>)>, &'a str) {
         match self
             .path_source
-            .then(|| crate::proxy::request::split_path_token(normalized))
+            .then(|| crate::request::split_path_token(normalized))
             .flatten()
         {
             Some((tok, sid, rest)) => (Some((tok, sid)), rest),

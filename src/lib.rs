@@ -31,6 +31,7 @@ pub mod edge;
 pub mod http1;
 pub mod metrics;
 pub mod proxy;
+pub mod request;
 pub mod revocation;
 pub mod sigv4;
 pub mod tls;

@@ -15,8 +15,8 @@ mod caching;
 pub mod fast;
 pub mod freshness;
 pub mod invalidate;
-pub mod request;
 pub mod respond;
+pub mod session;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -280,7 +280,7 @@ impl ProxyHttp for TollgateProxy {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no origin"))?;
         if let Some(route) = ctx.route(&self.edge) {
             let b = &route.behaviour;
-            request::apply_forwarding(upstream_request, &b.forward_headers, &b.forward_cookies);
+            session::apply_forwarding(upstream_request, &b.forward_headers, &b.forward_cookies);
         }
         if !ctx.host.is_empty() {
             upstream_request.insert_header("x-forwarded-host", ctx.host.as_str())?;

@@ -1,23 +1,7 @@
 //! Media token claims (seed 002): `paths` scopes and `ip` binding, as pure functions.
 
+use crate::request::path_in_scope;
 use std::net::IpAddr;
-
-/// Whether the normalized request `path` lies inside `prefix` on a segment boundary:
-/// `/vod/abc` covers `/vod/abc` and `/vod/abc/...`, never `/vod/abcdef`; a prefix ending in `/`
-/// covers everything below it. The path was normalized first (dot segments resolved, encoded
-/// slashes refused), so `..` and `%2F` cannot escape a prefix.
-pub fn path_in_scope(path: &str, prefix: &str) -> bool {
-    if prefix.is_empty() || !prefix.starts_with('/') {
-        return false;
-    }
-    if prefix.ends_with('/') {
-        return path.starts_with(prefix);
-    }
-    path == prefix
-        || path
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with('/'))
-}
 
 /// Whether any of the token's `paths` covers the request. A token without `paths` covers
 /// every path of the route.

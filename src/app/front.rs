@@ -419,6 +419,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
             }
         };
         let request = buf.split_to(head_len + have);
+        let handover = handover.map(|h| -> Box<dyn std::any::Any + Send> { h });
         let one = OneRequest::new(stream, left).with_handover(handover);
         let mut session = ServerSession::new_http1(Box::new(one));
         match settings.take() {

@@ -82,7 +82,7 @@
 //!
 //! - `paths` were matched with `startsWith`, so `/vod/abc` unlocked `/vod/abcdef`. Here an
 //!   entry covers itself and what lies below it on a `/` boundary (an entry ending in `/`
-//!   covers everything below it), via [`crate::access::media::path_in_scope`]. The same
+//!   covers everything below it), via [`crate::request::path_in_scope`]. The same
 //!   rule applies to `exc`, since an exclusion widens access.
 //! - The validator expanded IPv6 viewer addresses by padding hextets but left `::` in
 //!   place, while the generator expanded `::`, so compressed IPv6 viewers never matched.
@@ -129,8 +129,8 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::access::media::path_in_scope;
 use crate::auth::jwt::{Denial, B64URL_STRICT};
+use crate::request::path_in_scope;
 
 /// The only JWS algorithm of the format.
 pub const ALG: &str = "HS256";

@@ -1,7 +1,7 @@
 //! The stream the proxy is given for one HTTP/1 request: it reads that request's bytes and
 //! not one more.
 //!
-//! The connection loop ([`crate::app::front`]) reads every request head itself and decides its
+//! The connection loop (`app::front`) reads every request head itself and decides its
 //! framing ([`crate::http1`]). When it hands a request to Pingora's proxy it gives it the head
 //! (and whatever of the body was already read) as the session's pipelined prefix, and this
 //! wrapper around the connection for the rest: reads stop where the request's body ends, as
@@ -15,6 +15,7 @@
 //! (Pingora uses this to notice a client that went away), keeps any bytes that arrive, and
 //! otherwise stays pending until the proxy is done.
 
+use std::any::Any;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -29,7 +30,6 @@ use pingora_core::protocols::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::admission::Handover;
 use crate::http1::chunked::{Chunked, Malformed};
 
 /// What is left of the current request, beyond what the proxy already has.
@@ -52,9 +52,9 @@ pub struct OneRequest {
     next: BytesMut,
     /// The client closed its side after the request.
     closed: bool,
-    /// The request's admission, decided by the connection loop, for the proxy to take
-    /// ([`OneRequest::take_handover`]) instead of deciding again.
-    handover: Mutex<Option<Handover>>,
+    /// What the connection loop decided about the request (its admission), for the proxy to
+    /// take ([`OneRequest::take_handover`]) instead of deciding again. Opaque here.
+    handover: Mutex<Option<Box<dyn Any + Send>>>,
 }
 
 impl OneRequest {
@@ -69,14 +69,14 @@ impl OneRequest {
         }
     }
 
-    /// The request comes with the admission the connection loop decided for it.
-    pub fn with_handover(self, handover: Option<Handover>) -> OneRequest {
+    /// The request comes with what the connection loop decided about it.
+    pub fn with_handover(self, handover: Option<Box<dyn Any + Send>>) -> OneRequest {
         *self.handover.lock().unwrap_or_else(PoisonError::into_inner) = handover;
         self
     }
 
-    /// The admission the connection loop decided for this request, once.
-    pub fn take_handover(&self) -> Option<Handover> {
+    /// What the connection loop decided about this request, once.
+    pub fn take_handover(&self) -> Option<Box<dyn Any + Send>> {
         self.handover
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -9,9 +9,9 @@ use std::time::SystemTime;
 
 use pingora_proxy::Session;
 
-use super::request::{normalize_path, strip_query_params};
 use super::{Ctx, TollgateProxy};
 use crate::access_log::Record;
+use crate::request::{normalize_path, strip_query_params};
 
 impl TollgateProxy {
     /// The record for this request; moves the path, query and host out of `ctx` (this is the

@@ -9,12 +9,13 @@ use std::time::Duration;
 use http::HeaderValue;
 use pingora_proxy::Session;
 
-use super::request;
 use super::respond::Answer;
+use super::session;
 use super::{Ctx, TollgateProxy};
 use crate::admission::{self, Handover, Headers, RequestFacts};
 use crate::config::AccessMode;
 use crate::http1::one_request::OneRequest;
+use crate::request;
 
 /// What the framing checks of [`crate::http1`] refuse, for requests that did not come through
 /// the connection loop (HTTP/2) — and again for those that did: a body on a method that has
@@ -72,7 +73,9 @@ fn handed_over(session: &Session) -> Option<Handover> {
         .stream()?
         .as_any()
         .downcast_ref::<OneRequest>()?
-        .take_handover()
+        .take_handover()?
+        .downcast()
+        .ok()
 }
 
 impl TollgateProxy {
@@ -80,7 +83,7 @@ impl TollgateProxy {
     /// of it). Returns the answer to give locally, if any.
     pub(super) async fn admit(&self, session: &mut Session, ctx: &mut Ctx) -> Option<Answer> {
         let edge = &*self.edge;
-        ctx.viewer = request::viewer(&edge.trusted_proxies, session);
+        ctx.viewer = session::viewer(&edge.trusted_proxies, session);
         if let Some(refusal) = refused_framing(session) {
             log::debug!("refused request: {}", refusal.as_str());
             edge.count_refusal(refusal);
@@ -174,7 +177,7 @@ impl TollgateProxy {
                     .any(|v| request::cookie_value(v.as_bytes(), name).is_some())
             });
         if carries_edge_cookie {
-            request::rewrite_cookies(req, |name| !edge_cookie(name));
+            session::rewrite_cookies(req, |name| !edge_cookie(name));
         }
         if uri_changed {
             let pq = if ctx.query.is_empty() {

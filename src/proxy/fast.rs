@@ -28,7 +28,6 @@ use pingora_cache::key::CacheHashKey;
 use pingora_core::Result;
 use pingora_proxy::Session;
 
-use super::request::strip_query_params;
 use super::respond::Answer;
 use super::{Ctx, TollgateProxy};
 use crate::access::AuthResult;
@@ -38,6 +37,7 @@ use crate::cache::body_file::BodyFile;
 use crate::cache::memory::FreshObject;
 use crate::cache::{cache_key, Variant};
 use crate::http1::{self, Body, Refusal};
+use crate::request::strip_query_params;
 use crate::viewer::Viewer;
 
 /// Cookie headers kept for the token lookup; more and the proxy takes the request.

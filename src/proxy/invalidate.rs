@@ -10,7 +10,7 @@
 use http::Method;
 use pingora_http::ResponseHeader;
 
-use super::request::normalize_path;
+use crate::request::normalize_path;
 
 /// Safe methods (RFC 9110 §9.2.1) never invalidate.
 pub fn is_unsafe(method: &Method) -> bool {

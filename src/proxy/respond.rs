@@ -1,6 +1,7 @@
 //! The one place that turns an edge decision into response headers: locally generated answers
 //! (400/404/403), `Cache-Status` (RFC 9211) and `Age`.
 
+pub use crate::admission::Answer;
 use bytes::Bytes;
 use pingora_cache::CachePhase;
 use pingora_error::Result;
@@ -22,33 +23,6 @@ fn body_for(status: u16) -> &'static str {
         502 => "bad gateway: the origin did not answer properly\n",
         504 => "gateway timeout\n",
         _ => "error\n",
-    }
-}
-
-/// An answer the edge gives without asking the origin.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    /// A bare status (400, 403, 404, ...).
-    Status(u16),
-    /// `301`/`307` to `location` (viewer protocol policy `redirect_to_https`).
-    Redirect(u16, String),
-    /// `405` with the `Allow` list.
-    NotAllowed(String),
-    /// `401` with `WWW-Authenticate: Basic realm="..."`.
-    Challenge(String),
-    /// `429` with `Retry-After` (seconds): the failed-credential budget is spent.
-    Throttled(u64),
-}
-
-impl Answer {
-    /// The status code sent.
-    pub fn status(&self) -> u16 {
-        match self {
-            Answer::Status(s) | Answer::Redirect(s, _) => *s,
-            Answer::NotAllowed(_) => 405,
-            Answer::Challenge(_) => 401,
-            Answer::Throttled(_) => 429,
-        }
     }
 }
 

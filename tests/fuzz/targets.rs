@@ -22,6 +22,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 use serde_json::Value;
 
+use tollgate::admission::{find_token, RequestParts};
 use tollgate::auth::cloudfront::{self, SignedDenial, SignedKey, SignedKeys, SignedRequest};
 use tollgate::auth::htpasswd::{self, BasicDenial, Htpasswd, HtpasswdError};
 use tollgate::auth::mint::{self, SigningKey};
@@ -31,7 +32,7 @@ use tollgate::cache::disk::RawMeta;
 use tollgate::cache::format::{self, Fixed, BLOCK, FIXED_LEN};
 use tollgate::cache::DiskStore;
 use tollgate::config::{self, ConfigError, TokenSource};
-use tollgate::proxy::request::{self as req, RequestParts};
+use tollgate::request as req;
 
 /// The fixed clock of the JWS target (seed tokens are minted for it).
 pub const JWS_NOW: u64 = 1_800_000_000;
@@ -435,10 +436,10 @@ pub fn token_sources(data: &[u8]) {
         authorization,
         cookies: &cookies,
     };
-    let found = req::find_token(&sources, &parts);
+    let found = find_token(&sources, &parts);
     let expected = sources.iter().find_map(|s| {
         let one = [s.clone()];
-        req::find_token(&one, &parts)
+        find_token(&one, &parts)
     });
     assert_eq!(found, expected, "precedence");
     if let Some(f) = &found {
@@ -847,14 +848,14 @@ fn smd_check(token: &str, req: &SmdRequest<'_>, now: u64) -> Result<smd::SmdClai
             Binding::Excluded => assert!(
                 c.exc
                     .iter()
-                    .any(|e| tollgate::access::media::path_in_scope(req.path, e)),
+                    .any(|e| tollgate::request::path_in_scope(req.path, e)),
                 "excluded but no exc entry covers {:?}: {c:?}",
                 req.path
             ),
             _ => assert!(
                 c.paths
                     .iter()
-                    .any(|p| tollgate::access::media::path_in_scope(req.path, p)),
+                    .any(|p| tollgate::request::path_in_scope(req.path, p)),
                 "no paths entry covers {:?}: {c:?}",
                 req.path
             ),

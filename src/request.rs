@@ -1,12 +1,12 @@
-//! Pure request parsing: path normalization, token extraction and token stripping.
+//! What a request says, read the same way by every layer (the ground floor: it imports
+//! nothing of the crate): path normalization, scopes, path tokens, query parameters, cookies,
+//! bearer tokens, host names.
 //!
 //! Everything here is a plain function over strings so it can be unit-tested and benchmarked
 //! without a proxy. Normalization matters for security: routing, the cache key and the origin
 //! request all use the same normalized path, so `/%70remium/a` cannot slip past `/premium/*`.
 
 use std::borrow::Cow;
-
-use crate::config::{Forward, TokenSource, ALWAYS_FORWARDED};
 
 /// Why a request was refused before routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,18 +119,6 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, BadRequest> {
     Ok(Cow::Owned(path))
 }
 
-/// A token found in a request, and where. Borrows the request: finding a token allocates only
-/// for a percent-encoded query value (a hit with a bearer token allocates nothing here).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FoundToken<'a> {
-    /// The compact JWS.
-    pub token: Cow<'a, str>,
-    /// The source label (`path`, `query`, `bearer`, `cookie`).
-    pub source: &'static str,
-    /// The session id prefix of a path token (`<sid>.<jwt>`), if any.
-    pub path_sid: Option<&'a str>,
-}
-
 /// If the first path segment is a token (`[<sid>.]<jwt>`), split it off: returns the token, the
 /// sid prefix and the remaining path.
 pub fn split_path_token(path: &str) -> Option<(&str, Option<&str>, &str)> {
@@ -152,6 +140,23 @@ pub fn split_path_token(path: &str) -> Option<(&str, Option<&str>, &str)> {
         return None;
     }
     Some((jwt, sid, remainder))
+}
+
+/// Whether the normalized request `path` lies inside `prefix` on a segment boundary:
+/// `/vod/abc` covers `/vod/abc` and `/vod/abc/...`, never `/vod/abcdef`; a prefix ending in `/`
+/// covers everything below it. The path was normalized first (dot segments resolved, encoded
+/// slashes refused), so `..` and `%2F` cannot escape a prefix.
+pub fn path_in_scope(path: &str, prefix: &str) -> bool {
+    if prefix.is_empty() || !prefix.starts_with('/') {
+        return false;
+    }
+    if prefix.ends_with('/') {
+        return path.starts_with(prefix);
+    }
+    path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// The value of the first query parameter called `name`, raw (tokens are base64url and need no
@@ -194,59 +199,12 @@ pub fn keep_query_params<S: AsRef<str>>(query: &str, names: &[S]) -> String {
     kept.join("&")
 }
 
-/// The query the cache key and the origin see under a route's `query` policy, from the query
-/// without token parameters.
-pub fn policy_query(policy: &crate::config::QueryPolicy, query: Cow<'_, str>) -> String {
-    use crate::config::QueryPolicy;
-    match policy {
-        QueryPolicy::All => query.into_owned(),
-        QueryPolicy::None => String::new(),
-        QueryPolicy::Allow(names) => keep_query_params(&query, names),
-    }
-}
-
 /// The host name of a `Host` value, without the port (IPv6 literals keep their brackets).
 pub fn host_name(host: &str) -> &str {
     if host.starts_with('[') {
         return host.split_inclusive(']').next().unwrap_or("");
     }
     host.split(':').next().unwrap_or("")
-}
-
-/// Did the request arrive over TLS?
-pub fn is_tls(session: &pingora_proxy::Session) -> bool {
-    session.digest().is_some_and(|d| d.ssl_digest.is_some())
-}
-
-/// The viewer of a request the proxy serves: its connection's peer (after a trusted PROXY
-/// header) and scheme, resolved through `trusted_proxies` ([`crate::viewer`]).
-pub fn viewer(
-    trusted: &crate::viewer::TrustedProxies,
-    session: &pingora_proxy::Session,
-) -> crate::viewer::Viewer {
-    let peer = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip());
-    let headers = &session.req_header().headers;
-    trusted.viewer(
-        peer,
-        is_tls(session),
-        || {
-            headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .map(http::HeaderValue::as_bytes)
-                .collect()
-        },
-        || {
-            headers
-                .get_all("x-forwarded-proto")
-                .iter()
-                .next_back()
-                .map(http::HeaderValue::as_bytes)
-        },
-    )
 }
 
 /// The token of an `Authorization: Bearer <token>` header value.
@@ -285,107 +243,6 @@ pub fn retain_cookies(header: &[u8], keep: impl Fn(&str) -> bool) -> Option<Stri
         .filter(|c| !c.is_empty() && keep(c.split_once('=').map_or(*c, |(k, _)| k)))
         .collect();
     (!kept.is_empty()).then(|| kept.join("; "))
-}
-
-/// Replace the request's `Cookie` headers by one holding the cookies whose names pass `keep`
-/// (none at all if no cookie is left).
-pub fn rewrite_cookies(req: &mut pingora_http::RequestHeader, keep: impl Fn(&str) -> bool) {
-    let joined: Vec<u8> = req
-        .headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .map(http::HeaderValue::as_bytes)
-        .collect::<Vec<_>>()
-        .join(&b"; "[..]);
-    req.remove_header(&http::header::COOKIE);
-    if let Some(kept) = retain_cookies(&joined, keep) {
-        if let Ok(v) = http::HeaderValue::from_str(&kept) {
-            let _ = req.insert_header(http::header::COOKIE, v);
-        }
-    }
-}
-
-/// What the request carries, in the terms [`find_token`] needs.
-pub struct RequestParts<'a> {
-    /// Path token, if the path source is configured and the first segment is one.
-    pub path_token: Option<(&'a str, Option<&'a str>)>,
-    /// The raw query string.
-    pub query: &'a str,
-    /// `Authorization` header values.
-    pub authorization: Option<&'a [u8]>,
-    /// `Cookie` header values.
-    pub cookies: &'a [&'a [u8]],
-}
-
-/// Find the token by the configured precedence. The first source that carries a token decides;
-/// a failing token never falls back to a lower source (the caller verifies only this one).
-pub fn find_token<'a>(sources: &[TokenSource], parts: &RequestParts<'a>) -> Option<FoundToken<'a>> {
-    for source in sources {
-        let found = match source {
-            TokenSource::Path => parts.path_token.map(|(t, sid)| FoundToken {
-                token: Cow::Borrowed(t),
-                source: "path",
-                path_sid: sid,
-            }),
-            TokenSource::Query(name) => query_param(parts.query, name).map(|t| FoundToken {
-                token: t,
-                source: "query",
-                path_sid: None,
-            }),
-            TokenSource::Bearer => parts
-                .authorization
-                .and_then(bearer_token)
-                .map(|t| FoundToken {
-                    token: Cow::Borrowed(t),
-                    source: "bearer",
-                    path_sid: None,
-                }),
-            TokenSource::Cookie(name) => parts
-                .cookies
-                .iter()
-                .find_map(|c| cookie_value(c, name))
-                .map(|t| FoundToken {
-                    token: Cow::Borrowed(t),
-                    source: "cookie",
-                    path_sid: None,
-                }),
-        };
-        if found.is_some() {
-            return found;
-        }
-    }
-    None
-}
-
-/// Apply a route's `forward_headers` / `forward_cookies` to the origin request. Headers the
-/// edge needs (framing, conditionals, ranges: [`ALWAYS_FORWARDED`]) always pass; `Cookie` is
-/// governed by `forward_cookies` alone.
-pub fn apply_forwarding(
-    req: &mut pingora_http::RequestHeader,
-    headers: &Forward,
-    cookies: &Forward,
-) {
-    if *headers != Forward::All {
-        let drop: Vec<http::HeaderName> = req
-            .headers
-            .keys()
-            .filter(|k| {
-                let k = k.as_str();
-                k != "cookie" && !ALWAYS_FORWARDED.contains(&k) && !headers.allows(k)
-            })
-            .cloned()
-            .collect();
-        for k in drop {
-            req.remove_header(&k);
-        }
-    }
-    match cookies {
-        Forward::All => {}
-        Forward::None => {
-            req.remove_header(&http::header::COOKIE);
-        }
-        Forward::Only(names) => rewrite_cookies(req, |k| names.iter().any(|n| n == k)),
-    }
 }
 
 #[cfg(test)]
@@ -470,37 +327,5 @@ mod tests {
             Some("a=1; b=2")
         );
         assert_eq!(strip_cookies(b"token=t1", &["token"]), None);
-    }
-
-    #[test]
-    fn first_source_with_a_token_decides() {
-        let sources = vec![
-            TokenSource::Query("token".into()),
-            TokenSource::Bearer,
-            TokenSource::Cookie("token".into()),
-        ];
-        let cookies: Vec<&[u8]> = vec![b"token=fromcookie"];
-        let parts = RequestParts {
-            path_token: None,
-            query: "",
-            authorization: Some(b"Bearer frombearer"),
-            cookies: &cookies,
-        };
-        let t = find_token(&sources, &parts).unwrap();
-        assert_eq!((&*t.token, t.source), ("frombearer", "bearer"));
-        let parts = RequestParts {
-            path_token: None,
-            query: "token=fromquery",
-            authorization: Some(b"Bearer frombearer"),
-            cookies: &cookies,
-        };
-        assert_eq!(find_token(&sources, &parts).unwrap().token, "fromquery");
-        let parts = RequestParts {
-            path_token: None,
-            query: "",
-            authorization: None,
-            cookies: &[],
-        };
-        assert!(find_token(&sources, &parts).is_none());
     }
 }

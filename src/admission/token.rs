@@ -1,0 +1,272 @@
+//! Tokens of `paywall` and `token` routes: found by the configured source precedence,
+//! verified (the token cache first; AWS Secure Media Delivery tokens too), checked against the
+//! route and revocations, and the session watched for sharing.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Headers, RequestFacts};
+use crate::access::{self, AuthResult, Decision};
+use crate::auth::{Claims, Denial};
+use crate::cache::Variant;
+use crate::config::{AccessMode, TokenSource};
+use crate::edge::{unix_now, Edge};
+use crate::request::{bearer_token, cookie_value, query_param};
+
+/// A token found in a request, and where. Borrows the request: finding a token allocates only
+/// for a percent-encoded query value (a hit with a bearer token allocates nothing here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundToken<'a> {
+    /// The compact JWS.
+    pub token: Cow<'a, str>,
+    /// The source label (`path`, `query`, `bearer`, `cookie`).
+    pub source: &'static str,
+    /// The session id prefix of a path token (`<sid>.<jwt>`), if any.
+    pub path_sid: Option<&'a str>,
+}
+
+/// What the request carries, in the terms [`find_token`] needs.
+pub struct RequestParts<'a> {
+    /// Path token, if the path source is configured and the first segment is one.
+    pub path_token: Option<(&'a str, Option<&'a str>)>,
+    /// The raw query string.
+    pub query: &'a str,
+    /// `Authorization` header values.
+    pub authorization: Option<&'a [u8]>,
+    /// `Cookie` header values.
+    pub cookies: &'a [&'a [u8]],
+}
+
+/// Find the token by the configured precedence. The first source that carries a token decides;
+/// a failing token never falls back to a lower source (the caller verifies only this one).
+pub fn find_token<'a>(sources: &[TokenSource], parts: &RequestParts<'a>) -> Option<FoundToken<'a>> {
+    for source in sources {
+        let found = match source {
+            TokenSource::Path => parts.path_token.map(|(t, sid)| FoundToken {
+                token: Cow::Borrowed(t),
+                source: "path",
+                path_sid: sid,
+            }),
+            TokenSource::Query(name) => query_param(parts.query, name).map(|t| FoundToken {
+                token: t,
+                source: "query",
+                path_sid: None,
+            }),
+            TokenSource::Bearer => parts
+                .authorization
+                .and_then(bearer_token)
+                .map(|t| FoundToken {
+                    token: Cow::Borrowed(t),
+                    source: "bearer",
+                    path_sid: None,
+                }),
+            TokenSource::Cookie(name) => parts
+                .cookies
+                .iter()
+                .find_map(|c| cookie_value(c, name))
+                .map(|t| FoundToken {
+                    token: Cow::Borrowed(t),
+                    source: "cookie",
+                    path_sid: None,
+                }),
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
+/// The decision of a `paywall` or `token` route: find the token in the configured sources,
+/// verify it (token cache first), check entitlement and revocation, watch the session.
+pub(super) fn token_decision(
+    edge: &Edge,
+    mode: AccessMode,
+    require: &[String],
+    parts: &RequestParts<'_>,
+    path: &str,
+    query: &str,
+    facts: &RequestFacts<'_>,
+) -> Decision {
+    let now = unix_now();
+    let client = facts.viewer.addr;
+    let presented = find_token(&edge.config.auth.token_sources, parts)
+        .map(|t| present(edge, &t, path, client, now, facts, query));
+    let decision = if mode == AccessMode::Paywall {
+        access::paywall(require, presented)
+    } else {
+        access::token(require, presented)
+    };
+    let user_agent = facts.headers.first("user-agent").unwrap_or_default();
+    watch_session(edge, mode, decision, client, user_agent, now)
+}
+
+/// Verify a found token and gather what its claims are checked against.
+fn present<'p>(
+    edge: &Edge,
+    found: &FoundToken<'_>,
+    path: &'p str,
+    client: Option<IpAddr>,
+    now: u64,
+    facts: &RequestFacts<'_>,
+    query: &str,
+) -> access::Presented<'p> {
+    let mut verified =
+        edge.tokens
+            .verify_gated(&found.token, &edge.keys.load(), &edge.policy, now, || {
+                edge.may_verify(client)
+            });
+    // Not one of ours: maybe a token of the AWS Secure Media Delivery service (HS256 with its
+    // own kids), if the publisher migrates with its token service unchanged.
+    if let (Err(Denial::UnknownKid | Denial::AlgMismatch), Some(secrets)) = (&verified, &edge.smd) {
+        if let Some(result) = smd_verify(secrets, found, path, client, now, facts.headers, query) {
+            verified = result;
+        }
+    }
+    // The `<sid>.` prefix of a path token is outside the signature: it may only repeat the
+    // signed `sid`, never replace it (revocation is keyed on the signed one).
+    if let (Ok(claims), Some(prefix)) = (&verified, &found.path_sid) {
+        if claims.sid.as_deref().is_some_and(|sid| sid != *prefix) {
+            verified = Err(Denial::Malformed);
+        }
+    }
+    let revoked = verified
+        .as_ref()
+        .ok()
+        .and_then(|c| c.sid.as_deref())
+        .is_some_and(|sid| edge.revocations.is_revoked(sid, now));
+    access::Presented {
+        verified,
+        revoked,
+        path,
+        client,
+    }
+}
+
+/// Verify an AWS Secure Media Delivery token; `None` if it is not one (the JWT denial stands).
+fn smd_verify(
+    secrets: &crate::auth::smd::SmdSecrets,
+    found: &FoundToken<'_>,
+    path: &str,
+    client: Option<IpAddr>,
+    now: u64,
+    headers: Headers<'_>,
+    query: &str,
+) -> Option<Result<Arc<Claims>, Denial>> {
+    use crate::auth::smd;
+    let token = match &found.path_sid {
+        Some(sid) => Cow::Owned(format!("{sid}.{}", found.token)),
+        None => Cow::Borrowed(&*found.token),
+    };
+    // CloudFront adds trusted `cloudfront-viewer-*` geo headers; here they could only come from
+    // the client, so they are never believed.
+    let headers: Vec<(&str, &[u8])> = headers
+        .iter()
+        .filter(|(k, _)| {
+            !k.get(..18)
+                .is_some_and(|p| p.eq_ignore_ascii_case("cloudfront-viewer-"))
+        })
+        .collect();
+    let facts = smd::SmdRequest {
+        path,
+        client_ip: client,
+        headers: &headers,
+        query,
+    };
+    match smd::verify(&token, secrets, &facts, now) {
+        Ok(c) => Some(Ok(Arc::new(Claims {
+            kid: c.kid,
+            key_id: 0,
+            exp: c.exp,
+            nbf: c.nbf,
+            iat: c.iat,
+            sub: None,
+            subs: Vec::new(),
+            sid: c.sid,
+            // scope and viewer binding were enforced by the SMD rules themselves
+            paths: Vec::new(),
+            ip: None,
+        }))),
+        Err(Denial::UnknownKid) => None,
+        Err(d) => Some(Err(d)),
+    }
+}
+
+/// Auto-revocation: count where an admitted session is seen from; over the limits, revoke it
+/// (this request included).
+fn watch_session(
+    edge: &Edge,
+    mode: AccessMode,
+    decision: Decision,
+    client: Option<IpAddr>,
+    user_agent: &[u8],
+    now: u64,
+) -> Decision {
+    let (Some(auto), Some(claims)) = (&edge.auto_revoker, &decision.claims) else {
+        return decision;
+    };
+    let Some(sid) = claims.sid.as_deref() else {
+        return decision;
+    };
+    if decision.result != Some(AuthResult::Valid) {
+        return decision;
+    }
+    let Some(trip) = auto.observe(sid, client, user_agent, now) else {
+        return decision;
+    };
+    let ttl =
+        Duration::from_secs(claims.exp.saturating_sub(now)).max(edge.config.revocation.default_ttl);
+    log::warn!("session {sid:?} revoked automatically: {trip:?} inside the window");
+    if let Err(e) = edge.revocations.revoke(sid, ttl, "auto", now) {
+        log::error!("saving revocations: {e}");
+    }
+    edge.metrics.auto_revocations.inc();
+    edge.metrics
+        .revoked_sessions
+        .set(edge.revocations.len() as i64);
+    Decision {
+        // paywall readers fall back to the teaser, media viewers are refused
+        variant: (mode == AccessMode::Paywall).then_some(Variant::Anonymous),
+        result: Some(AuthResult::Revoked),
+        claims: decision.claims,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_source_with_a_token_decides() {
+        let sources = vec![
+            TokenSource::Query("token".into()),
+            TokenSource::Bearer,
+            TokenSource::Cookie("token".into()),
+        ];
+        let cookies: Vec<&[u8]> = vec![b"token=fromcookie"];
+        let parts = RequestParts {
+            path_token: None,
+            query: "",
+            authorization: Some(b"Bearer frombearer"),
+            cookies: &cookies,
+        };
+        let t = find_token(&sources, &parts).unwrap();
+        assert_eq!((&*t.token, t.source), ("frombearer", "bearer"));
+        let parts = RequestParts {
+            path_token: None,
+            query: "token=fromquery",
+            authorization: Some(b"Bearer frombearer"),
+            cookies: &cookies,
+        };
+        assert_eq!(find_token(&sources, &parts).unwrap().token, "fromquery");
+        let parts = RequestParts {
+            path_token: None,
+            query: "",
+            authorization: None,
+            cookies: &[],
+        };
+        assert!(find_token(&sources, &parts).is_none());
+    }
+}
