@@ -20,6 +20,7 @@ mod glob;
 mod limits;
 mod logging;
 mod origin;
+mod problems;
 pub mod raw;
 mod routes;
 mod tls;

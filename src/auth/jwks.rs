@@ -14,7 +14,7 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use serde_json::{Map, Value};
 
-use crate::auth::keys::{ec_point_key, rsa_key, Alg, KeyError, VerifyKey};
+use crate::auth::key::{ec_point_key, rsa_key, Alg, KeyError, VerifyKey};
 
 /// Key material in JWKs is base64url; tolerate padding, but not stray bits.
 pub(crate) const JWK_B64: GeneralPurpose = GeneralPurpose::new(

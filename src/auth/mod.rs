@@ -1,6 +1,7 @@
 //! Token authentication at the edge (SPEC §3).
 //!
-//! - [`keys`]: the JWK Set / PEM key set, each key pinned to one algorithm.
+//! - [`key`]: one verification key, pinned to one algorithm; [`keys`]: the JWK Set / PEM
+//!   key set.
 //! - [`jwks`]: the RFC 7517 JWK Set parser behind [`KeySet::from_jwks_json`].
 //! - [`jwt`]: strict JWS compact parsing, signature check and claims policy;
 //!   a refused token is a [`Denial`] value with a stable metric label.
@@ -18,6 +19,7 @@ pub mod cloudfront;
 pub mod htpasswd;
 pub mod jwks;
 pub mod jwt;
+pub mod key;
 pub mod keys;
 pub mod mint;
 pub mod pem;

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::problems::{existing_file, Problems};
 use super::raw::*;
 use super::types::{AuthSettings, KeysSettings, PemKeyConf, TokenSource};
-use super::validate::{existing_file, Problems};
 
 pub(super) fn validate_keys(raw: RawKeys, base_dir: &Path, p: &mut Problems) -> KeysSettings {
     let jwks_file = raw.jwks_file.and_then(|file| {

@@ -3,8 +3,8 @@
 
 use http::Method;
 
+use super::problems::Problems;
 use super::raw::RawNames;
-use super::validate::Problems;
 
 /// Which query parameters are part of the cache key and the origin request.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

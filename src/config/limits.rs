@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use super::problems::{duration_or, Problems};
 use super::raw::*;
 use super::types::{FailedAuthLimit, Limits, Listener};
-use super::validate::{duration_or, Problems};
 use crate::cidr::Cidr;
 
 pub(super) fn validate_limits(raw: RawLimits, p: &mut Problems) -> Limits {

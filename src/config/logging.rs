@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
+use super::problems::{resolve, Problems};
 use super::raw::{RawLogging, DEFAULT_LOG_LEVEL};
 use super::types::{AccessLogTarget, LoggingSettings};
-use super::validate::{resolve, Problems};
 
 pub(super) fn validate_logging(
     raw: RawLogging,

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
+use super::problems::{existing_file, Problems};
 use super::raw::{RawOrigin, RawSigV4};
 use super::types::{is_tchar, Origin, SigV4Settings};
-use super::validate::{existing_file, Problems};
 
 /// Headers the proxy itself manages (hop-by-hop, framing, routing, the variant it sets): the
 /// secret cannot travel in them.

@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::glob::Glob;
+use super::problems::{duration_or, Problems};
 use super::raw::*;
 use super::types::{AccessMode, Route, RouteCache};
-use super::validate::{duration_or, Problems};
 
 /// Does every path `later` matches also match `earlier` (so `later` can never be chosen)?
 /// Detects the common cases: same pattern, `*`, and `prefix*` before a pattern starting with

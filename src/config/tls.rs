@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
+use super::problems::{existing_file, Problems};
 use super::raw::{RawCertPair, RawTls};
-use super::validate::{existing_file, Problems};
 
 /// One certificate chain and its key, with the names it is valid for.
 #[derive(Debug, Clone, PartialEq, Eq)]

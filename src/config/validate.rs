@@ -11,20 +11,12 @@ use std::time::Duration;
 
 use super::auth::{validate_auth, validate_keys};
 use super::origin::validate_origins;
+use super::problems::{duration_or, existing_file, resolve, size_or, Problems};
 use super::raw::*;
 use super::routes::validate_routes;
 use super::types::*;
-use super::units::{format_size, parse_duration, parse_size};
+use super::units::format_size;
 use super::Problem;
-
-/// Collects problems while validation continues.
-pub(super) struct Problems(pub(super) Vec<Problem>);
-
-impl Problems {
-    pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem::new(path, message));
-    }
-}
 
 /// Validates a parsed file. `base_dir` resolves relative paths; `env` looks up `secret_env`.
 pub fn validate(
@@ -100,15 +92,6 @@ pub fn validate(
     })
 }
 
-/// Resolves `path` against the config directory unless it is absolute.
-pub(super) fn resolve(base_dir: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base_dir.join(path)
-    }
-}
-
 /// `name: path` maps (`signed_keys`, `basic_auth`): names non-empty, files present.
 fn named_files(
     raw: std::collections::BTreeMap<String, PathBuf>,
@@ -136,46 +119,6 @@ fn named_files(
         }
     }
     out
-}
-
-/// Resolves a path that must name an existing regular file.
-pub(super) fn existing_file(
-    base_dir: &Path,
-    path: &Path,
-    key: &str,
-    what: &str,
-    p: &mut Problems,
-) -> Option<PathBuf> {
-    if path.as_os_str().is_empty() {
-        p.add(key, format!("empty path. Fix: set it to the {what}"));
-        return None;
-    }
-    let full = resolve(base_dir, path);
-    match std::fs::metadata(&full) {
-        Ok(meta) if meta.is_file() => Some(full),
-        Ok(_) => {
-            p.add(
-                key,
-                format!(
-                    "{} is not a regular file. Fix: point it at the {what}",
-                    full.display()
-                ),
-            );
-            None
-        }
-        Err(err) => {
-            p.add(
-                key,
-                format!(
-                    "cannot use {}: {err}. Fix: create the {what} there or correct the path \
-                     (relative paths are resolved against {})",
-                    full.display(),
-                    base_dir.display()
-                ),
-            );
-            None
-        }
-    }
 }
 
 fn validate_pingora(raw: RawPingora, base_dir: &Path, p: &mut Problems) -> PingoraSettings {
@@ -375,34 +318,6 @@ fn validate_admin(
     }
     Some(Admin { addr, token })
 }
-pub(super) fn duration_or(
-    value: Option<UnitValue>,
-    default: Duration,
-    key: &str,
-    p: &mut Problems,
-) -> Duration {
-    match value {
-        None => default,
-        Some(UnitValue(text)) => parse_duration(&text).unwrap_or_else(|err| {
-            p.add(key, err);
-            default
-        }),
-    }
-}
-
-fn size_or(value: Option<UnitValue>, default: u64, key: &str, p: &mut Problems) -> Option<u64> {
-    match value {
-        None => Some(default),
-        Some(UnitValue(text)) => match parse_size(&text) {
-            Ok(size) => Some(size),
-            Err(err) => {
-                p.add(key, err);
-                None
-            }
-        },
-    }
-}
-
 fn validate_smd(raw: RawSmd, base_dir: &Path, p: &mut Problems) -> Option<SmdSettings> {
     let Some(file) = raw.secrets_file else {
         p.add(
