@@ -40,9 +40,7 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use percent_encoding::percent_decode_str;
 
-#[path = "cloudfront_keys.rs"]
 mod keys;
-#[path = "cloudfront_policy.rs"]
 mod policy;
 use crate::cidr::Cidr;
 pub use keys::{SignedKey, SignedKeyError, SignedKeyKind, SignedKeys};
