@@ -65,6 +65,41 @@ impl TollgateProxy {
     }
 }
 
+/// What every answered request is counted by, whichever path answered it.
+pub(crate) struct Finished {
+    /// The route, when one matched.
+    pub route: Option<usize>,
+    /// The variant counted (`public` for requests refused before a variant was decided).
+    pub variant: Variant,
+    /// The cache-status label (`hit`, `miss`, `edge`, ...).
+    pub cache: &'static str,
+    /// The status sent.
+    pub status: u16,
+    /// From the request's head to the end of its answer.
+    pub duration: Duration,
+}
+
+impl TollgateProxy {
+    /// Count an answered request and write its access-log record — the one place both the
+    /// proxy (`logging`) and the hit path ([`fast`]) finish a request. `record` is built only
+    /// when the access log is on.
+    pub(crate) fn finish(
+        &self,
+        done: Finished,
+        record: impl FnOnce() -> crate::access_log::Record,
+    ) {
+        self.edge
+            .count_request(done.route, done.variant, done.cache, done.status);
+        self.edge
+            .metrics
+            .request_duration
+            .observe(done.duration.as_secs_f64());
+        if let Some(log) = &self.access_log {
+            log.log(record());
+        }
+    }
+}
+
 /// Per-request state.
 pub struct Ctx {
     start: Instant,
@@ -431,14 +466,15 @@ impl ProxyHttp for TollgateProxy {
         } else {
             respond::cache_status(session.cache.phase(), ctx.stored, ctx.cache_enabled).0
         };
-        self.edge
-            .count_request(ctx.route, ctx.variant, cache_status, status);
-        self.edge
-            .metrics
-            .request_duration
-            .observe(ctx.start.elapsed().as_secs_f64());
-        if let Some(log) = &self.access_log {
-            log.log(self.access_record(session, ctx, status, cache_status));
-        }
+        let finished = Finished {
+            route: ctx.route,
+            variant: ctx.variant,
+            cache: cache_status,
+            status,
+            duration: ctx.start.elapsed(),
+        };
+        self.finish(finished, || {
+            self.access_record(session, ctx, status, cache_status)
+        });
     }
 }

@@ -28,8 +28,8 @@ use pingora_cache::key::CacheHashKey;
 use pingora_core::Result;
 use pingora_proxy::Session;
 
-use super::respond::Answer;
-use super::{Ctx, TollgateProxy};
+use super::respond::{self, Answer};
+use super::{Ctx, Finished, TollgateProxy};
 use crate::access::AuthResult;
 use crate::admission::{self, Handover, Headers, RequestFacts};
 use crate::auth::Claims;
@@ -258,7 +258,9 @@ impl FastHit {
         out.extend_from_slice(stored);
         // io::Write on a Vec cannot fail; formats the number without a String
         let _ = write!(out, "Age: {}", self.age);
-        out.extend_from_slice(b"\r\ncache-status: tollgate; hit\r\nDate: ");
+        out.extend_from_slice(b"\r\ncache-status: ");
+        out.extend_from_slice(respond::HIT.as_bytes());
+        out.extend_from_slice(b"\r\nDate: ");
         out.extend_from_slice(date.as_bytes());
         out.extend_from_slice(if close {
             &b"\r\nConnection: close\r\n\r\n"[..]
@@ -440,7 +442,7 @@ impl TollgateProxy {
             return Ok(false);
         };
         resp.insert_header(http::header::AGE, object.age(now))?;
-        resp.insert_header("cache-status", "tollgate; hit")?;
+        resp.insert_header("cache-status", respond::HIT)?;
         let date = pingora_core::protocols::http::date::get_cached_date();
         resp.insert_header(http::header::DATE, date)?;
         ctx.memory_hit = true;
@@ -459,9 +461,8 @@ impl TollgateProxy {
     /// Count and log a `429` the connection loop wrote, as the proxy counts its own.
     pub fn throttled_done(&self, t: Throttled, body_bytes: usize, client: Option<IpAddr>) {
         // (the decision itself was counted by admission)
-        let edge = &*self.edge;
-        edge.count_request(Some(t.route), Variant::Public, "edge", 429);
         self.answered(
+            Variant::Public,
             Answered {
                 start: t.start,
                 head_only: t.head_only,
@@ -502,8 +503,8 @@ impl TollgateProxy {
         if from_file > 0 {
             edge.metrics.fast_sendfile_bytes.inc_by(from_file as u64);
         }
-        edge.count_request(Some(hit.route), hit.variant, "hit", status);
         self.answered(
+            hit.variant,
             Answered {
                 start: hit.start,
                 head_only: hit.head_only,
@@ -523,38 +524,39 @@ impl TollgateProxy {
         );
     }
 
-    /// The request-duration sample and the access-log record of an answer the connection loop
-    /// wrote, as `logging` writes them for the proxy's.
-    fn answered(&self, a: Answered, body_bytes: usize, client: Option<IpAddr>) {
+    /// Finish an answer the connection loop wrote, as `logging` finishes the proxy's
+    /// ([`TollgateProxy::finish`]). `counted`: the variant its request is counted under.
+    fn answered(&self, counted: Variant, a: Answered, body_bytes: usize, client: Option<IpAddr>) {
         let duration = a.start.elapsed();
-        self.edge
-            .metrics
-            .request_duration
-            .observe(duration.as_secs_f64());
-        if let Some(log) = &self.access_log {
-            log.log(crate::access_log::Record {
-                time: SystemTime::now(),
-                client,
-                method: if a.head_only {
-                    http::Method::HEAD
-                } else {
-                    http::Method::GET
-                },
-                host: a.host,
-                path: a.path,
-                query: a.query,
-                status: a.status,
-                bytes: body_bytes as u64,
-                duration,
-                cache: a.cache,
-                tier: a.tier,
-                variant: a.variant,
-                auth: a.auth.map(|r| r.as_str()),
-                route: Some(a.route),
-                claims: a.claims,
-                origin_time: None,
-            });
-        }
+        let finished = Finished {
+            route: Some(a.route),
+            variant: counted,
+            cache: a.cache,
+            status: a.status,
+            duration,
+        };
+        self.finish(finished, || crate::access_log::Record {
+            time: SystemTime::now(),
+            client,
+            method: if a.head_only {
+                http::Method::HEAD
+            } else {
+                http::Method::GET
+            },
+            host: a.host,
+            path: a.path,
+            query: a.query,
+            status: a.status,
+            bytes: body_bytes as u64,
+            duration,
+            cache: a.cache,
+            tier: a.tier,
+            variant: a.variant,
+            auth: a.auth.map(|r| r.as_str()),
+            route: Some(a.route),
+            claims: a.claims,
+            origin_time: None,
+        });
     }
 }
 

@@ -26,6 +26,10 @@ fn body_for(status: u16) -> &'static str {
     }
 }
 
+/// `Cache-Status` of a fresh hit, on every path that serves one (the proxy's phases, the
+/// connection loop, HTTP/2 hits from `request_filter`).
+pub const HIT: &str = "tollgate; hit";
+
 /// Answer from the edge without asking the origin.
 pub async fn local(session: &mut Session, status: u16) -> Result<()> {
     answer(session, &Answer::Status(status)).await
@@ -118,7 +122,7 @@ pub fn cache_status(
 ) -> (&'static str, &'static str) {
     match phase {
         CachePhase::Disabled(_) if looked_up => ("miss", "tollgate; fwd=miss"),
-        CachePhase::Hit => ("hit", "tollgate; hit"),
+        CachePhase::Hit => ("hit", HIT),
         CachePhase::Miss if stored => ("miss", "tollgate; fwd=miss; stored"),
         CachePhase::Miss => ("miss", "tollgate; fwd=miss"),
         CachePhase::Stale | CachePhase::StaleUpdating => ("stale", "tollgate; hit; fwd=stale"),
