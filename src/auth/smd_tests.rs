@@ -2,6 +2,7 @@
 //! unit tests of the pieces.
 
 use super::*;
+use std::path::Path;
 
 const VECTORS: &str = include_str!("../../tests/fixtures/smd/vectors.json");
 
