@@ -7,10 +7,14 @@ Serves, all with `Cache-Control: public, max-age=3600` and a Content-Length:
   /public/article   1 KiB public article
   /public/big       100 KiB public object
   /premium/article  1 KiB full article when `x-tollgate-variant: subscriber`, else a 1 KiB teaser
-  /__hits           "<requests> <requests that carried Authorization>" (not counted, no-store)
+  /media/segment    1 KiB media segment (the edge answers 403 itself without a valid token)
+  /signed/file      1 KiB file (the edge answers 403 itself without a valid signed URL)
+  /__hits           "<requests> <requests that carried a credential>" (not counted, no-store):
+                    an Authorization header, or a `token`, `Signature` or `Key-Pair-Id` query
+                    parameter
 
 Every other path is a 404. The counter is how the harness proves that warm hits never reach
-the origin, and the Authorization count that no peer forwards the reader's token. It only sees
+the origin, and the credential count that no peer forwards the reader's token or signature. It only sees
 warm-up misses, so its own speed is not measured.
 """
 
@@ -29,7 +33,10 @@ def body(marker: str, size: int) -> bytes:
 OBJECTS = {
     "/public/article": body("PUBLIC-1K article", 1024),
     "/public/big": body("PUBLIC-100K object", 100 * 1024),
+    "/media/segment": body("MEDIA-SEGMENT subscriber media", 1024),
+    "/signed/file": body("SIGNED-FILE signed download", 1024),
 }
+CREDENTIAL_PARAMS = ("token=", "Signature=", "Key-Pair-Id=")
 FULL = body("SUBSCRIBER-ONLY full article", 1024)
 TEASER = body("TEASER: subscribe to read on", 1024)
 
@@ -53,15 +60,22 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
     def do_GET(self):
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         if path == "/__hits":
             with LOCK:
                 line = f"{COUNTS['hits']} {COUNTS['auth']}\n"
             self.send(200, line.encode(), "no-store")
             return
+        # one line per counted request on stderr (the harness shows the tail when a check fails)
+        variant = self.headers.get("x-tollgate-variant") or "-"
+        sys.stderr.write(f"{self.command} {path} variant={variant} host={self.headers.get('Host')}\n")
+        sys.stderr.flush()
         with LOCK:
             COUNTS["hits"] += 1
-            if self.headers.get("Authorization") is not None:
+            params = query.split("&") if query else []
+            if self.headers.get("Authorization") is not None or any(
+                p.startswith(CREDENTIAL_PARAMS) for p in params
+            ):
                 COUNTS["auth"] += 1
         if path in OBJECTS:
             self.send(200, OBJECTS[path], "public, max-age=3600")

@@ -1,26 +1,39 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR disable=SC2015  # "A && B || die" is meant: die unless both hold
-# Tollgate against nginx, Varnish and HAProxy, side by side, on this machine (issue 7).
+# Tollgate against nginx, Varnish and HAProxy, side by side, on this machine (issue 7), over
+# plaintext HTTP/1.1, TLS 1.3 keep-alive (HTTP/1.1) and HTTP/2 over TLS.
 #
-#   benches/peers/run.sh [ROUNDS] [SECONDS]      (defaults: 6 rounds of 10 s per run, the issue's method)
+#   benches/peers/run.sh [ROUNDS] [SECONDS]      (defaults: 3 rounds of 8 s per run;
+#                                                 `run.sh 6 10` is issue 7's method)
 #
 # Environment: TOLLGATE_BIN (skip `cargo build --release` and use this binary), PEERS (subset of
-# "tollgate haproxy nginx varnish"), FRESH_RATE (never-seen tokens minted per second of a run,
-# default 40000), RESULTS_DIR (default /tmp/tollgate-peers).
+# "tollgate haproxy nginx varnish"), PROTOS (subset of "h1 tls h2", the row groups),
+# SCENARIOS (subset of "pub1k sub1 rot10k fresh rs1 pub100k media signed"; fresh, rs1 and
+# pub100k are h1 rows only), FRESH_RATE (never-seen tokens minted per second of a run, default
+# 40000), RESULTS_DIR (default /tmp/tollgate-peers).
 #
 # Method (benches/peers/README.md): one shared origin; every peer runs one worker pinned to
-# CPU 0; wrk -t1 -c50 --latency pinned to CPU 1. Correctness is checked for every peer and
-# scenario before anything is timed (bodies per variant, forged/expired tokens get the teaser,
-# warm hits never reach the origin, the token never reaches the origin, and a short wrk run of
-# each scenario whose every body is inspected). Scenarios x peers are interleaved round by
-# round; the table shows medians of req/s and p99 with Tollgate/peer ratios.
+# CPU 0; the client pinned to CPU 1: wrk -t1 -c50 --latency (plaintext and TLS rows),
+# h2load -c50 -m10 -t1 (HTTP/2 rows). Correctness is checked for every peer, protocol and
+# scenario before anything is timed (bodies per variant, forged/expired tokens get the teaser
+# or a 403, warm hits never reach the origin, no credential reaches the origin, the negotiated
+# TLS version, cipher and ALPN protocol, and a short run of each row whose every body is
+# inspected). Rows x peers are interleaved round by round; the table shows medians of req/s,
+# p99 and the server's CPU time per request, with Tollgate/peer ratios.
 set -euo pipefail
-ROUNDS=${1:-6}
-SECS=${2:-10}
+ROUNDS=${1:-3}
+SECS=${2:-8}
 [[ $ROUNDS =~ ^[1-9][0-9]*$ && $SECS =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [ROUNDS] [SECONDS]" >&2; exit 2; }
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 read -ra PEERS <<<"${PEERS:-tollgate haproxy nginx varnish}"
+read -ra PROTOS <<<"${PROTOS:-h1 tls h2}"
+read -ra SCEN_SEL <<<"${SCENARIOS:-pub1k sub1 rot10k fresh rs1 pub100k media signed}"
+for p in "${PROTOS[@]}"; do [[ $p =~ ^(h1|tls|h2)$ ]] || { echo "PROTOS may hold h1 tls h2, not $p" >&2; exit 2; }; done
+for s in "${SCEN_SEL[@]}"; do
+  [[ $s =~ ^(pub1k|sub1|rot10k|fresh|rs1|pub100k|media|signed)$ ]] \
+    || { echo "SCENARIOS may hold pub1k sub1 rot10k fresh rs1 pub100k media signed, not $s" >&2; exit 2; }
+done
 FRESH_RATE=${FRESH_RATE:-40000}
 RESULTS=${RESULTS_DIR:-/tmp/tollgate-peers}/$(date -u +%Y%m%dT%H%M%SZ)
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -33,7 +46,7 @@ mkdir -p "$RESULTS/wrk"
 
 # --- tools: Debian packages, installed only when missing ------------------------------------
 missing=()
-for t in nginx:nginx varnishd:varnish haproxy:haproxy wrk:wrk openssl:openssl curl:curl taskset:util-linux; do
+for t in nginx:nginx varnishd:varnish haproxy:haproxy wrk:wrk h2load:nghttp2-client openssl:openssl curl:curl taskset:util-linux; do
   command -v "${t%%:*}" >/dev/null || missing+=("${t#*:}")
 done
 if ((${#missing[@]})); then
@@ -89,13 +102,47 @@ render() { # TEMPLATE OUT KEY=VALUE...
   sed "${expr[@]}" "$tpl" >"$out"
 }
 
-# --- keys and tokens -------------------------------------------------------------------------
-mkdir -p "$WORK/keys" "$WORK/other" "$WORK/tok"
+# --- rows: PROTOS x SCENARIOS ----------------------------------------------------------------
+# A row is "<scenario>" (plaintext HTTP/1.1), "tls-<scenario>" (HTTP/1.1 over TLS 1.3) or
+# "h2-<scenario>" (HTTP/2 over TLS 1.3, ALPN h2).
+H1_SCENARIOS=(pub1k sub1 rot10k fresh rs1 pub100k media signed)
+TLS_SCENARIOS=(pub1k sub1 rot10k media signed)    # the TLS and HTTP/2 rows
+has() { local x=$1; shift; [[ " $* " == *" $x "* ]]; }     # has WORD LIST...
+ROWS=()
+for p in h1 tls h2; do
+  has "$p" "${PROTOS[@]}" || continue
+  if [ "$p" = h1 ]; then list=("${H1_SCENARIOS[@]}"); else list=("${TLS_SCENARIOS[@]}"); fi
+  for s in "${list[@]}"; do
+    if has "$s" "${SCEN_SEL[@]}"; then if [ "$p" = h1 ]; then ROWS+=("$s"); else ROWS+=("$p-$s"); fi; fi
+  done
+done
+((${#ROWS[@]})) || die "PROTOS=\"${PROTOS[*]}\" x SCENARIOS=\"${SCEN_SEL[*]}\" selects no row"
+proto_of() { if [[ $1 == *-* ]]; then echo "${1%%-*}"; else echo h1; fi; }
+base_of() { echo "${1#*-}"; }
+any_row() { local r; for r in "${ROWS[@]}"; do [ "$(base_of "$r")" = "$1" ] && return 0; done; return 1; }
+any_proto() { local r; for r in "${ROWS[@]}"; do [ "$(proto_of "$r")" = "$1" ] && return 0; done; return 1; }
+say "rows: ${ROWS[*]}"
+
+# --- keys, tokens and certificates ---------------------------------------------------------
+mkdir -p "$WORK/keys" "$WORK/other" "$WORK/tok" "$WORK/tls"
 "$BIN" keygen --alg ES256 --kid es --out "$WORK/keys" >/dev/null
 "$BIN" keygen --alg RS256 --kid rs --out "$WORK/keys" >/dev/null
 "$BIN" keygen --alg ES256 --kid es --out "$WORK/other" >/dev/null     # same kid, unknown key
 openssl pkey -in "$WORK/keys/es.pem" -pubout -out "$WORK/keys/es.pub.pem" 2>/dev/null
 openssl pkey -in "$WORK/keys/rs.pem" -pubout -out "$WORK/keys/rs.pub.pem" 2>/dev/null
+# CloudFront key pair (P-256) for the signed-URL rows: the private half signs, Tollgate holds the public one
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/keys/cf.pem" 2>/dev/null
+openssl pkey -in "$WORK/keys/cf.pem" -pubout -out "$WORK/keys/cf.pub.pem" 2>/dev/null
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/other/cf.pem" 2>/dev/null
+# One self-signed CA and one P-256 leaf for 127.0.0.1 and localhost, the same for every peer
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=tollgate-bench-ca \
+  -keyout "$WORK/tls/ca.key" -out "$WORK/tls/ca.pem" >/dev/null 2>&1 || die "openssl: the CA"
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+  -keyout "$WORK/tls/leaf.key" -out "$WORK/tls/leaf.csr" >/dev/null 2>&1 || die "openssl: the leaf key"
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$WORK/tls/leaf.ext"
+openssl x509 -req -in "$WORK/tls/leaf.csr" -CA "$WORK/tls/ca.pem" -CAkey "$WORK/tls/ca.key" -CAcreateserial \
+  -days 2 -extfile "$WORK/tls/leaf.ext" -out "$WORK/tls/leaf.pem" >/dev/null 2>&1 || die "openssl: the leaf certificate"
+cat "$WORK/tls/leaf.pem" "$WORK/tls/leaf.key" >"$WORK/tls/leaf+key.pem"    # HAProxy's crt
 mint() { "$BIN" token --kid "$1" --key "$2" --sub u1 --ttl "${TTL:-1d}" "${@:3}"; }
 ONE=$(mint es "$WORK/keys/es.pem" --subs premium)
 RS1=$(mint rs "$WORK/keys/rs.pem" --subs premium)
@@ -109,18 +156,29 @@ FORGED_PAYLOAD="${ONE%%.*}.$(printf '{"sub":"u2","subs":["premium"],"exp":%d}' $
 ALG_NONE="$(printf '{"alg":"none","kid":"es"}' | b64url).$(cut -d. -f2 <<<"$ONE")."
 echo "$ONE" >"$WORK/tok/one.txt"
 echo "$RS1" >"$WORK/tok/rs1.txt"
-say "minting tokens: 10,000 rotating, and $ROUNDS x $((SECS * FRESH_RATE)) never-seen (FRESH_RATE=$FRESH_RATE/s)"
+# signed_url ORIGIN PATH [KEY [EXPIRES]]: PATH plus a CloudFront canned-policy signature for
+# ORIGIN PATH (ECDSA P-256, Hash-Algorithm=SHA256), as botocore's CloudFrontSigner makes it
+signed_url() {
+  local exp=${4:-$(($(date +%s) + 86400))} policy sig
+  policy='{"Statement":[{"Resource":"'"$1$2"'","Condition":{"DateLessThan":{"AWS:EpochTime":'"$exp"'}}}]}'
+  sig=$(printf '%s' "$policy" | openssl dgst -sha256 -sign "${3:-$WORK/keys/cf.pem}" | base64 -w0 | tr '+=/' '-_~')
+  printf '%s?Expires=%s&Signature=%s&Key-Pair-Id=KBENCH&Hash-Algorithm=SHA256\n' "$2" "$exp" "$sig"
+}
+say "minting tokens: 10,000 rotating$(any_row fresh && echo ", and $ROUNDS x $((SECS * FRESH_RATE)) never-seen (FRESH_RATE=$FRESH_RATE/s)")"
 t0=$(date +%s)
 mint es "$WORK/keys/es.pem" --subs premium --count 10000 >"$WORK/tok/rot10k.txt"
 mint es "$WORK/keys/es.pem" --subs premium --count 20 >"$WORK/tok/check.txt"
-mint es "$WORK/keys/es.pem" --subs premium --count "$FRESH_RATE" >"$WORK/tok/freshcheck.txt"
-pids=()
-for r in $(seq "$ROUNDS"); do        # one file per round, shared by the peers (each sees it once)
-  mint es "$WORK/keys/es.pem" --subs premium --count $((SECS * FRESH_RATE)) >"$WORK/tok/fresh$r.txt" &
-  pids+=($!)
-  if ((${#pids[@]} >= $(nproc))); then wait "${pids[0]}" || die "minting"; pids=("${pids[@]:1}"); fi
-done
-for p in "${pids[@]}"; do wait "$p" || die "minting"; done
+sed 's|^|/premium/article?token=|' "$WORK/tok/rot10k.txt" >"$WORK/tok/rot10k.paths"    # h2load -i
+if any_row fresh; then
+  mint es "$WORK/keys/es.pem" --subs premium --count "$FRESH_RATE" >"$WORK/tok/freshcheck.txt"
+  pids=()
+  for r in $(seq "$ROUNDS"); do        # one file per round, shared by the peers (each sees it once)
+    mint es "$WORK/keys/es.pem" --subs premium --count $((SECS * FRESH_RATE)) >"$WORK/tok/fresh$r.txt" &
+    pids+=($!)
+    if ((${#pids[@]} >= $(nproc))); then wait "${pids[0]}" || die "minting"; pids=("${pids[@]:1}"); fi
+  done
+  for p in "${pids[@]}"; do wait "$p" || die "minting"; done
+fi
 say "minted in $(($(date +%s) - t0)) s, $(du -sh "$WORK/tok" | cut -f1)"
 
 # --- origin and peers -----------------------------------------------------------------------
@@ -128,42 +186,68 @@ ORIGIN_PORT=$(free_port)
 start TERM "$WORK/origin.log" python3 "$HERE/origin.py" "$ORIGIN_PORT"
 ORIGIN="http://127.0.0.1:$ORIGIN_PORT"
 wait_http "$ORIGIN/__hits" origin "$WORK/origin.log"
-declare -A URL
+declare -A URL TURL PGID
 AUTH_PEERS=" tollgate haproxy "     # nginx and Varnish have no token check: public rows only
+TLS_PEERS=" tollgate haproxy nginx " # Varnish has no TLS: no TLS or HTTP/2 rows
+TLS_ARGS=(TLS_CERT="$WORK/tls/leaf.pem" TLS_KEY="$WORK/tls/leaf.key")
 for peer in "${PEERS[@]}"; do
-  port=$(free_port); dir=$WORK/$peer; mkdir -p "$dir"; URL[$peer]="http://127.0.0.1:$port"
+  port=$(free_port); tport=$(free_port); dir=$WORK/$peer; mkdir -p "$dir"
+  URL[$peer]="http://127.0.0.1:$port"; TURL[$peer]="https://127.0.0.1:$tport"
   case $peer in
     tollgate)
       head -c 24 /dev/urandom | base64 >"$dir/admin.token"
-      render "$HERE/tollgate.yaml.in" "$dir/tollgate.yaml" DIR="$dir" PORT="$port" \
-        ADMIN_PORT="$(free_port)" ORIGIN_PORT="$ORIGIN_PORT"
+      render "$HERE/tollgate.yaml.in" "$dir/tollgate.yaml" DIR="$dir" PORT="$port" TLS_PORT="$tport" \
+        ADMIN_PORT="$(free_port)" ORIGIN_PORT="$ORIGIN_PORT" KEYS="$WORK/keys" "${TLS_ARGS[@]}"
       "$BIN" check -c "$dir/tollgate.yaml" >"$dir/check.log" 2>&1 || die "tollgate check: $(cat "$dir/check.log")"
       # SIGINT: Pingora's fast shutdown
       start INT "$dir/log" env RUST_LOG=error taskset -c 0 "$BIN" -c "$dir/tollgate.yaml" ;;
     haproxy)
-      render "$HERE/haproxy.cfg.in" "$dir/haproxy.cfg" PORT="$port" ORIGIN_PORT="$ORIGIN_PORT" \
-        ES_PEM="$WORK/keys/es.pub.pem" RS_PEM="$WORK/keys/rs.pub.pem"
+      render "$HERE/haproxy.cfg.in" "$dir/haproxy.cfg" PORT="$port" TLS_PORT="$tport" ORIGIN_PORT="$ORIGIN_PORT" \
+        ES_PEM="$WORK/keys/es.pub.pem" RS_PEM="$WORK/keys/rs.pub.pem" TLS_PEM="$WORK/tls/leaf+key.pem"
       haproxy -c -f "$dir/haproxy.cfg" >"$dir/check.log" 2>&1 \
         || die "haproxy rejected its config (jwt_verify needs HAProxy >= 2.5): $(cat "$dir/check.log")"
       start TERM "$dir/log" taskset -c 0 haproxy -db -f "$dir/haproxy.cfg" ;;
     nginx)
       user=""; [ "$(id -u)" = 0 ] && user="user root;"
-      render "$HERE/nginx.conf.in" "$dir/nginx.conf" DIR="$dir" PORT="$port" ORIGIN_PORT="$ORIGIN_PORT" USER="$user"
+      render "$HERE/nginx.conf.in" "$dir/nginx.conf" DIR="$dir" PORT="$port" TLS_PORT="$tport" \
+        ORIGIN_PORT="$ORIGIN_PORT" USER="$user" "${TLS_ARGS[@]}"
       nginx -t -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" >"$dir/check.log" 2>&1 || die "nginx -t: $(cat "$dir/check.log")"
       start TERM "$dir/log" taskset -c 0 nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" ;;
     varnish)
       render "$HERE/varnish.vcl.in" "$dir/default.vcl" ORIGIN_PORT="$ORIGIN_PORT"
+      unset "TURL[$peer]"
       # Varnish serves each connection from a worker thread: one pool, 100..500 threads
       start TERM "$dir/log" taskset -c 0 varnishd -F -j none -n "$dir/n" -a "127.0.0.1:$port" -T none \
         -f "$dir/default.vcl" -s malloc,256m -p thread_pools=1 -p thread_pool_min=100 -p thread_pool_max=500 ;;
     *) die "unknown peer $peer (PEERS may hold tollgate haproxy nginx varnish)" ;;
   esac
+  PGID[$peer]=${GROUPS_STARTED[-1]}
   wait_http "${URL[$peer]}/__none" "$peer" "$dir/log"
 done
 mkdir -p "$RESULTS/conf"        # the configs as run (ports included), for the record
 for f in tollgate/tollgate.yaml haproxy/haproxy.cfg nginx/nginx.conf varnish/default.vcl; do
   if [ -f "$WORK/$f" ]; then cp "$WORK/$f" "$RESULTS/conf/"; fi
 done
+# Signed URLs name scheme, host and port (the canned policy's Resource), so one per listener.
+# Only Tollgate serves them; minted for any peer, they would be as valid.
+declare -A SIGNED
+for peer in "${PEERS[@]}"; do
+  SIGNED[$peer]=$(signed_url "${URL[$peer]}" /signed/file)
+  [ -n "${TURL[$peer]:-}" ] && SIGNED[tls-$peer]=$(signed_url "${TURL[$peer]}" /signed/file)
+done
+
+# CPU time of a peer (every process of its process group: Tollgate and HAProxy are one process,
+# nginx a master and the worker, Varnish a manager and the child), in clock ticks
+cpu_ticks() {
+  local t=0 pid stat f
+  for pid in $(ps -eo pid=,pgid= | awk -v g="$1" '$2 == g {print $1}'); do
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+    read -ra f <<<"${stat##*) }"           # from field 3 (state): utime is field 14, stime 15
+    t=$((t + f[11] + f[12]))
+  done
+  echo "$t"
+}
+CLK_TCK=$(getconf CLK_TCK)
 
 # --- correctness, before timing ---------------------------------------------------------------
 hits() { curl -s --max-time 5 "$ORIGIN/__hits"; }
@@ -172,27 +256,45 @@ curl -sf -o "$WORK/expect/pub1k" "$ORIGIN/public/article"
 curl -sf -o "$WORK/expect/pub100k" "$ORIGIN/public/big"
 curl -sf -o "$WORK/expect/full" -H 'x-tollgate-variant: subscriber' "$ORIGIN/premium/article"
 curl -sf -o "$WORK/expect/teaser" "$ORIGIN/premium/article"
+curl -sf -o "$WORK/expect/media" "$ORIGIN/media/segment"
+curl -sf -o "$WORK/expect/signed" "$ORIGIN/signed/file"
 cmp -s "$WORK/expect/full" "$WORK/expect/teaser" && die "origin: the full article equals the teaser"
 while (($(date +%s) <= EXPIRED_AT)); do sleep 0.2; done
+# VIA selects the protocol of expect/deny: h1 (plaintext), tls (HTTP/1.1 over TLS), h2
+VIA=h1
+base_url() { if [ "$VIA" = h1 ]; then echo "${URL[$1]}"; else echo "${TURL[$1]}"; fi; }
+via_args() {
+  case $VIA in
+    h1) echo --http1.1 ;;
+    tls) printf '%s\n' --http1.1 --cacert "$WORK/tls/ca.pem" ;;
+    h2) printf '%s\n' --http2 --cacert "$WORK/tls/ca.pem" ;;
+  esac
+}
+VIA_VERSION() { if [ "$VIA" = h2 ]; then echo 2; else echo 1.1; fi; }
+# fetch PEER PATH TOKEN [curl args...]: "<status> <HTTP version>", the body in $WORK/got
+fetch() {
+  local va
+  mapfile -t va < <(via_args)
+  curl -s -o "$WORK/got" -w '%{http_code} %{http_version}' --max-time 5 "${va[@]}" \
+    ${3:+-H "Authorization: Bearer $3"} "${@:4}" "$(base_url "$1")$2" || echo "curl-failed -"
+}
 # expect PEER WHAT BODY PATH [TOKEN [curl args...]]
 expect() {
-  local got=$WORK/got st
-  st=$(curl -s -o "$got" -w '%{http_code}' --max-time 5 ${5:+-H "Authorization: Bearer $5"} "${@:6}" "${URL[$1]}$4") || st="curl failed"
-  [ "$st" = 200 ] && cmp -s "$got" "$WORK/expect/$3" \
-    || die "$1: $2: expected the $3 body with 200, got $st: $(head -c 60 "$got" | tr '\n' ' ')"
+  local st
+  st=$(fetch "$1" "$4" "${5:-}" "${@:6}")
+  [ "$st" = "200 $(VIA_VERSION)" ] && cmp -s "$WORK/got" "$WORK/expect/$3" \
+    || die "$1 ($VIA): $2: expected the $3 body with 200 over HTTP/$(VIA_VERSION), got \"$st\": $(head -c 60 "$WORK/got" | tr '\n' ' ')"
 }
-# wrk_check PEER SCENARIO MARKER: a short wrk run of the scenario whose every body must carry MARKER
-wrk_check() {
-  local out
-  out=$(scenario_env "$2" "$WORK/tok/freshcheck.txt" CHECK_BODY="$3" taskset -c 1 wrk -t1 -c50 -d1s \
-    -s "$HERE/tokens.lua" "${URL[$1]}") || die "$1/$2: wrk failed"
-  [[ $out =~ BODY\ seen=([0-9]+)\ bad=([0-9]+) ]] || die "$1/$2: no body check in wrk output: $out"
-  ((BASH_REMATCH[1] > 0 && BASH_REMATCH[2] == 0)) \
-    || die "$1/$2 under load: ${BASH_REMATCH[2]} of ${BASH_REMATCH[1]} bodies lack \"$3\""
+# deny PEER WHAT PATH [TOKEN [curl args...]]: a 403 at the edge, without the protected body
+deny() {
+  local st
+  st=$(fetch "$1" "$3" "${4:-}" "${@:5}")
+  [ "$st" = "403 $(VIA_VERSION)" ] && ! grep -qE 'MEDIA-SEGMENT|SIGNED-FILE|SUBSCRIBER-ONLY' "$WORK/got" \
+    || die "$1 ($VIA): $2: expected a 403 over HTTP/$(VIA_VERSION), got \"$st\": $(head -c 60 "$WORK/got" | tr '\n' ' ')"
 }
 # scenario_env SCENARIO FRESH_FILE CMD...: CMD with the tokens.lua environment of the scenario
 scenario_env() {
-  local s=$1 fresh=$2; shift 2
+  local s=$1 fresh=$2 peer=${CHECK_PEER:-}; shift 2
   case $s in
     pub1k) env WRK_PATH=/public/article "$@" ;;
     pub100k) env WRK_PATH=/public/big "$@" ;;
@@ -200,103 +302,291 @@ scenario_env() {
     rs1) env WRK_PATH=/premium/article TOKENS_FILE="$WORK/tok/rs1.txt" "$@" ;;
     rot10k) env WRK_PATH=/premium/article TOKENS_FILE="$WORK/tok/rot10k.txt" "$@" ;;
     fresh) env WRK_PATH=/premium/article TOKENS_FILE="$fresh" "$@" ;;
+    media) env WRK_PATH=/media/segment TOKENS_FILE="$WORK/tok/one.txt" "$@" ;;
+    signed) env WRK_PATH="${SIGNED[${peer:-none}]:-/signed/file}" "$@" ;;  # (timed runs pass the URL)
   esac
 }
-SCENARIOS=(pub1k sub1 rot10k fresh rs1 pub100k)
+marker() {
+  case $(base_of "$1") in
+    pub1k) echo PUBLIC-1K ;; pub100k) echo PUBLIC-100K ;; media) echo MEDIA-SEGMENT ;;
+    signed) echo SIGNED-FILE ;; *) echo SUBSCRIBER-ONLY ;;
+  esac
+}
+# wrk_check PEER ROW: a short wrk run of the row whose every body must carry its marker
+wrk_check() {
+  local out base url m
+  m=$(marker "$2"); base=$(base_of "$2")
+  if [ "$(proto_of "$2")" = tls ]; then url=${TURL[$1]}; else url=${URL[$1]}; fi
+  out=$(CHECK_PEER=$([ "$(proto_of "$2")" = tls ] && echo "tls-$1" || echo "$1") \
+    scenario_env "$base" "${WORK}/tok/freshcheck.txt" CHECK_BODY="$m" taskset -c 1 wrk -t1 -c50 -d1s \
+    -s "$HERE/tokens.lua" "$url") || die "$1/$2: wrk failed"
+  [[ $out =~ BODY\ seen=([0-9]+)\ bad=([0-9]+) ]] || die "$1/$2: no body check in wrk output: $out"
+  ((BASH_REMATCH[1] > 0 && BASH_REMATCH[2] == 0)) \
+    || die "$1/$2 under load: ${BASH_REMATCH[2]} of ${BASH_REMATCH[1]} bodies lack \"$m\""
+  [[ $out != *Non-2xx* && $out != *"Socket errors"* ]] || die "$1/$2 under load: errors: $out"
+}
+# h2_args PEER ROW: the h2load arguments of an HTTP/2 row (after the common ones)
+h2_args() {
+  local u=${TURL[$1]}
+  case $(base_of "$2") in
+    pub1k) echo "$u/public/article" ;;
+    sub1) printf '%s\n' -H "authorization: Bearer $ONE" "$u/premium/article" ;;
+    media) printf '%s\n' -H "authorization: Bearer $ONE" "$u/media/segment" ;;
+    signed) echo "$u${SIGNED[tls-$1]}" ;;
+    rot10k)   # one URI per request, a query token each: the first names the peer, the rest are paths
+      { echo "$u$(head -1 "$WORK/tok/rot10k.paths")"; tail -n +2 "$WORK/tok/rot10k.paths"; } >"$WORK/tok/rot10k-$1.uris"
+      printf '%s\n' -i "$WORK/tok/rot10k-$1.uris" ;;
+  esac
+}
+# h2_parse OUTPUT: die unless an h2load run ended without a failure, over TLS 1.3 and h2; prints
+# "<req/s> <requests> <cipher>"
+h2_parse() {
+  local out=$1 rps n
+  [[ $out =~ requests:\ ([0-9]+)\ total,\ [0-9]+\ started,\ ([0-9]+)\ done,\ ([0-9]+)\ succeeded,\ ([0-9]+)\ failed,\ ([0-9]+)\ errored,\ ([0-9]+)\ timeout ]] \
+    || return 1
+  ((BASH_REMATCH[4] == 0 && BASH_REMATCH[5] == 0 && BASH_REMATCH[6] == 0 && BASH_REMATCH[3] > 0)) || return 1
+  n=${BASH_REMATCH[3]}
+  # (the 2xx count may exceed "done": it also counts answers that arrived after the deadline)
+  [[ $out =~ status\ codes:\ ([0-9]+)\ 2xx,\ 0\ 3xx,\ 0\ 4xx,\ 0\ 5xx ]] && ((BASH_REMATCH[1] >= n)) || return 1
+  [[ $out == *"TLS Protocol: TLSv1.3"* && $out == *"Application protocol: h2"* ]] || return 1
+  [[ $out =~ finished\ in\ [0-9.]+s,\ ([0-9.]+)\ req/s ]] || return 1
+  rps=${BASH_REMATCH[1]}
+  [[ $out =~ Cipher:\ ([A-Z0-9_-]+) ]] || return 1
+  echo "$rps $n ${BASH_REMATCH[1]}"
+}
+H2_CIPHER=""
+# h2_check PEER ROW: 200 concurrent requests over one HTTP/2 connection (curl --parallel), every
+# body compared with the expected one; then a 1 s h2load run of the row without any failure
+h2_check() {
+  local peer=$1 row=$2 cfg=$WORK/h2check.cfg d=$WORK/h2check i exp out res auth=()
+  rm -rf "$d"; mkdir -p "$d"; : >"$cfg"
+  case $(base_of "$row") in pub1k) exp=pub1k ;; media) exp=media ;; signed) exp=signed ;; *) exp=full ;; esac
+  case $(base_of "$row") in sub1 | media) auth=(-H "Authorization: Bearer $ONE") ;; esac   # (a header in -K is global)
+  for i in $(seq 200); do
+    case $(base_of "$row") in
+      pub1k) echo "url = \"${TURL[$peer]}/public/article\"" ;;
+      sub1) echo "url = \"${TURL[$peer]}/premium/article\"" ;;
+      media) echo "url = \"${TURL[$peer]}/media/segment\"" ;;
+      signed) echo "url = \"${TURL[$peer]}${SIGNED[tls-$peer]}\"" ;;
+      rot10k) echo "url = \"${TURL[$peer]}$(sed -n "$((i * 47))p" "$WORK/tok/rot10k.paths")\"" ;;
+    esac >>"$cfg"
+    echo "output = \"$d/$i\"" >>"$cfg"
+  done
+  res=$(curl -s --http2 --cacert "$WORK/tls/ca.pem" --parallel --parallel-max 50 "${auth[@]}" \
+    -w '%{http_code} %{http_version}\n' -K "$cfg" 2>/dev/null | sort | uniq -c | awk '{$1=$1; print}') || true
+  [ "$res" = "200 200 2" ] || die "$peer/$row: 200 parallel HTTP/2 requests: expected 200 x \"200 2\", got: $res"
+  for i in $(seq 200); do cmp -s "$d/$i" "$WORK/expect/$exp" || die "$peer/$row: parallel HTTP/2 request $i: not the $exp body: $(head -c 60 "$d/$i" | tr '\n' ' ')"; done
+  mapfile -t args < <(h2_args "$peer" "$row")
+  out=$(taskset -c 1 h2load -c50 -m10 -t1 -D1 "${args[@]}" 2>&1) || die "$peer/$row: h2load failed: $(tail -5 <<<"$out")"
+  res=$(h2_parse "$out") || die "$peer/$row: the 1 s h2load run had failures, or was not TLS 1.3 + h2: $(grep -E 'TLS|Cipher|Application|requests:|status codes' <<<"$out" | tr '\n' ' ')"
+  [ -z "$H2_CIPHER" ] && H2_CIPHER=${res##* }
+  [ "${res##* }" = "$H2_CIPHER" ] || die "$peer/$row: h2load negotiated ${res##* }, other peers $H2_CIPHER"
+}
+serves() {   # serves ROW PEER
+  local s; s=$(base_of "$1")
+  [ "$(proto_of "$1")" = h1 ] || [[ $TLS_PEERS == *" $2 "* ]] || return 1
+  case $s in
+    pub*) return 0 ;;
+    signed) [ "$2" = tollgate ] ;;     # a CloudFront signature: no peer but Tollgate can verify one
+    *) [[ $AUTH_PEERS == *" $2 "* ]] ;;
+  esac
+}
 declare -A TITLE=([pub1k]="public 1 KiB hit, no token" [sub1]="subscriber hit, one ES256 token"
   [rot10k]="subscriber hit, 10,000 rotating ES256 tokens" [fresh]="subscriber hit, never-seen ES256 token per request"
-  [rs1]="subscriber hit, one RS256 token" [pub100k]="100 KiB public object hit")
-serves() { [[ $1 == pub* || $AUTH_PEERS == *" $2 "* ]]; }   # serves SCENARIO PEER
+  [rs1]="subscriber hit, one RS256 token" [pub100k]="100 KiB public object hit"
+  [media]="token (media) route hit, one ES256 token" [signed]="signed URL hit (CloudFront canned, P-256)")
+title() { case $(proto_of "$1") in h1) echo "${TITLE[$1]}" ;; tls) echo "TLS: ${TITLE[$(base_of "$1")]}" ;; h2) echo "h2: ${TITLE[$(base_of "$1")]}" ;; esac; }
+
+# check_peer PEER: every check of the selected rows over VIA, twice (the first pass fills the cache)
+check_peer() {
+  local peer=$1 pass t
+  for pass in 1 2; do
+    expect "$peer" "public 1 KiB" pub1k /public/article
+    if [ "$VIA" = h1 ]; then expect "$peer" "public 100 KiB" pub100k /public/big; fi
+    if [[ $AUTH_PEERS == *" $peer "* ]]; then
+      expect "$peer" "no token" teaser /premium/article
+      expect "$peer" "valid ES256 token" full /premium/article "$ONE"
+      expect "$peer" "valid ES256 token in the query" full "/premium/article?token=$ONE"
+      expect "$peer" "a rotating token" full /premium/article "$(head -1 "$WORK/tok/rot10k.txt")"
+      expect "$peer" "a rotating token in the query" full "$(sed -n 2p "$WORK/tok/rot10k.paths")"
+      if ((pass == 1)); then
+        expect "$peer" "valid RS256 token" full /premium/article "$RS1"
+        expect "$peer" "token without the premium subscription" teaser /premium/article "$NOT_ENTITLED"
+        expect "$peer" "expired token" teaser /premium/article "$EXPIRED"
+        expect "$peer" "token signed by an unknown key with a known kid" teaser /premium/article "$OTHER_KEY"
+        expect "$peer" "token with a forged signature" teaser /premium/article "$FORGED_SIG"
+        expect "$peer" "forged token in the query" teaser "/premium/article?token=$FORGED_SIG"
+        expect "$peer" "token with a forged payload" teaser /premium/article "$FORGED_PAYLOAD"
+        expect "$peer" "alg=none token" teaser /premium/article "$ALG_NONE"
+        expect "$peer" "client-sent x-tollgate-variant" teaser /premium/article "" -H 'x-tollgate-variant: subscriber'
+        expect "$peer" "not entitled + client-sent variant" teaser /premium/article "$NOT_ENTITLED" -H 'x-tollgate-variant: subscriber'
+      fi
+    fi
+    if any_row media && [[ $AUTH_PEERS == *" $peer "* ]]; then
+      expect "$peer" "media, valid token" media /media/segment "$ONE"
+      expect "$peer" "media, valid token in the query" media "/media/segment?token=$ONE"
+      if ((pass == 1)); then
+        deny "$peer" "media, no token" /media/segment
+        deny "$peer" "media, token without the premium subscription" /media/segment "$NOT_ENTITLED"
+        deny "$peer" "media, expired token" /media/segment "$EXPIRED"
+        deny "$peer" "media, forged signature" /media/segment "$FORGED_SIG"
+        deny "$peer" "media, alg=none" /media/segment "$ALG_NONE"
+      fi
+    fi
+    if any_row signed && [ "$peer" = tollgate ]; then
+      local key=$peer; [ "$VIA" = h1 ] || key=tls-$peer
+      expect "$peer" "signed URL" signed "${SIGNED[$key]}"
+      if ((pass == 1)); then
+        local u=${SIGNED[$key]} other
+        deny "$peer" "signed path without a signature" /signed/file
+        deny "$peer" "signed URL with a forged signature" "${u/Signature=/Signature=AAAA}"
+        deny "$peer" "signed URL for another path" "${u/\/signed\/file/\/signed\/other}"
+        deny "$peer" "signed URL, expired" "$(signed_url "$(base_url "$peer")" /signed/file "" $(($(date +%s) - 10)))"
+        deny "$peer" "signed URL, unknown key" "$(signed_url "$(base_url "$peer")" /signed/file "$WORK/other/cf.pem")"
+        if [ "$VIA" = h1 ]; then other=${SIGNED[tls-$peer]:-}; else other=${SIGNED[$peer]}; fi
+        [ -z "$other" ] || deny "$peer" "signed URL of the other scheme and port" "$other"
+      fi
+    fi
+  done
+  # warm hits never reach the origin
+  before=$(hits)
+  for t in 1 2 3; do
+    expect "$peer" "public 1 KiB (warm)" pub1k /public/article
+    if [ "$VIA" = h1 ]; then expect "$peer" "public 100 KiB (warm)" pub100k /public/big; fi
+  done
+  if [[ $AUTH_PEERS == *" $peer "* ]]; then
+    expect "$peer" "no token (warm)" teaser /premium/article
+    expect "$peer" "ES256 (warm)" full /premium/article "$ONE"
+    expect "$peer" "ES256 in the query (warm)" full "/premium/article?token=$ONE"
+    expect "$peer" "RS256 (warm)" full /premium/article "$RS1"
+    any_row media && expect "$peer" "media (warm)" media /media/segment "$ONE"
+    while read -r t; do expect "$peer" "a never-seen token (warm object)" full /premium/article "$t"; done <"$WORK/tok/check.txt"
+  fi
+  if any_row signed && [ "$peer" = tollgate ]; then
+    if [ "$VIA" = h1 ]; then t=${SIGNED[$peer]}; else t=${SIGNED[tls-$peer]}; fi
+    expect "$peer" "signed URL (warm)" signed "$t"
+  fi
+  after=$(hits)
+  [ "${before%% *}" = "${after%% *}" ] || die "$peer ($VIA): warm hits reached the origin (origin count ${before%% *} -> ${after%% *}); the origin's last requests:"$'\n'"$(tail -n $((${after%% *} - ${before%% *})) "$WORK/origin.log")"
+}
+
+# TLS: every TLS peer must negotiate the same version and cipher with OpenSSL's defaults (wrk's)
+TLS_SEEN=""
+tls_handshake() { # PEER ALPN: "<protocol> <cipher> <alpn>"
+  local out
+  out=$(openssl s_client -connect "${TURL[$1]#https://}" -alpn "$2" -CAfile "$WORK/tls/ca.pem" -verify_return_error </dev/null 2>&1 | tr -d '\0') \
+    || die "$1: TLS handshake failed: $(tail -3 <<<"$out")"
+  # "New, TLSv1.3, Cipher is TLS_AES_256_GCM_SHA384", "ALPN protocol: h2"
+  awk '/^New, / {p = $2; sub(/,$/, "", p); c = $5} /^ALPN protocol:/ {a = $3} /^No ALPN/ {a = "none"} END {print p, c, a}' <<<"$out"
+}
 
 for peer in "${PEERS[@]}"; do
   say "checking $peer"
-  for _ in 1 2; do expect "$peer" "public 1 KiB" pub1k /public/article; expect "$peer" "public 100 KiB" pub100k /public/big; done
-  if serves sub1 "$peer"; then
-    for _ in 1 2; do
-      expect "$peer" "no token" teaser /premium/article
-      expect "$peer" "valid ES256 token" full /premium/article "$ONE"
-    done
-    expect "$peer" "valid RS256 token" full /premium/article "$RS1"
-    expect "$peer" "a rotating token" full /premium/article "$(head -1 "$WORK/tok/rot10k.txt")"
-    expect "$peer" "token without the premium subscription" teaser /premium/article "$NOT_ENTITLED"
-    expect "$peer" "expired token" teaser /premium/article "$EXPIRED"
-    expect "$peer" "token signed by an unknown key with a known kid" teaser /premium/article "$OTHER_KEY"
-    expect "$peer" "token with a forged signature" teaser /premium/article "$FORGED_SIG"
-    expect "$peer" "token with a forged payload" teaser /premium/article "$FORGED_PAYLOAD"
-    expect "$peer" "alg=none token" teaser /premium/article "$ALG_NONE"
-    expect "$peer" "client-sent x-tollgate-variant" teaser /premium/article "" -H 'x-tollgate-variant: subscriber'
-    expect "$peer" "not entitled + client-sent variant" teaser /premium/article "$NOT_ENTITLED" -H 'x-tollgate-variant: subscriber'
-  fi
-  # warm hits never reach the origin
-  before=$(hits)
-  for _ in 1 2 3; do expect "$peer" "public 1 KiB (warm)" pub1k /public/article; expect "$peer" "public 100 KiB (warm)" pub100k /public/big; done
-  if serves sub1 "$peer"; then
-    expect "$peer" "no token (warm)" teaser /premium/article
-    expect "$peer" "ES256 (warm)" full /premium/article "$ONE"
-    expect "$peer" "RS256 (warm)" full /premium/article "$RS1"
-    while read -r t; do expect "$peer" "a never-seen token (warm object)" full /premium/article "$t"; done <"$WORK/tok/check.txt"
-  fi
-  after=$(hits)
-  [ "${before%% *}" = "${after%% *}" ] || die "$peer: warm hits reached the origin (origin count ${before%% *} -> ${after%% *})"
-  # the same scenarios through wrk, every body inspected
-  for s in "${SCENARIOS[@]}"; do
-    serves "$s" "$peer" || continue
-    case $s in pub1k) m=PUBLIC-1K ;; pub100k) m=PUBLIC-100K ;; *) m=SUBSCRIBER-ONLY ;; esac
-    wrk_check "$peer" "$s" "$m"
+  VIA=h1; check_peer "$peer"
+  for p in tls h2; do
+    any_proto "$p" && [[ $TLS_PEERS == *" $peer "* ]] || continue
+    VIA=$p; check_peer "$peer"
   done
-  if serves rot10k "$peer"; then      # every rotating token verified once: a warm token cache
+  VIA=h1
+  if [[ $TLS_PEERS == *" $peer "* ]] && { any_proto tls || any_proto h2; }; then
+    for alpn in http/1.1 h2; do
+      hs=$(tls_handshake "$peer" "$alpn")
+      [[ $hs == "TLSv1.3 "*" $alpn" ]] || die "$peer: TLS handshake with ALPN $alpn: expected TLS 1.3 and $alpn, got \"$hs\""
+      [ -z "$TLS_SEEN" ] && TLS_SEEN=${hs% *}
+      [ "${hs% *}" = "$TLS_SEEN" ] || die "$peer: negotiated \"${hs% *}\", other peers \"$TLS_SEEN\""
+    done
+  fi
+  # the rows under load, every body inspected
+  for row in "${ROWS[@]}"; do
+    serves "$row" "$peer" || continue
+    if [ "$(proto_of "$row")" = h2 ]; then h2_check "$peer" "$row"; else wrk_check "$peer" "$row"; fi
+  done
+  if any_row rot10k && serves rot10k "$peer"; then      # every rotating token verified once: a warm token cache
     out=$(scenario_env rot10k - taskset -c 1 wrk -t1 -c50 -d5s -s "$HERE/tokens.lua" "${URL[$peer]}")
     [[ $out =~ TOKENS\ sent=([0-9]+)\ distinct=([0-9]+) ]] && ((BASH_REMATCH[1] >= BASH_REMATCH[2])) \
       || die "$peer: the 5 s warm-up did not send all 10,000 rotating tokens: $out"
   fi
 done
 H_START=$(hits)
-[ "${H_START#* }" = 0 ] || die "the origin received ${H_START#* } requests carrying Authorization"
-say "all checks passed; origin count ${H_START%% *}"
+[ "${H_START#* }" = 0 ] || die "the origin received ${H_START#* } requests carrying a credential"
+say "all checks passed; origin count ${H_START%% *}${TLS_SEEN:+; TLS with the OpenSSL defaults of wrk and curl: $TLS_SEEN}${H2_CIPHER:+; h2load: $H2_CIPHER}"
 
-# --- timed runs: ROUNDS x (scenarios x peers), interleaved --------------------------------------
+# --- timed runs: ROUNDS x (rows x peers), interleaved --------------------------------------
 RAW=$RESULTS/raw.tsv
 RETRIED=()
-printf 'round\tscenario\tpeer\treq_per_s\tp99\n' >"$RAW"
+H2_DISTINCT=""
+printf 'round\tscenario\tpeer\treq_per_s\tp99\trequests\tcpu_ticks\tcpu_us_per_req\n' >"$RAW"
+# wrk_cell PEER ROW ROUND LOG: one timed wrk run; sets rps p99 n
+wrk_cell() {
+  local peer=$1 row=$2 r=$3 log=$4 s url sk out args attempt
+  s=$(base_of "$row")
+  if [ "$(proto_of "$row")" = tls ]; then url=${TURL[$peer]}; sk=tls-$peer; else url=${URL[$peer]}; sk=$peer; fi
+  case $s in                      # static requests: wrk without a Lua request() is fastest
+    pub1k) args=("$url/public/article") ;;
+    pub100k) args=("$url/public/big") ;;
+    sub1) args=(-H "Authorization: Bearer $ONE" "$url/premium/article") ;;
+    rs1) args=(-H "Authorization: Bearer $RS1" "$url/premium/article") ;;
+    media) args=(-H "Authorization: Bearer $ONE" "$url/media/segment") ;;
+    signed) args=("$url${SIGNED[$sk]}") ;;
+    *) args=(-s "$HERE/tokens.lua" "$url") ;;
+  esac
+  for attempt in 1 2 3; do
+    c0=$(cpu_ticks "${PGID[$peer]}")
+    scenario_env "$s" "$WORK/tok/fresh$r.txt" taskset -c 1 wrk -t1 -c50 -d"${SECS}s" --latency "${args[@]}" >"$log" \
+      || die "$peer/$row round $r: wrk failed (see $log)"
+    c1=$(cpu_ticks "${PGID[$peer]}")
+    out=$(<"$log")
+    # Timeouts alone (no error answer, no connect/read/write error) mean the machine stalled
+    # (seen here: every peer's rate fell below 1,000/s for ~40 s at once): the cell is run
+    # again, at most twice, and the retry is counted under the table. Never for the
+    # never-seen run: its tokens were spent. Anything else aborts the run.
+    if [[ $s != fresh && $attempt -lt 3 && $out != *Non-2xx* \
+      && $out =~ Socket\ errors:\ connect\ 0,\ read\ 0,\ write\ 0,\ timeout\ [1-9] ]]; then
+      mv "$log" "${log%.txt}.stalled$attempt.txt"; RETRIED+=("r$r $row $peer")
+      say "$peer/$row round $r: timeouts only (machine stall?): running the cell again"
+      continue
+    fi
+    break
+  done
+  [[ $out == *Non-2xx* || $out == *"Socket errors"* ]] && die "$peer/$row round $r: errors during the run (see $log)"
+  if [ "$s" = fresh ]; then
+    [[ $out =~ TOKENS\ sent=([0-9]+)\ distinct=([0-9]+) ]] || die "$peer/fresh round $r: no token count (see $log)"
+    ((BASH_REMATCH[1] <= BASH_REMATCH[2])) || die "$peer/fresh round $r: sent ${BASH_REMATCH[1]} requests with" \
+      "${BASH_REMATCH[2]} never-seen tokens, so some were reused: raise FRESH_RATE (now $FRESH_RATE/s)"
+  fi
+  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out"); p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  n=$(awk '/requests in/ {print $1; exit}' <<<"$out")
+}
+# h2_cell PEER ROW ROUND LOG: one timed h2load run; sets rps p99 n (p99 from h2load's per-request log)
+h2_cell() {
+  local peer=$1 row=$2 r=$3 log=$4 out res args
+  mapfile -t args < <(h2_args "$peer" "$row")
+  c0=$(cpu_ticks "${PGID[$peer]}")
+  taskset -c 1 h2load -c50 -m10 -t1 -D"$SECS" --log-file="$WORK/h2.log" "${args[@]}" >"$log" 2>&1 \
+    || die "$peer/$row round $r: h2load failed (see $log)"
+  c1=$(cpu_ticks "${PGID[$peer]}")
+  out=$(<"$log")
+  res=$(h2_parse "$out") || die "$peer/$row round $r: failures during the run, or not TLS 1.3 + h2 (see $log)"
+  [ "${res##* }" = "$H2_CIPHER" ] || die "$peer/$row round $r: h2load negotiated ${res##* }, the checks $H2_CIPHER"
+  read -r rps n _ <<<"$res"
+  # the 99th percentile of "microseconds until the end of the response", 3rd column
+  p99=$(cut -f3 "$WORK/h2.log" | sort -n | awk '{a[NR] = $1} END {i = int(NR * 0.99); if (i < 1) i = 1; printf "%.2fms", a[i] / 1000}')
+  rm -f "$WORK/h2.log"
+  if [ "$(base_of "$row")" = rot10k ]; then   # h2load walks the URI list in the same order on every connection
+    H2_DISTINCT+=" $peer:$((n / 50 < 10000 ? n / 50 : 10000))"
+  fi
+}
 for r in $(seq "$ROUNDS"); do
   say "round $r/$ROUNDS"
-  for s in "${SCENARIOS[@]}"; do
+  for row in "${ROWS[@]}"; do
     for ((k = 0; k < ${#PEERS[@]}; k++)); do      # the peer order rotates from round to round
       peer=${PEERS[(k + r - 1) % ${#PEERS[@]}]}
-      serves "$s" "$peer" || continue
-      log=$RESULTS/wrk/r$r-$s-$peer.txt
-      case $s in                      # static requests: wrk without a Lua request() is fastest
-        pub1k) args=("${URL[$peer]}/public/article") ;;
-        pub100k) args=("${URL[$peer]}/public/big") ;;
-        sub1) args=(-H "Authorization: Bearer $ONE" "${URL[$peer]}/premium/article") ;;
-        rs1) args=(-H "Authorization: Bearer $RS1" "${URL[$peer]}/premium/article") ;;
-        *) args=(-s "$HERE/tokens.lua" "${URL[$peer]}") ;;
-      esac
-      for attempt in 1 2 3; do
-        scenario_env "$s" "$WORK/tok/fresh$r.txt" taskset -c 1 wrk -t1 -c50 -d"${SECS}s" --latency "${args[@]}" >"$log" \
-          || die "$peer/$s round $r: wrk failed (see $log)"
-        out=$(<"$log")
-        # Timeouts alone (no error answer, no connect/read/write error) mean the machine stalled
-        # (seen here: every peer's rate fell below 1,000/s for ~40 s at once): the cell is run
-        # again, at most twice, and the retry is counted under the table. Never for the
-        # never-seen run: its tokens were spent. Anything else aborts the run.
-        if [[ $s != fresh && $attempt -lt 3 && $out != *Non-2xx* \
-          && $out =~ Socket\ errors:\ connect\ 0,\ read\ 0,\ write\ 0,\ timeout\ [1-9] ]]; then
-          mv "$log" "${log%.txt}.stalled$attempt.txt"; RETRIED+=("r$r $s $peer")
-          say "$peer/$s round $r: timeouts only (machine stall?): running the cell again"
-          continue
-        fi
-        break
-      done
-      [[ $out == *Non-2xx* || $out == *"Socket errors"* ]] && die "$peer/$s round $r: errors during the run (see $log)"
-      if [ "$s" = fresh ]; then
-        [[ $out =~ TOKENS\ sent=([0-9]+)\ distinct=([0-9]+) ]] || die "$peer/fresh round $r: no token count (see $log)"
-        ((BASH_REMATCH[1] <= BASH_REMATCH[2])) || die "$peer/fresh round $r: sent ${BASH_REMATCH[1]} requests with" \
-          "${BASH_REMATCH[2]} never-seen tokens, so some were reused: raise FRESH_RATE (now $FRESH_RATE/s)"
-      fi
-      rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out"); p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-      [ -n "$rps" ] && [ -n "$p99" ] || die "$peer/$s round $r: no req/s or p99 in the wrk output (see $log)"
-      printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$s" "$peer" "$rps" "$p99" >>"$RAW"
+      serves "$row" "$peer" || continue
+      log=$RESULTS/wrk/r$r-$row-$peer.txt
+      if [ "$(proto_of "$row")" = h2 ]; then h2_cell "$peer" "$row" "$r" "$log"; else wrk_cell "$peer" "$row" "$r" "$log"; fi
+      [ -n "$rps" ] && [ -n "$p99" ] && [ -n "$n" ] && ((n > 0)) || die "$peer/$row round $r: no req/s, p99 or request count in the output (see $log)"
+      cpu=$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$row" "$peer" "$rps" "$p99" "$n" "$((c1 - c0))" "$cpu" >>"$RAW"
     done
   done
 done
@@ -304,12 +594,17 @@ H_END=$(hits)
 
 # --- the table -------------------------------------------------------------------------------
 {
-  echo "benches/peers/run.sh $ROUNDS $SECS — $(date -u '+%F %H:%M UTC'), $(nproc) cores, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "benches/peers/run.sh $ROUNDS $SECS (PROTOS=\"${PROTOS[*]}\" SCENARIOS=\"${SCEN_SEL[*]}\") — $(date -u '+%F %H:%M UTC'), $(nproc) cores, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "tollgate $("$BIN" --version | awk '{print $2}') ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$( [ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null)" ] && echo ', dirty')),"\
     "$(haproxy -v | head -1 | awk '{print "HAProxy", $3}'), $(nginx -v 2>&1 | sed 's/.*nginx\//nginx /'),"\
-    "$(varnishd -V 2>&1 | head -1 | sed 's/varnishd (\(varnish-[^ ]*\).*/\1/'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk", $2}')"
-  echo "cells: median req/s (median p99) of $ROUNDS x ${SECS}s runs; ratios: Tollgate req/s / peer req/s"
-  for s in "${SCENARIOS[@]}"; do printf '%s\t%s\n' "$s" "${TITLE[$s]}"; done | awk -F'\t' -v peers="${PEERS[*]}" -v raw="$RAW" -f "$HERE/table.awk"
+    "$(varnishd -V 2>&1 | head -1 | sed 's/varnishd (\(varnish-[^ ]*\).*/\1/'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk", $2}'),"\
+    "$(h2load --version | awk '{print "h2load", $2}')"
+  echo "cells: median req/s (median p99) and median server CPU µs per request of $ROUNDS x ${SECS}s runs; ratios: Tollgate req/s / peer req/s"
+  if [ -n "$TLS_SEEN$H2_CIPHER" ]; then
+    echo "TLS: the same P-256 certificate for every peer; negotiated ${TLS_SEEN:+by wrk: $TLS_SEEN}${H2_CIPHER:+${TLS_SEEN:+, }by h2load: TLSv1.3 $H2_CIPHER, ALPN h2}"
+  fi
+  for row in "${ROWS[@]}"; do printf '%s\t%s\n' "$row" "$(title "$row")"; done | awk -F'\t' -v peers="${PEERS[*]}" -v raw="$RAW" -f "$HERE/table.awk"
+  [ -z "$H2_DISTINCT" ] || echo "h2 rotating tokens: distinct tokens used per run (requests / 50 connections, at most 10,000), last round:$H2_DISTINCT"
   echo "origin requests during the timed runs: $((${H_END%% *} - ${H_START%% *})) (must be 0)"
   echo "cells run again after a stall (timeouts only): ${#RETRIED[@]}${RETRIED[*]:+ (${RETRIED[*]})}"
 } | tee "$RESULTS/table.txt"
