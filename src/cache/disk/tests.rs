@@ -1,5 +1,6 @@
 //! Unit tests of the disk tier on real files in a temporary directory.
 use super::*;
+use pingora_cache::CacheMeta;
 use pingora_http::ResponseHeader;
 
 fn meta() -> CacheMeta {
