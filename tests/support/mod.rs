@@ -593,6 +593,59 @@ pub struct EdgeOptions {
     pub origin_url: Option<String>,
     /// More `key: value` lines under `origins.news` (e.g. `ca_file: ca.pem`).
     pub origin_extra: Vec<String>,
+    /// `cache.memory.fast_hits`: `Some` pins the connection-level hit path on or off; `None`
+    /// leaves it to [`FAST_HITS_ENV`] (and, when that is unset, to the edge's default: on).
+    /// A `fast_hits` written in [`EdgeOptions::cache`] pins it too (never both).
+    pub fast_hits: Option<bool>,
+}
+
+/// `TOLLGATE_TEST_FAST_HITS=off` starts every [`Edge`] whose test does not choose
+/// [`EdgeOptions::fast_hits`] with the hit path off (`cache.memory.fast_hits: false`), so the
+/// whole suite checks the answers of the proxy alone; `on` (or unset) leaves the edge's default.
+pub const FAST_HITS_ENV: &str = "TOLLGATE_TEST_FAST_HITS";
+
+/// What [`FAST_HITS_ENV`] asks for: `Some(false)` for `off`, `Some(true)` for `on`, `None` when
+/// unset or empty. Any other value panics: a misspelt switch must not run the suite unswitched.
+pub fn fast_hits_from_env() -> Option<bool> {
+    let value = std::env::var(FAST_HITS_ENV).unwrap_or_default();
+    match value.trim() {
+        "" => None,
+        "off" => Some(false),
+        "on" => Some(true),
+        other => panic!("{FAST_HITS_ENV}={other:?}: expected off or on"),
+    }
+}
+
+/// The `cache:` value of `opts` with `memory.fast_hits` set as [`EdgeOptions::fast_hits`] or
+/// [`FAST_HITS_ENV`] ask, unless the test wrote it into the cache value itself.
+fn cache_yaml(opts: &EdgeOptions) -> String {
+    let written = opts.cache.contains("fast_hits");
+    let want = match (opts.fast_hits, written) {
+        (Some(_), true) => panic!(
+            "EdgeOptions: fast_hits is set both in the field and in cache: {}",
+            opts.cache
+        ),
+        (Some(on), false) => Some(on),
+        (None, true) => None,
+        (None, false) => fast_hits_from_env(),
+    };
+    let Some(on) = want else {
+        return opts.cache.clone();
+    };
+    let mut cache: serde_yaml::Value = serde_yaml::from_str(&opts.cache)
+        .unwrap_or_else(|e| panic!("EdgeOptions::cache is not YAML ({e}): {}", opts.cache));
+    let map = cache
+        .as_mapping_mut()
+        .unwrap_or_else(|| panic!("EdgeOptions::cache is not a mapping: {}", opts.cache));
+    let memory = map
+        .entry("memory".into())
+        .or_insert_with(|| serde_yaml::Mapping::new().into());
+    memory
+        .as_mapping_mut()
+        .unwrap_or_else(|| panic!("cache.memory is not a mapping: {}", opts.cache))
+        .insert("fast_hits".into(), on.into());
+    // JSON is YAML: one line, fit for the flow position after `cache: `
+    serde_json::to_string(&cache).expect("cache value to JSON")
 }
 
 impl Default for EdgeOptions {
@@ -611,6 +664,7 @@ impl Default for EdgeOptions {
             extra_yaml: String::new(),
             origin_url: None,
             origin_extra: Vec::new(),
+            fast_hits: None,
         }
     }
 }
@@ -735,7 +789,7 @@ fn config_yaml(
          pingora:\n  threads: {threads}\n  pid_file: {pid}\n  upgrade_sock: {sock}\n{pingora_extra}{extra_yaml}",
         reload = opts.reload_interval_seconds,
         sources = sources.join(", "),
-        cache = opts.cache,
+        cache = cache_yaml(opts),
         threads = opts.threads,
         pid = yaml_str(&dir.join("tollgate.pid").to_string_lossy()),
         sock = yaml_str(&dir.join("upgrade.sock").to_string_lossy()),
@@ -857,6 +911,15 @@ impl Edge {
             opts,
             starts: 1,
         }
+    }
+
+    /// Whether this edge runs with the connection-level hit path (`cache.memory.fast_hits`),
+    /// as its options and [`FAST_HITS_ENV`] decided.
+    pub fn fast_hits(&self) -> bool {
+        let written: Option<serde_yaml::Value> = serde_yaml::from_str(&cache_yaml(&self.opts))
+            .ok()
+            .and_then(|c: serde_yaml::Value| c.get("memory")?.get("fast_hits").cloned());
+        written.and_then(|v| v.as_bool()).unwrap_or(true)
     }
 
     /// `http://127.0.0.1:<port><path>` on the proxy listener.
