@@ -997,12 +997,18 @@ impl Edge {
 
     /// Poll `/metrics` until the series reaches `at_least` (the request counter is bumped in the
     /// logging phase, after the client already has its response). Returns the last value.
+    /// A family that is not exported yet (label-vector families appear with their first series)
+    /// reads as not there yet until the deadline, then fails as [`metric`] does.
     pub async fn wait_metric(&self, name: &str, labels: &[(&str, &str)], at_least: f64) -> f64 {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let v = self.metric(name, labels).await;
-            if v >= at_least || Instant::now() > deadline {
-                return v;
+            let text = self.metrics().await;
+            let late = Instant::now() > deadline;
+            if exported(&text, name) || late {
+                let v = metric(&text, name, labels);
+                if v >= at_least || late {
+                    return v;
+                }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -1227,7 +1233,8 @@ impl Edge {
     }
 
     /// Poll `/metrics` (every 50 ms, up to `timeout`) until `ok(value)` holds for the series;
-    /// returns the last value and whether it held.
+    /// returns the last value and whether it held. A family not exported yet is waited for as
+    /// in [`Edge::wait_metric`].
     pub async fn poll_metric(
         &self,
         name: &str,
@@ -1237,12 +1244,16 @@ impl Edge {
     ) -> (f64, bool) {
         let deadline = Instant::now() + timeout;
         loop {
-            let v = self.metric(name, labels).await;
-            if ok(v) {
-                return (v, true);
-            }
-            if Instant::now() > deadline {
-                return (v, false);
+            let text = self.metrics().await;
+            let late = Instant::now() > deadline;
+            if exported(&text, name) || late {
+                let v = metric(&text, name, labels);
+                if ok(v) {
+                    return (v, true);
+                }
+                if late {
+                    return (v, false);
+                }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -1745,6 +1756,26 @@ pub fn parse_metrics(text: &str) -> Result<Vec<Sample>, String> {
     Ok(out)
 }
 
+/// Whether `text` has a `# TYPE` line for `name` (or the histogram or summary it is part of).
+fn declared(text: &str, name: &str) -> bool {
+    let base = ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .unwrap_or(name);
+    text.lines().any(|l| {
+        l.starts_with(&format!("# TYPE {name} ")) || l.starts_with(&format!("# TYPE {base} "))
+    })
+}
+
+/// Whether `text` exports `name` at all: a `# TYPE` line or a sample.
+pub fn exported(text: &str, name: &str) -> bool {
+    declared(text, name)
+        || text.lines().any(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with(['{', ' ']))
+        })
+}
+
 /// Sum of the samples named `name` whose labels include all of `labels`; 0 when no series has
 /// those label values. Panics when `name` is nowhere in the text (no sample, no `# TYPE`), or
 /// when one of the label names is on none of its series: a misspelt or missing metric must fail
@@ -1752,15 +1783,8 @@ pub fn parse_metrics(text: &str) -> Result<Vec<Sample>, String> {
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     let samples = parse_metrics(text).unwrap_or_else(|e| panic!("metrics do not parse: {e}"));
     let family: Vec<&Sample> = samples.iter().filter(|s| s.name == name).collect();
-    let base = ["_bucket", "_sum", "_count"]
-        .iter()
-        .find_map(|suffix| name.strip_suffix(suffix))
-        .unwrap_or(name);
-    let declared = text.lines().any(|l| {
-        l.starts_with(&format!("# TYPE {name} ")) || l.starts_with(&format!("# TYPE {base} "))
-    });
     assert!(
-        !family.is_empty() || declared,
+        !family.is_empty() || declared(text, name),
         "metric {name} is not exported at all (misspelt, or never registered)"
     );
     for (k, _) in labels {
