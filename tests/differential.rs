@@ -34,9 +34,11 @@ use tollgate::auth::mint::{b64url, SigningKey};
 const SERVED: &str = "tollgate_fast_path_total";
 /// Sampled once per answered request, last of its counters (proxy `logging` and hit path alike).
 const DURATION_COUNT: &str = "tollgate_request_duration_seconds_count";
+/// Every answered request, whichever way it was answered.
+const REQUESTS: &str = "tollgate_requests_total";
 /// The counter families whose increments must match, request by request.
 const COMPARED: [&str; 5] = [
-    "tollgate_requests_total",
+    REQUESTS,
     "tollgate_auth_decisions_total",
     "tollgate_cache_lookups_total",
     "tollgate_refused_requests_total",
@@ -224,6 +226,8 @@ struct Case {
     want: u16,
     /// Subscriber content is the answer (else it must not be).
     subscriber: bool,
+    /// A request body (to a method that has none: refused for its framing).
+    body: Option<&'static str>,
 }
 
 impl Case {
@@ -236,6 +240,7 @@ impl Case {
             headers: Vec::new(),
             want: 200,
             subscriber: false,
+            body: None,
         }
     }
 
@@ -256,6 +261,21 @@ impl Case {
     fn refused(mut self, status: u16) -> Case {
         self.want = status;
         self
+    }
+
+    /// Send `body` with the request: refused with 400 for its framing, before routing.
+    fn with_body(mut self, body: &'static str) -> Case {
+        self.body = Some(body);
+        self.want = 400;
+        self
+    }
+
+    /// Whether the edge records this request with a request-duration sample and an access-log
+    /// line over `proto`. Not a framing refusal over HTTP/1: the connection loop answers it
+    /// before any proxy phase (with the hit path on or off), counting it in
+    /// `tollgate_requests_total` and `tollgate_refused_requests_total` only.
+    fn logged(&self, proto: Proto) -> bool {
+        self.body.is_none() || proto == Proto::H2Tls
     }
 
     fn subscriber(mut self) -> Case {
@@ -308,6 +328,9 @@ async fn send(client: &reqwest::Client, side: &Side, proto: Proto, case: &Case) 
     for (k, v) in &case.headers {
         rb = rb.header(*k, v.as_str());
     }
+    if let Some(body) = case.body {
+        rb = rb.body(body);
+    }
     let r = rb
         .send()
         .await
@@ -359,13 +382,14 @@ fn served(metrics: &str) -> f64 {
     support::metric(metrics, SERVED, &[("outcome", "served")])
 }
 
-/// The `/metrics` text once `edge` has sampled `want` request durations (the last counter an
-/// answer bumps), read again after that so that every family is seen complete; `None` after 5 s.
-async fn metrics_after(edge: &Edge, want: f64) -> Option<String> {
+/// The `/metrics` text once `name` (summed over its series) reaches `want` on `edge`, read again
+/// after that so that every family is seen complete; `None` after 5 s. With
+/// [`DURATION_COUNT`]: the last counter an answer bumps (but see [`Case::logged`]).
+async fn metrics_after(edge: &Edge, name: &str, want: f64) -> Option<String> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let m = edge.metrics().await;
-        if support::metric(&m, DURATION_COUNT, &[]) >= want {
+        if support::metric(&m, name, &[]) >= want {
             return Some(edge.metrics().await);
         }
         if Instant::now() > deadline {
@@ -419,6 +443,7 @@ fn comparable_record(mut record: Value, side: &Side) -> Value {
 /// Where each side stands: counters, samples and log lines so far.
 struct Seen {
     series: BTreeMap<String, f64>,
+    requests: f64,
     durations: f64,
     lines: usize,
     served: f64,
@@ -428,6 +453,7 @@ async fn seen(side: &Side) -> Seen {
     let m = side.edge.metrics().await;
     Seen {
         series: compared_series(&m),
+        requests: support::metric(&m, REQUESTS, &[]),
         durations: support::metric(&m, DURATION_COUNT, &[]),
         lines: log_lines(&side.log).len(),
         served: served(&m),
@@ -466,7 +492,9 @@ async fn warm(origin: &Origin, pair: &Pair, fills: &[Case]) {
         assert!(ok, "only {held} of {objects} warm-up objects stored");
         // every warm-up request counted and logged, so that none is taken for a case's
         assert!(
-            metrics_after(&side.edge, objects).await.is_some(),
+            metrics_after(&side.edge, DURATION_COUNT, objects)
+                .await
+                .is_some(),
             "warm-up requests never all sampled"
         );
         let lines = log_after(&side.log, 2 * fills.len()).await.len();
@@ -551,8 +579,15 @@ async fn run(origin: &Origin, pair: &Pair, cases: &[Case]) {
                 ("on", &pair.on, &mut on_seen),
                 ("off", &pair.off, &mut off_seen),
             ] {
-                let Some(m) = metrics_after(&side.edge, before.durations + 1.0).await else {
-                    fail(format!("{label}: no request-duration sample within 5 s"));
+                let logged = case.logged(proto);
+                let settled = if logged {
+                    metrics_after(&side.edge, DURATION_COUNT, before.durations + 1.0).await
+                } else {
+                    // counted before its answer was written: nothing more will come
+                    metrics_after(&side.edge, REQUESTS, before.requests + 1.0).await
+                };
+                let Some(m) = settled else {
+                    fail(format!("{label}: not counted within 5 s"));
                     *before = seen(side).await;
                     moved.push(Vec::new());
                     records.push(Value::Null);
@@ -560,17 +595,31 @@ async fn run(origin: &Origin, pair: &Pair, cases: &[Case]) {
                 };
                 let series = compared_series(&m);
                 moved.push(increments(&before.series, &series));
-                let durations = support::metric(&m, DURATION_COUNT, &[]);
-                if durations != before.durations + 1.0 {
+                let (requests, durations) = (
+                    support::metric(&m, REQUESTS, &[]),
+                    support::metric(&m, DURATION_COUNT, &[]),
+                );
+                let recorded = u8::from(logged);
+                if requests != before.requests + 1.0 {
                     fail(format!(
-                        "{label}: {} request-duration samples for one request",
+                        "{label}: counted {} times in {REQUESTS}",
+                        requests - before.requests
+                    ));
+                }
+                if durations != before.durations + f64::from(recorded) {
+                    fail(format!(
+                        "{label}: {} request-duration samples, expected {recorded}",
                         durations - before.durations
                     ));
                 }
-                let lines = log_after(&side.log, before.lines + 1).await;
-                if lines.len() != before.lines + 1 {
+                let lines = if logged {
+                    log_after(&side.log, before.lines + 1).await
+                } else {
+                    log_lines(&side.log)
+                };
+                if lines.len() != before.lines + usize::from(recorded) {
                     fail(format!(
-                        "{label}: {} access-log lines for one request",
+                        "{label}: {} access-log lines, expected {recorded}",
                         lines.len() - before.lines
                     ));
                 }
@@ -591,6 +640,7 @@ async fn run(origin: &Origin, pair: &Pair, cases: &[Case]) {
                 }
                 *before = Seen {
                     series,
+                    requests,
                     durations,
                     lines: lines.len(),
                     served: now_served,
@@ -796,6 +846,9 @@ const DRAFT: &str = "/drafts/story";
 ///   missing. No revocation: CloudFront signatures have none.
 /// - basic: valid (HEAD too), wrong password, unknown user, malformed header, missing. No
 ///   expiry, no revocation, no entitlement beyond the realm's file.
+///
+/// And one request refused for its framing (a GET with a body: 400 before routing, counted in
+/// `tollgate_refused_requests_total`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mode_protocol_and_credential_state_answers_alike_with_the_hit_path_on_and_off() {
     let origin = Origin::start();
@@ -990,6 +1043,8 @@ async fn every_mode_protocol_and_credential_state_answers_alike_with_the_hit_pat
             .header("authorization", "Basic !!notbase64")
             .refused(401),
         Case::get("basic", "missing", DRAFT).refused(401),
+        // refused for its framing before routing, whatever the route
+        Case::get("framing", "GET with a body", STORY).with_body("x"),
     ];
     run(&origin, &pair, &cases).await;
 }
