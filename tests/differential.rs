@@ -2,8 +2,9 @@
 //! `cache.memory.fast_hits` (the connection-level hit path on, and off: the proxy alone). Every
 //! access mode (public, paywall, token, signed, basic, AWS Secure Media Delivery) × protocol
 //! (HTTP/1.1, HTTP/1.1 over TLS, HTTP/2 over TLS negotiated by ALPN; the edge offers no h2c:
-//! its plain listeners speak HTTP/1 only) × credential state, every cacheable object warm on
-//! both edges. Each answer must be the same on both — status, body, headers (but `Date`, `Age`
+//! its plain listeners speak HTTP/1 only), each on a fresh connection per request and on one
+//! connection kept for all the cases (so that it moves between the hit path and the proxy) ×
+//! credential state, every cacheable object warm on both edges. Each answer must be the same on both — status, body, headers (but `Date`, `Age`
 //! and the test origin's per-response `x-origin-seq`), the access-log record (but `time` and
 //! `duration`) and what the request added to the counters — and a refused or non-subscriber
 //! credential never gets subscriber content, and no hit reaches the origin.
@@ -16,7 +17,7 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -63,7 +64,42 @@ enum Proto {
     H2Tls,
 }
 
-const PROTOS: [Proto; 3] = [Proto::H1, Proto::H1Tls, Proto::H2Tls];
+/// How a case's request travels: the protocol, on a fresh connection or on one the client
+/// keeps for all the cases (HTTP/1.1 keep-alive; one multiplexed HTTP/2 connection), so that a
+/// connection also moves between the hit path and the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Via {
+    proto: Proto,
+    kept: bool,
+}
+
+const VIAS: [Via; 6] = [
+    Via::fresh(Proto::H1),
+    Via::fresh(Proto::H1Tls),
+    Via::fresh(Proto::H2Tls),
+    Via::kept(Proto::H1),
+    Via::kept(Proto::H1Tls),
+    Via::kept(Proto::H2Tls),
+];
+
+impl Via {
+    const fn fresh(proto: Proto) -> Via {
+        Via { proto, kept: false }
+    }
+
+    const fn kept(proto: Proto) -> Via {
+        Via { proto, kept: true }
+    }
+
+    fn name(self) -> String {
+        let kept = if self.kept { " kept" } else { "" };
+        format!("{}{kept}", self.proto.name())
+    }
+
+    fn client(self, ca: &Path) -> reqwest::Client {
+        self.proto.client(ca, self.kept)
+    }
+}
 
 impl Proto {
     fn name(self) -> &'static str {
@@ -81,13 +117,13 @@ impl Proto {
         }
     }
 
-    /// A client that speaks exactly this protocol (fresh connection per request, no redirects,
-    /// no proxies from the environment), trusting only `ca` for TLS.
-    fn client(self, ca: &Path) -> reqwest::Client {
+    /// A client that speaks exactly this protocol (a fresh connection per request unless
+    /// `kept`, no redirects, no proxies from the environment), trusting only `ca` for TLS.
+    fn client(self, ca: &Path, kept: bool) -> reqwest::Client {
         let b = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .pool_max_idle_per_host(0)
+            .pool_max_idle_per_host(if kept { 4 } else { 0 })
             .timeout(Duration::from_secs(20));
         let b = match self {
             Proto::H1 => b.http1_only(),
@@ -283,14 +319,16 @@ impl Case {
         self
     }
 
-    fn name(&self, proto: Proto) -> String {
+    fn name(&self, via: Via) -> String {
         let head = if self.head { " HEAD" } else { "" };
-        format!("{}/{}/{}{head}", self.mode, proto.name(), self.state)
+        format!("{}/{}/{}{head}", self.mode, via.name(), self.state)
     }
 }
 
 /// An answer as the client read it.
 struct Answer {
+    /// The client's port: which connection carried it.
+    local_port: Option<u16>,
     status: u16,
     version: reqwest::Version,
     headers: reqwest::header::HeaderMap,
@@ -318,8 +356,8 @@ impl Answer {
     }
 }
 
-async fn send(client: &reqwest::Client, side: &Side, proto: Proto, case: &Case) -> Answer {
-    let url = side.url(proto, &case.target);
+async fn send(client: &reqwest::Client, side: &Side, via: Via, case: &Case) -> Answer {
+    let url = side.url(via.proto, &case.target);
     let mut rb = if case.head {
         client.head(&url)
     } else {
@@ -334,15 +372,20 @@ async fn send(client: &reqwest::Client, side: &Side, proto: Proto, case: &Case) 
     let r = rb
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{}: request failed: {e:?}", case.name(proto)));
+        .unwrap_or_else(|e| panic!("{}: request failed: {e:?}", case.name(via)));
+    let local_port = r
+        .extensions()
+        .get::<hyper_util::client::legacy::connect::HttpInfo>()
+        .map(|info| info.local_addr().port());
     let status = r.status().as_u16();
     let version = r.version();
     let headers = r.headers().clone();
     let body = r
         .text()
         .await
-        .unwrap_or_else(|e| panic!("{}: body: {e:?}", case.name(proto)));
+        .unwrap_or_else(|e| panic!("{}: body: {e:?}", case.name(via)));
     Answer {
+        local_port,
         status,
         version,
         headers,
@@ -463,16 +506,16 @@ async fn seen(side: &Side) -> Seen {
 /// The requests that fill the cache: each must be a miss on both edges, on the plain listener
 /// and on the TLS one (the host, in the cache key, differs; HTTP/2 names the TLS one's).
 async fn warm(origin: &Origin, pair: &Pair, fills: &[Case]) {
-    for proto in [Proto::H1, Proto::H1Tls] {
-        let client = proto.client(&pair.ca);
+    for via in [Via::fresh(Proto::H1), Via::fresh(Proto::H1Tls)] {
+        let client = via.client(&pair.ca);
         for case in fills {
             for side in [&pair.on, &pair.off] {
-                let a = send(&client, side, proto, case).await;
-                assert_eq!(a.status, 200, "warm-up {}: {}", case.name(proto), a.body);
+                let a = send(&client, side, via, case).await;
+                assert_eq!(a.status, 200, "warm-up {}: {}", case.name(via), a.body);
                 assert!(
                     a.header("cache-status").contains("fwd=miss"),
                     "warm-up {} is a miss: {:?}",
-                    case.name(proto),
+                    case.name(via),
                     a.headers
                 );
             }
@@ -509,16 +552,22 @@ async fn run(origin: &Origin, pair: &Pair, cases: &[Case]) {
     let filled = origin.total();
     let mut failures: Vec<String> = Vec::new();
     // (mode, protocol) → (served by the hit path, requests)
-    let mut table: BTreeMap<(&str, Proto), (f64, usize)> = BTreeMap::new();
+    let mut table: BTreeMap<(&str, Via), (f64, usize)> = BTreeMap::new();
     let mut modes: Vec<&str> = Vec::new();
     let (mut on_seen, mut off_seen) = (seen(&pair.on).await, seen(&pair.off).await);
-    for proto in PROTOS {
-        let client = proto.client(&pair.ca);
+    // the connections (client ports) each edge saw, per way of sending
+    let mut connections: BTreeMap<Via, [BTreeSet<Option<u16>>; 2]> = BTreeMap::new();
+    for via in VIAS {
+        let client = via.client(&pair.ca);
+        let proto = via.proto;
         for case in cases {
-            let name = case.name(proto);
+            let name = case.name(via);
             let mut fail = |what: String| failures.push(format!("[{name}] {what}"));
-            let on = send(&client, &pair.on, proto, case).await;
-            let off = send(&client, &pair.off, proto, case).await;
+            let on = send(&client, &pair.on, via, case).await;
+            let off = send(&client, &pair.off, via, case).await;
+            let seen_ports = connections.entry(via).or_default();
+            seen_ports[0].insert(on.local_port);
+            seen_ports[1].insert(off.local_port);
 
             // The test's own premises.
             for (side, a) in [("on", &on), ("off", &off)] {
@@ -632,7 +681,7 @@ async fn run(origin: &Origin, pair: &Pair, cases: &[Case]) {
                 let now_served = served(&m);
                 let delta = now_served - before.served;
                 if label == "on" {
-                    let row = table.entry((case.mode, proto)).or_default();
+                    let row = table.entry((case.mode, via)).or_default();
                     row.0 += delta;
                     row.1 += 1;
                 } else if delta != 0.0 {
@@ -664,6 +713,31 @@ async fn run(origin: &Origin, pair: &Pair, cases: &[Case]) {
         }
     }
 
+    // The test's own premise: a fresh connection per request, or one kept for them all (a
+    // refusal that closes it, e.g. for framing, opens another).
+    for (via, sides) in &connections {
+        for (label, ports) in ["on", "off"].iter().zip(sides) {
+            let n = ports.len();
+            let ok = if via.kept {
+                n <= 1 + cases.iter().filter(|c| c.body.is_some()).count()
+            } else {
+                n == cases.len()
+            };
+            if !ok || ports.contains(&None) {
+                failures.push(format!(
+                    "[{}] {label}: {} requests went over {n} connections {ports:?}",
+                    via.name(),
+                    cases.len()
+                ));
+            }
+        }
+    }
+    let used: Vec<String> = connections
+        .iter()
+        .map(|(via, [on, off])| format!("{} {}/{}", via.name(), on.len(), off.len()))
+        .collect();
+    println!("\nconnections used (on/off): {}", used.join(", "));
+
     // The whole run, warm-up included: the compared families as they stand.
     let (on_all, off_all) = (
         compared_series(&pair.on.edge.metrics().await),
@@ -681,17 +755,22 @@ async fn run(origin: &Origin, pair: &Pair, cases: &[Case]) {
         ));
     }
 
-    println!("\nrequests the hit path answered (fast_hits: true), of the requests sent:");
-    println!("{:<14}{:>10}{:>10}{:>10}", "mode", "h1", "h1+tls", "h2+tls");
+    println!(
+        "\nrequests the hit path answered (fast_hits: true), of the requests sent \
+         (\"kept\": one connection for all the cases):"
+    );
+    let mut head = format!("{:<13}", "mode");
+    for via in VIAS {
+        head.push_str(&format!("{:>13}", via.name()));
+    }
+    println!("{head}");
     for mode in &modes {
-        let cells: Vec<String> = PROTOS
-            .iter()
-            .map(|p| {
-                let (s, n) = table.get(&(*mode, *p)).copied().unwrap_or_default();
-                format!("{s}/{n}")
-            })
-            .collect();
-        println!("{mode:<14}{:>10}{:>10}{:>10}", cells[0], cells[1], cells[2]);
+        let mut row = format!("{mode:<13}");
+        for via in VIAS {
+            let (s, n) = table.get(&(*mode, via)).copied().unwrap_or_default();
+            row.push_str(&format!("{:>13}", format!("{s}/{n}")));
+        }
+        println!("{row}");
     }
     println!();
     assert!(
@@ -904,6 +983,7 @@ async fn every_mode_protocol_and_credential_state_answers_alike_with_the_hit_pat
         // public
         Case::get("public", "missing", "/news/page"),
         Case::get("public", "ignored", "/news/page").bearer(&forged_sub),
+        Case::get("public", "missing", "/news/page").head(),
         // paywall
         Case::get("paywall", "valid", STORY)
             .bearer(&sub)
