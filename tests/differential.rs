@@ -912,17 +912,20 @@ const DRAFT: &str = "/drafts/story";
 /// Public, paywall, token (JWT media tokens), signed (CloudFront) and basic routes.
 ///
 /// Credential states, and those that do not apply:
-/// - public: no credential is asked for; a token is ignored unverified, so "missing" and a
-///   forged token ("ignored") are the only states.
-/// - paywall: valid (bearer, cookie, query, HEAD), expired, forged, malformed, not entitled
-///   (subscriptions without `premium`), revoked (`sid` revoked at the admin API: the teaser),
-///   missing. Refusals are the teaser, never an error.
+/// - public: no credential is asked for; a token is ignored unverified, so "missing" (also
+///   HEAD, and targets that normalize to the stored one: `%70`, `//`) and a forged token
+///   ("ignored") are the only states.
+/// - paywall: valid (bearer, cookie, query, HEAD, a `%73` target), expired, forged, malformed,
+///   not entitled (subscriptions without `premium`), revoked (`sid` revoked at the admin API:
+///   the teaser), missing (also a `//` target). Refusals are the teaser, never an error.
 /// - token: valid (path token, query, HEAD), expired, forged, not entitled (`paths` elsewhere;
 ///   `ip` elsewhere — no `require` on the route, so every valid token is subscribed), revoked,
 ///   missing.
-/// - signed: valid (URL, cookies, HEAD), expired policy, forged signature (another key under the
-///   same Key-Pair-Id), not entitled (policy for another resource; for another source IP),
-///   missing. No revocation: CloudFront signatures have none.
+/// - signed: valid (URL, cookies, HEAD, a policy for exactly this path), expired policy, forged
+///   signature (another key under the same Key-Pair-Id), not entitled (policy for another
+///   resource; for another source IP; the exact-path policy on a `%72` target, which names the
+///   same object once normalized but is checked as requested), missing. No revocation:
+///   CloudFront signatures have none.
 /// - basic: valid (HEAD too), wrong password, unknown user, malformed header, missing. No
 ///   expiry, no revocation, no entitlement beyond the realm's file.
 ///
@@ -984,6 +987,10 @@ async fn every_mode_protocol_and_credential_state_answers_alike_with_the_hit_pat
         Case::get("public", "missing", "/news/page"),
         Case::get("public", "ignored", "/news/page").bearer(&forged_sub),
         Case::get("public", "missing", "/news/page").head(),
+        // targets that normalize to the stored object's (the hit path and the proxy each
+        // normalize them)
+        Case::get("public", "missing, %-encoded", "/news/%70age"),
+        Case::get("public", "missing, //", "/news//page"),
         // paywall
         Case::get("paywall", "valid", STORY)
             .bearer(&sub)
@@ -1013,6 +1020,10 @@ async fn every_mode_protocol_and_credential_state_answers_alike_with_the_hit_pat
             3600,
         )),
         Case::get("paywall", "missing", STORY),
+        Case::get("paywall", "valid, %-encoded", "/premium/%73tory")
+            .bearer(&sub)
+            .subscriber(),
+        Case::get("paywall", "missing, //", "//premium/story"),
         // token
         Case::get("token", "valid", format!("/{media}{SEGMENT}")).subscriber(),
         Case::get("token", "valid query", format!("{SEGMENT}?token={media}")).subscriber(),
@@ -1105,6 +1116,24 @@ async fn every_mode_protocol_and_credential_state_answers_alike_with_the_hit_pat
         )
         .refused(403),
         Case::get("signed", "missing", REPORT).refused(403),
+        // a policy for this one path is checked against the URL as requested, not normalized
+        Case::get(
+            "signed",
+            "valid, exact resource",
+            cf.url(REPORT, &format!("http*://*{REPORT}"), now + 3600, None),
+        )
+        .subscriber(),
+        Case::get(
+            "signed",
+            "not entitled: resource, %-encoded",
+            cf.url(
+                "/downloads/%72eport.pdf",
+                &format!("http*://*{REPORT}"),
+                now + 3600,
+                None,
+            ),
+        )
+        .refused(403),
         // basic
         Case::get("basic", "valid", DRAFT)
             .header("authorization", alice.clone())
