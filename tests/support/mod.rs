@@ -10,6 +10,8 @@
 //!   [`Edge::kill_hard`] (SIGKILL) and [`Edge::start_again`] restart it on the same config;
 //!   [`disk_options`] puts the disk tier in a directory the test owns; [`Edge::rss`] reads
 //!   `VmRSS`/`VmHWM`.
+//!   `TOLLGATE_TEST_FAST_HITS=off` ([`FAST_HITS_ENV`]) starts every edge whose test does not
+//!   set [`EdgeOptions::fast_hits`] with the connection-level hit path off.
 //! - [`tokens`]: good and deliberately bad tokens.
 //! - [`client`], [`get`], [`raw_get`]: clients that do exactly what the test says (no redirects,
 //!   no proxies from the environment, no pooled connections unless asked for).
