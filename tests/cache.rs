@@ -16,7 +16,13 @@ async fn concurrent_misses_for_one_cold_key_reach_the_origin_once() {
     const N: usize = 200;
     let key = tokens::es256("k1");
     let origin = Origin::start();
-    let edge = Edge::start(&origin, &[&key]);
+    // The hit path stays on whatever `TOLLGATE_TEST_FAST_HITS` says: the proof of overlap
+    // below counts the requests it handed to the proxy. The misses are the proxy's either way.
+    let opts = EdgeOptions {
+        fast_hits: Some(true),
+        ..EdgeOptions::default()
+    };
+    let edge = Edge::start_with(&origin, &[&key], opts);
     let client = pooled_client();
     let sub = tokens::subscriber(&key, "alice");
     let proxied = ("outcome", "proxied");

@@ -46,6 +46,14 @@ async fn wait_stored_async(edge: &Edge, n: f64) {
         .unwrap();
 }
 
+/// The hit path on, whatever `TOLLGATE_TEST_FAST_HITS` says: these tests are about it.
+fn hit_path() -> EdgeOptions {
+    EdgeOptions {
+        fast_hits: Some(true),
+        ..EdgeOptions::default()
+    }
+}
+
 fn proxy_only() -> EdgeOptions {
     EdgeOptions {
         cache: "{ memory: { max_size: 64MiB, fast_hits: false } }".into(),
@@ -80,7 +88,7 @@ fn comparable(h: &reqwest::header::HeaderMap) -> Vec<(String, String)> {
 async fn fast_hits_answer_and_count_exactly_as_the_proxy_does() {
     let key = tokens::es256("k1");
     let origin = Origin::start();
-    let fast = Edge::start(&origin, &[&key]);
+    let fast = Edge::start_with(&origin, &[&key], hit_path());
     let proxy = Edge::start_with(&origin, &[&key], proxy_only());
     let sub = tokens::subscriber(&key, "alice");
     let not_entitled = tokens::valid(&key, "bob", &["basic"], 3600);
@@ -275,7 +283,7 @@ fn header<'a>(a: &'a Answer, name: &str) -> &'a str {
 #[tokio::test]
 async fn pipelined_hits_and_connection_close() {
     let origin = Origin::start();
-    let edge = Edge::start(&origin, &[]);
+    let edge = Edge::start_with(&origin, &[], hit_path());
     for p in ["/news/a", "/news/b"] {
         assert!(get(&edge, p, Tok::None).await.is_miss());
     }
@@ -330,7 +338,7 @@ async fn pipelined_hits_and_connection_close() {
 #[tokio::test]
 async fn one_connection_moves_between_the_hit_path_and_the_proxy() {
     let origin = Origin::start();
-    let edge = Edge::start(&origin, &[]);
+    let edge = Edge::start_with(&origin, &[], hit_path());
     let (port, admin_port) = (edge.port, edge.admin_port);
     let p = "/news/moving";
     let answers = tokio::task::spawn_blocking(move || {
@@ -393,7 +401,7 @@ async fn one_connection_moves_between_the_hit_path_and_the_proxy() {
 #[tokio::test]
 async fn purged_and_expired_objects_are_never_answered_by_the_hit_path() {
     let origin = Origin::start();
-    let edge = Edge::start(&origin, &[]);
+    let edge = Edge::start_with(&origin, &[], hit_path());
     let p = "/news/short";
     origin.set_override(p, 200, &[("cache-control", "max-age=1")], "short-lived");
     assert!(get(&edge, p, Tok::None).await.is_miss());
@@ -432,7 +440,7 @@ async fn purged_and_expired_objects_are_never_answered_by_the_hit_path() {
 async fn answers_after_signature_checks_keep_their_order_across_connections() {
     let key = tokens::es256("k1");
     let origin = Origin::start();
-    let edge = Edge::start(&origin, &[&key]);
+    let edge = Edge::start_with(&origin, &[&key], hit_path());
     let sub = tokens::subscriber(&key, "warm");
     for tok in [Tok::None, Tok::Bearer(&sub)] {
         assert!(get(&edge, "/premium/story", tok).await.is_miss());
@@ -513,7 +521,7 @@ fn body_files(pid: u32) -> usize {
 async fn large_bodies_go_out_from_sealed_files_intact() {
     const SENT_FROM_FILES: &str = "tollgate_fast_path_sendfile_bytes_total";
     let origin = Origin::start();
-    let edge = Edge::start(&origin, &[]);
+    let edge = Edge::start_with(&origin, &[], hit_path());
     let small = origin.set_large("/news/small.bin", 64 * 1024 - 1);
     let big = origin.set_large("/news/big.bin", 300_001);
     let huge = origin.set_large("/news/huge.bin", 5 * 1024 * 1024 + 7);
@@ -626,6 +634,7 @@ async fn throttled_requests_are_answered_by_the_loop_as_the_proxy_would() {
         &[&key],
         EdgeOptions {
             extra_yaml: budget.into(),
+            fast_hits: Some(true),
             ..EdgeOptions::default()
         },
     );

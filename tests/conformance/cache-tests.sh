@@ -81,6 +81,13 @@ ADMIN_PORT=$(free_port)
   >"$WORK/origin.log" 2>&1 &
 PIDS+=($!)
 
+# TOLLGATE_TEST_FAST_HITS=off: the hit path off, as for the Rust tests (tests/support).
+FAST_HITS_YAML=""
+case "${TOLLGATE_TEST_FAST_HITS:-}" in
+  off) FAST_HITS_YAML=", fast_hits: false" ;;
+  ""|on) ;;
+  *) echo "TOLLGATE_TEST_FAST_HITS=$TOLLGATE_TEST_FAST_HITS: expected off or on" >&2; exit 2 ;;
+esac
 DISK_YAML=""
 if [ "$DISK" = 1 ]; then
   DISK_YAML="  disk: { path: $WORK/disk, max_size: 256MiB }"
@@ -100,7 +107,7 @@ routes:
     access: public
     cache: { default_ttl: 0s, min_ttl: 0s, max_ttl: 365d }
 cache:
-  memory: { max_size: 256MiB }
+  memory: { max_size: 256MiB$FAST_HITS_YAML }
 $DISK_YAML
 pingora:
   threads: 2

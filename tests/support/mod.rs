@@ -10,6 +10,8 @@
 //!   [`Edge::kill_hard`] (SIGKILL) and [`Edge::start_again`] restart it on the same config;
 //!   [`disk_options`] puts the disk tier in a directory the test owns; [`Edge::rss`] reads
 //!   `VmRSS`/`VmHWM`.
+//!   `TOLLGATE_TEST_FAST_HITS=off` ([`FAST_HITS_ENV`]) starts every edge whose test does not
+//!   set [`EdgeOptions::fast_hits`] with the connection-level hit path off.
 //! - [`tokens`]: good and deliberately bad tokens.
 //! - [`client`], [`get`], [`raw_get`]: clients that do exactly what the test says (no redirects,
 //!   no proxies from the environment, no pooled connections unless asked for).
@@ -593,6 +595,59 @@ pub struct EdgeOptions {
     pub origin_url: Option<String>,
     /// More `key: value` lines under `origins.news` (e.g. `ca_file: ca.pem`).
     pub origin_extra: Vec<String>,
+    /// `cache.memory.fast_hits`: `Some` pins the connection-level hit path on or off; `None`
+    /// leaves it to [`FAST_HITS_ENV`] (and, when that is unset, to the edge's default: on).
+    /// A `fast_hits` written in [`EdgeOptions::cache`] pins it too (never both).
+    pub fast_hits: Option<bool>,
+}
+
+/// `TOLLGATE_TEST_FAST_HITS=off` starts every [`Edge`] whose test does not choose
+/// [`EdgeOptions::fast_hits`] with the hit path off (`cache.memory.fast_hits: false`), so the
+/// whole suite checks the answers of the proxy alone; `on` (or unset) leaves the edge's default.
+pub const FAST_HITS_ENV: &str = "TOLLGATE_TEST_FAST_HITS";
+
+/// What [`FAST_HITS_ENV`] asks for: `Some(false)` for `off`, `Some(true)` for `on`, `None` when
+/// unset or empty. Any other value panics: a misspelt switch must not run the suite unswitched.
+pub fn fast_hits_from_env() -> Option<bool> {
+    let value = std::env::var(FAST_HITS_ENV).unwrap_or_default();
+    match value.trim() {
+        "" => None,
+        "off" => Some(false),
+        "on" => Some(true),
+        other => panic!("{FAST_HITS_ENV}={other:?}: expected off or on"),
+    }
+}
+
+/// The `cache:` value of `opts` with `memory.fast_hits` set as [`EdgeOptions::fast_hits`] or
+/// [`FAST_HITS_ENV`] ask, unless the test wrote it into the cache value itself.
+fn cache_yaml(opts: &EdgeOptions) -> String {
+    let written = opts.cache.contains("fast_hits");
+    let want = match (opts.fast_hits, written) {
+        (Some(_), true) => panic!(
+            "EdgeOptions: fast_hits is set both in the field and in cache: {}",
+            opts.cache
+        ),
+        (Some(on), false) => Some(on),
+        (None, true) => None,
+        (None, false) => fast_hits_from_env(),
+    };
+    let Some(on) = want else {
+        return opts.cache.clone();
+    };
+    let mut cache: serde_yaml::Value = serde_yaml::from_str(&opts.cache)
+        .unwrap_or_else(|e| panic!("EdgeOptions::cache is not YAML ({e}): {}", opts.cache));
+    let map = cache
+        .as_mapping_mut()
+        .unwrap_or_else(|| panic!("EdgeOptions::cache is not a mapping: {}", opts.cache));
+    let memory = map
+        .entry("memory".into())
+        .or_insert_with(|| serde_yaml::Mapping::new().into());
+    memory
+        .as_mapping_mut()
+        .unwrap_or_else(|| panic!("cache.memory is not a mapping: {}", opts.cache))
+        .insert("fast_hits".into(), on.into());
+    // JSON is YAML: one line, fit for the flow position after `cache: `
+    serde_json::to_string(&cache).expect("cache value to JSON")
 }
 
 impl Default for EdgeOptions {
@@ -611,6 +666,7 @@ impl Default for EdgeOptions {
             extra_yaml: String::new(),
             origin_url: None,
             origin_extra: Vec::new(),
+            fast_hits: None,
         }
     }
 }
@@ -735,7 +791,7 @@ fn config_yaml(
          pingora:\n  threads: {threads}\n  pid_file: {pid}\n  upgrade_sock: {sock}\n{pingora_extra}{extra_yaml}",
         reload = opts.reload_interval_seconds,
         sources = sources.join(", "),
-        cache = opts.cache,
+        cache = cache_yaml(opts),
         threads = opts.threads,
         pid = yaml_str(&dir.join("tollgate.pid").to_string_lossy()),
         sock = yaml_str(&dir.join("upgrade.sock").to_string_lossy()),
@@ -859,6 +915,15 @@ impl Edge {
         }
     }
 
+    /// Whether this edge runs with the connection-level hit path (`cache.memory.fast_hits`),
+    /// as its options and [`FAST_HITS_ENV`] decided.
+    pub fn fast_hits(&self) -> bool {
+        let written: Option<serde_yaml::Value> = serde_yaml::from_str(&cache_yaml(&self.opts))
+            .ok()
+            .and_then(|c: serde_yaml::Value| c.get("memory")?.get("fast_hits").cloned());
+        written.and_then(|v| v.as_bool()).unwrap_or(true)
+    }
+
     /// `http://127.0.0.1:<port><path>` on the proxy listener.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
@@ -934,19 +999,16 @@ impl Edge {
 
     /// Poll `/metrics` until the series reaches `at_least` (the request counter is bumped in the
     /// logging phase, after the client already has its response). Returns the last value.
+    /// A family that is not exported yet (label-vector families appear with their first series)
+    /// reads as not there yet until the deadline, then fails as [`metric`] does.
     pub async fn wait_metric(&self, name: &str, labels: &[(&str, &str)], at_least: f64) -> f64 {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            // a labelled family is exported from its first series on: until the deadline, one
-            // not exported yet is still on its way (after it, `metric` fails on it)
             let text = self.metrics().await;
-            let exported = text.lines().any(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
-            });
-            if exported || Instant::now() > deadline {
+            let late = Instant::now() > deadline;
+            if exported(&text, name) || late {
                 let v = metric(&text, name, labels);
-                if v >= at_least || Instant::now() > deadline {
+                if v >= at_least || late {
                     return v;
                 }
             }
@@ -1173,7 +1235,8 @@ impl Edge {
     }
 
     /// Poll `/metrics` (every 50 ms, up to `timeout`) until `ok(value)` holds for the series;
-    /// returns the last value and whether it held.
+    /// returns the last value and whether it held. A family not exported yet is waited for as
+    /// in [`Edge::wait_metric`].
     pub async fn poll_metric(
         &self,
         name: &str,
@@ -1183,12 +1246,16 @@ impl Edge {
     ) -> (f64, bool) {
         let deadline = Instant::now() + timeout;
         loop {
-            let v = self.metric(name, labels).await;
-            if ok(v) {
-                return (v, true);
-            }
-            if Instant::now() > deadline {
-                return (v, false);
+            let text = self.metrics().await;
+            let late = Instant::now() > deadline;
+            if exported(&text, name) || late {
+                let v = metric(&text, name, labels);
+                if ok(v) {
+                    return (v, true);
+                }
+                if late {
+                    return (v, false);
+                }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -1691,6 +1758,26 @@ pub fn parse_metrics(text: &str) -> Result<Vec<Sample>, String> {
     Ok(out)
 }
 
+/// Whether `text` has a `# TYPE` line for `name` (or the histogram or summary it is part of).
+fn declared(text: &str, name: &str) -> bool {
+    let base = ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .unwrap_or(name);
+    text.lines().any(|l| {
+        l.starts_with(&format!("# TYPE {name} ")) || l.starts_with(&format!("# TYPE {base} "))
+    })
+}
+
+/// Whether `text` exports `name` at all: a `# TYPE` line or a sample.
+pub fn exported(text: &str, name: &str) -> bool {
+    declared(text, name)
+        || text.lines().any(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with(['{', ' ']))
+        })
+}
+
 /// Sum of the samples named `name` whose labels include all of `labels`; 0 when no series has
 /// those label values. Panics when `name` is nowhere in the text (no sample, no `# TYPE`), or
 /// when one of the label names is on none of its series: a misspelt or missing metric must fail
@@ -1698,15 +1785,8 @@ pub fn parse_metrics(text: &str) -> Result<Vec<Sample>, String> {
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     let samples = parse_metrics(text).unwrap_or_else(|e| panic!("metrics do not parse: {e}"));
     let family: Vec<&Sample> = samples.iter().filter(|s| s.name == name).collect();
-    let base = ["_bucket", "_sum", "_count"]
-        .iter()
-        .find_map(|suffix| name.strip_suffix(suffix))
-        .unwrap_or(name);
-    let declared = text.lines().any(|l| {
-        l.starts_with(&format!("# TYPE {name} ")) || l.starts_with(&format!("# TYPE {base} "))
-    });
     assert!(
-        !family.is_empty() || declared,
+        !family.is_empty() || declared(text, name),
         "metric {name} is not exported at all (misspelt, or never registered)"
     );
     for (k, _) in labels {
