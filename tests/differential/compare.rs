@@ -316,6 +316,15 @@ pub async fn run(origin: &Origin, pair: &Pair, cases: &[Case]) {
                     let row = table.entry((case.mode, via)).or_default();
                     row.0 += delta;
                     row.1 += 1;
+                    // one hit path for every mode and protocol: each hit (every 200 here) is
+                    // answered by it, and nothing else is
+                    let want = if on.status == 200 { 1.0 } else { 0.0 };
+                    if delta != want {
+                        fail(format!(
+                            "on: the hit path answered {delta} times for a {} (expected {want})",
+                            on.status
+                        ));
+                    }
                 } else if delta != 0.0 {
                     fail(format!("off: the hit path answered ({SERVED} +{delta})"));
                 }

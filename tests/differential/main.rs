@@ -10,8 +10,11 @@
 //! added to the counters — and a refused or non-subscriber credential never gets subscriber
 //! content, and no hit reaches the origin.
 //!
-//! Which of these requests the hit path answers is printed (`--nocapture`), not asserted: that
-//! is changing. Asserted: with `fast_hits: false` it answers none.
+//! One hit path for every mode and protocol: on the edge with `fast_hits: true` every hit
+//! (every `200` of these cases) is answered by the hit path and nothing else is
+//! (`tollgate_fast_path_total{outcome="served"}` moves by exactly one per hit); with
+//! `fast_hits: false` it answers none. The share per (mode, protocol) is printed
+//! (`--nocapture`).
 //!
 //! Every difference found is collected and reported together, each naming its case
 //! (`mode/protocol/state`).
