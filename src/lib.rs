@@ -1,20 +1,33 @@
 //! Tollgate: a CDN edge node on Pingora that enforces a publisher's paywall and token access at
 //! the edge.
 //!
-//! The request flow (SPEC §1), and where each step lives:
+//! The request flow (SPEC §1) as it really runs, and where each step lives:
 //!
-//! 1. Route: first `routes[]` glob that fits the normalized path — [`config`], [`proxy::request`].
-//! 2. Token: found by the configured source precedence and stripped from what the cache and
-//!    origin see — [`proxy::request`].
-//! 3. Access: the route's mode turns the verified token into a variant — [`auth`] (ring JWT
-//!    verification, key sets, verified-token cache) and [`access`]. Runs in `request_filter`,
-//!    before the cache lookup.
-//! 4. Cache: key = host + normalized path + query without tokens + variant — [`cache`].
-//! 5. Miss: the route's origin, with the secret header and `x-tollgate-variant` — [`proxy`].
-//! 6. Respond with `Cache-Status` and `Age` — [`proxy::respond`].
+//! 0. **Read.** An HTTP/1.x request (plain or TLS) is read by the connection loop
+//!    ([`app`]'s front, [`http1`]): ambiguous framing, a bad `Host`, a slow head are refused
+//!    there, before anything else. HTTP/2 connections go to Pingora's proxy ([`proxy`]), whose
+//!    `request_filter` applies the same refusals.
+//! 1. **Admit** — [`admission::admit`], one function for every protocol and path: normalize the
+//!    path and split off a path token ([`request`]), route (first `routes[]` glob, [`config`]),
+//!    the route's behaviours (viewer protocol, methods, query policy), and access: the route's
+//!    mode turns the credential into a variant ([`auth`] verifies — JWT with `ring`, the
+//!    verified-token cache, CloudFront signatures, Basic credentials, AWS SMD tokens — and
+//!    [`access`] decides), with revocations ([`revocation`]) and the failed-credential budget
+//!    ([`budget`]). A refused request is answered by the edge; the origin never sees it.
+//! 2. **Hit.** A fresh memory-tier object for (host, normalized path, token-free query,
+//!    variant) ([`cache`]) is answered at once with its stored head: by the connection loop for
+//!    HTTP/1 ([`proxy::fast`]), from `request_filter` for HTTP/2 — most hits end here.
+//! 3. **Everything else** — disk hits, ranges, conditionals, misses, other methods — runs
+//!    through Pingora's proxy phases with the admission already decided (the loop hands it
+//!    over with the request): cache lookup, then on a miss the route's origin with the secret
+//!    header and `x-tollgate-variant` ([`proxy`]; [`sigv4`] for private S3 origins).
+//! 4. **Finish.** Every answer gets `Cache-Status` and `Age` ([`proxy::respond`]) and is counted
+//!    and logged in one place (`TollgateProxy::finish`: [`metrics`], [`access_log`]).
 //!
-//! [`access_log`] writes one JSON line per request off the request path. [`app`] assembles the Pingora server; [`admin`] serves `/metrics`, `/healthz` and
-//! `/admin/*`; [`metrics`] names every metric; [`demo`] is the embedded default.
+//! [`edge`] holds the runtime state built once from the config; [`app`] assembles the Pingora
+//! server; [`admin`] serves `/metrics`, `/healthz` and `/admin/*`; [`demo`] is the embedded
+//! default. [`request`] is the ground floor every layer may read (it imports nothing of the
+//! crate).
 
 pub mod access;
 pub mod access_log;

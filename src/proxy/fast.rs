@@ -1,22 +1,20 @@
-//! Fresh memory hits answered from the connection loop ([`crate::app::front`]), without
-//! Pingora's proxy phases.
+//! The hit path: fresh memory hits answered without Pingora's proxy phases — by the connection
+//! loop (`app::front`) for HTTP/1, and from `request_filter` for HTTP/2
+//! ([`TollgateProxy::hit_in_filter`]).
 //!
 //! Why: on a warm hit, Pingora's HTTP/1 session and proxy state machine cost about twice what
 //! the answer itself costs — the request is parsed into a header map, a cache key, a `CacheMeta`
 //! and a response header are built and dropped, each phase is a boxed future. `perf` on the
 //! 1 KiB public hit (benches/peers, issue 7) showed Tollgate's user space at ~21 µs a request
 //! against HAProxy's ~9 µs. This path does only what a fresh hit needs: parse the head
-//! (`httparse`), route, decide access with the same functions as the proxy, look the object
-//! up in the memory tier, and write one precomputed head plus the shared body.
-//! Benchmarks: `benches/peers/run.sh` (ratios in the closing note of issue 7) and
-//! `benches/wrk/run.sh`.
+//! (`httparse`), admit it ([`crate::admission::admit`], the proxy's own admission, every
+//! access mode), look the object up in the memory tier, and write its stored head plus the
+//! shared body. Benchmarks: `benches/peers/run.sh` and `benches/wrk/run.sh`.
 //!
-//! It serves a request only when the answer is certain to be the one the proxy would give:
-//! a plain HTTP/1.1 GET or HEAD without body, range, conditional or request cache directives,
-//! on a `public` or `paywall` route whose behaviours let it through, decided with the proxy's
-//! own access functions, and a fresh memory-tier object without `Vary` for the variant
-//! decided. Anything else goes to the proxy unchanged ([`Parse::Proxy`], or `None` from
-//! [`TollgateProxy::fast_hit`]).
+//! It answers only a GET or HEAD without body, range, conditional or request cache directives
+//! ([`PROXY_ONLY`]) whose admission let it in, for a fresh memory-tier object without `Vary`
+//! for the variant decided. Anything else goes to the proxy ([`Parse::Proxy`], or
+//! [`Fast::Proxy`] with the admission already decided, which the proxy does not decide again).
 
 use std::io::Write;
 use std::net::IpAddr;
