@@ -830,11 +830,18 @@ fn spawn_edge(
                 (port, admin_port)
             }
         };
-        std::fs::write(
-            config_path,
-            config_yaml(dir, port, admin_port, origin, opts),
-        )
-        .unwrap();
+        let config = config_yaml(dir, port, admin_port, origin, opts);
+        std::fs::write(config_path, &config).unwrap();
+        // every address the config names on loopback (listeners, TLS and PROXY listeners
+        // included; the origin's too, which is already up): ready when all accept
+        let addrs: Vec<u16> = config
+            .split("127.0.0.1:")
+            .skip(1)
+            .filter_map(|rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            })
+            .collect();
         let stderr = std::fs::File::create(stderr_path).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .arg("-c")
@@ -857,7 +864,10 @@ fn spawn_edge(
                 );
                 break; // maybe a port race: retry with fresh ports
             }
-            if probe_200(admin_port, "/healthz") && TcpStream::connect(("127.0.0.1", port)).is_ok()
+            if probe_200(admin_port, "/healthz")
+                && addrs
+                    .iter()
+                    .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
             {
                 return (port, admin_port, child);
             }
@@ -983,11 +993,12 @@ impl Edge {
 
     /// `GET /metrics` text.
     pub async fn metrics(&self) -> String {
-        let r = client()
-            .get(self.admin_url("/metrics"))
-            .send()
-            .await
-            .expect("GET /metrics");
+        let r = client().get(self.admin_url("/metrics")).send().await;
+        let r = r.unwrap_or_else(|e| {
+            // a dead edge explains itself (its panics, its stderr) before the error does
+            self.assert_running();
+            panic!("GET /metrics: {e}")
+        });
         assert_eq!(r.status().as_u16(), 200, "GET /metrics status");
         r.text().await.expect("metrics body")
     }
