@@ -51,8 +51,9 @@ pub struct Metrics {
     pub cache_purged: IntCounter,
     /// `tollgate_access_log_dropped_total{reason}`
     pub access_log_dropped: IntCounterVec,
-    /// `tollgate_fast_path_total{outcome}`: requests the connection-level hit path answered
-    /// (`served`) or handed to the proxy (`proxied`).
+    /// `tollgate_fast_path_total{outcome}`: fresh memory hits the hit path answered, any
+    /// protocol (`served`), and HTTP/1 requests the connection loop handed to the proxy
+    /// (`proxied`).
     pub fast_path: IntCounterVec,
     /// `tollgate_fast_path_total{outcome="served"}`
     pub fast_served: IntCounter,
@@ -174,8 +175,8 @@ impl Metrics {
         let fast_path = IntCounterVec::new(
             Opts::new(
                 "tollgate_fast_path_total",
-                "HTTP/1.1 requests answered as fresh memory hits by the connection loop (served) \
-                 or handed to the proxy (proxied).",
+                "Fresh memory hits answered by the hit path, any protocol (served), and HTTP/1.1 \
+                 requests the connection loop handed to the proxy (proxied).",
             ),
             &["outcome"],
         )?;
