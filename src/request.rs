@@ -33,7 +33,8 @@ impl BadRequest {
     }
 }
 
-fn hex(b: u8) -> Option<u8> {
+/// The value of one hexadecimal digit (either case).
+pub fn hex_digit(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),
@@ -70,8 +71,8 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, BadRequest> {
         let b = bytes[i];
         if b == b'%' {
             let (Some(h), Some(l)) = (
-                bytes.get(i + 1).copied().and_then(hex),
-                bytes.get(i + 2).copied().and_then(hex),
+                bytes.get(i + 1).copied().and_then(hex_digit),
+                bytes.get(i + 2).copied().and_then(hex_digit),
             ) else {
                 return Err(BadRequest::BadEscape);
             };

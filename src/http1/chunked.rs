@@ -12,6 +12,8 @@
 //! - every line ends in CRLF, and chunk data is followed by exactly CRLF;
 //! - no trailer fields: the last chunk is followed directly by the final CRLF.
 
+use crate::request::hex_digit;
+
 /// The longest chunk-size line accepted (size and extensions).
 pub const MAX_LINE: usize = 1024;
 
@@ -92,7 +94,7 @@ impl Chunked {
             let b = buf[i];
             i += 1;
             self.state = match self.state {
-                State::Size => match hex(b) {
+                State::Size => match hex_digit(b) {
                     Some(d) if self.digits < 16 => {
                         self.digits += 1;
                         self.size = (self.size << 4) | u64::from(d);
@@ -150,15 +152,6 @@ impl Chunked {
         } else {
             Ok(())
         }
-    }
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
     }
 }
 
