@@ -4,46 +4,15 @@
 
 mod support;
 
-use ring::hmac;
-use serde_json::{json, Value};
+use serde_json::json;
 use support::{send, tokens, Edge, EdgeOptions, Origin};
-use tollgate::auth::mint::b64url;
 
 const KID: &str = "20240101_0123456789abcdef0123";
 const SECRET: &str = "5f4dcc3b5aa765d61d8327deb882cf995f4dcc3b5aa765d61d8327deb882cf99";
 
-/// An HS256 token as the AWS token service makes it. With `bind = Some((ip, sid))` it carries
-/// `intsig` over the viewer IP and the session id (the `<sid>.` path prefix).
+/// An AWS Secure Media Delivery token under [`KID`] ([`tokens::smd`]).
 fn smd_token(secret: &str, paths: &[&str], ttl: i64, bind: Option<(&str, &str)>) -> String {
-    let now = tokens::now();
-    let mut payload = json!({ "paths": paths, "exp": now + ttl, "iat": now });
-    if let Some((ip, sid)) = bind {
-        let input = format!("{ip}:{sid}");
-        let tag = hmac::sign(
-            &hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()),
-            input.as_bytes(),
-        );
-        payload["ip"] = Value::Bool(true);
-        payload["ip_ver"] = json!(4);
-        payload["ssn"] = Value::Bool(true);
-        payload["intsig"] = Value::String(b64url(tag.as_ref()));
-    }
-    let h = b64url(
-        json!({"alg": "HS256", "typ": "JWT", "kid": KID})
-            .to_string()
-            .as_bytes(),
-    );
-    let p = b64url(payload.to_string().as_bytes());
-    let input = format!("{h}.{p}");
-    let sig = hmac::sign(
-        &hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()),
-        input.as_bytes(),
-    );
-    let token = format!("{input}.{}", b64url(sig.as_ref()));
-    match bind {
-        Some((_, sid)) => format!("{sid}.{token}"),
-        None => token,
-    }
+    tokens::smd(KID, secret, paths, ttl, bind)
 }
 
 fn start(origin: &Origin, secrets_dir: &std::path::Path) -> Edge {

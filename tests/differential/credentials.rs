@@ -5,9 +5,8 @@ use base64::Engine;
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
-use ring::hmac;
-use serde_json::{json, Value};
-use tollgate::auth::mint::{b64url, SigningKey};
+use serde_json::json;
+use tollgate::auth::mint::SigningKey;
 
 use crate::support::tokens;
 
@@ -97,35 +96,7 @@ impl CfKey {
 pub const SMD_KID: &str = "20240101_0123456789abcdef0123";
 pub const SMD_SECRET: &str = "5f4dcc3b5aa765d61d8327deb882cf995f4dcc3b5aa765d61d8327deb882cf99";
 
-/// An AWS Secure Media Delivery token (HS256, as the AWS token service makes it), as the first
-/// path segment. With `bind = Some((ip, sid))` it carries `intsig` over the viewer address and
-/// the session id, and the segment is `<sid>.<token>`.
+/// An AWS Secure Media Delivery token under [`SMD_KID`] ([`tokens::smd`]).
 pub fn smd_token(secret: &str, paths: &[&str], ttl: i64, bind: Option<(&str, &str)>) -> String {
-    let now = tokens::now();
-    let mut payload = json!({ "paths": paths, "exp": now + ttl, "iat": now.min(now + ttl - 60) });
-    if let Some((ip, sid)) = bind {
-        let tag = hmac::sign(
-            &hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()),
-            format!("{ip}:{sid}").as_bytes(),
-        );
-        payload["ip"] = Value::Bool(true);
-        payload["ip_ver"] = json!(4);
-        payload["ssn"] = Value::Bool(true);
-        payload["intsig"] = Value::String(b64url(tag.as_ref()));
-    }
-    let h = b64url(
-        json!({"alg": "HS256", "typ": "JWT", "kid": SMD_KID})
-            .to_string()
-            .as_bytes(),
-    );
-    let input = format!("{h}.{}", b64url(payload.to_string().as_bytes()));
-    let sig = hmac::sign(
-        &hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()),
-        input.as_bytes(),
-    );
-    let token = format!("{input}.{}", b64url(sig.as_ref()));
-    match bind {
-        Some((_, sid)) => format!("{sid}.{token}"),
-        None => token,
-    }
+    tokens::smd(SMD_KID, secret, paths, ttl, bind)
 }

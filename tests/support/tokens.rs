@@ -169,3 +169,38 @@ pub fn media(
     }
     sign(key, &c)
 }
+
+/// An AWS Secure Media Delivery token under `kid` (HS256, as the AWS token service makes it),
+/// as it goes in the first path segment. With `bind = Some((ip, sid))` it carries `intsig`
+/// over the viewer address and the session id, and the segment is `<sid>.<token>`.
+pub fn smd(
+    kid: &str,
+    secret: &str,
+    paths: &[&str],
+    ttl: i64,
+    bind: Option<(&str, &str)>,
+) -> String {
+    let now = now();
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    // issued before it expires, also for an expired token
+    let mut payload = json!({ "paths": paths, "exp": now + ttl, "iat": now.min(now + ttl - 60) });
+    if let Some((ip, sid)) = bind {
+        let tag = hmac::sign(&key, format!("{ip}:{sid}").as_bytes());
+        payload["ip"] = Value::Bool(true);
+        payload["ip_ver"] = json!(4);
+        payload["ssn"] = Value::Bool(true);
+        payload["intsig"] = Value::String(mint::b64url(tag.as_ref()));
+    }
+    let header = json!({"alg": "HS256", "typ": "JWT", "kid": kid}).to_string();
+    let input = format!(
+        "{}.{}",
+        mint::b64url(header.as_bytes()),
+        mint::b64url(payload.to_string().as_bytes())
+    );
+    let sig = hmac::sign(&key, input.as_bytes());
+    let token = format!("{input}.{}", mint::b64url(sig.as_ref()));
+    match bind {
+        Some((_, sid)) => format!("{sid}.{token}"),
+        None => token,
+    }
+}
