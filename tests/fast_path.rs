@@ -729,3 +729,90 @@ async fn throttled_requests_are_answered_by_the_loop_as_the_proxy_would() {
         );
     }
 }
+
+/// The raw answers to `requests` sent at once on one connection, and whether the edge closed
+/// it after the last one.
+fn raw_exchange(port: u16, requests: &str, heads: &[bool]) -> (Vec<Answer>, bool) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(requests.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let answers = read_answers(&mut s, &mut buf, heads.len(), heads);
+    let mut rest = Vec::new();
+    let closed = s.read_to_end(&mut rest).is_ok() && rest.is_empty() && buf.is_empty();
+    (answers, closed)
+}
+
+#[tokio::test]
+async fn http_1_0_hits_are_answered_by_the_hit_path_as_the_proxy_answers_them() {
+    let origin = Origin::start();
+    let fast = Edge::start_with(&origin, &[], hit_path());
+    let proxy = Edge::start_with(&origin, &[], proxy_only());
+    for edge in [&fast, &proxy] {
+        assert!(get(edge, "/news/old", Tok::None).await.is_miss());
+        wait_stored_async(edge, 1.0).await;
+    }
+    let served_before = fast.metric(FAST, &[("outcome", "served")]).await;
+    // HTTP/1.0 without keep-alive: one answer, then the edge closes; with keep-alive: the
+    // connection stays for the next request, which (without it) is the last
+    let cases: [(&str, &[bool]); 2] = [
+        ("GET /news/old HTTP/1.0\r\nHost: {h}\r\n\r\n", &[false]),
+        (
+            "GET /news/old HTTP/1.0\r\nHost: {h}\r\nConnection: keep-alive\r\n\r\n\
+             HEAD /news/old HTTP/1.0\r\nHost: {h}\r\n\r\n",
+            &[false, true],
+        ),
+    ];
+    for (requests, heads) in cases {
+        let mut seen = Vec::new();
+        for edge in [&fast, &proxy] {
+            let port = edge.port;
+            let heads = heads.to_vec();
+            // the host the objects were filled under (it is part of the cache key)
+            let sent = requests.replace("{h}", &format!("127.0.0.1:{port}"));
+            let (answers, closed) =
+                tokio::task::spawn_blocking(move || raw_exchange(port, &sent, &heads))
+                    .await
+                    .unwrap();
+            assert!(
+                closed,
+                "{requests:?}: the connection is closed after the last answer"
+            );
+            let comparable: Vec<_> = answers
+                .into_iter()
+                .map(|(status, headers, body)| {
+                    let headers: Vec<_> = headers
+                        .into_iter()
+                        .filter(|(k, _)| !["date", "age", "x-origin-seq"].contains(&k.as_str()))
+                        .collect();
+                    (status, headers, body)
+                })
+                .collect();
+            seen.push(comparable);
+        }
+        assert_eq!(seen[0].len(), seen[1].len(), "{requests:?}: answers");
+        for (f, p) in seen[0].iter().zip(&seen[1]) {
+            assert_eq!(f.0, p.0, "{requests:?}: status");
+            assert_eq!(f.2, p.2, "{requests:?}: body");
+            assert_eq!(f.1, p.1, "{requests:?}: headers");
+        }
+        for (status, headers, _) in &seen[0] {
+            assert_eq!(*status, 200);
+            assert!(headers.contains(&("cache-status".into(), "tollgate; hit".into())));
+        }
+        assert_eq!(
+            seen[0]
+                .last()
+                .and_then(|a| a.1.iter().find(|(k, _)| k == "connection")),
+            Some(&("connection".to_owned(), "close".to_owned())),
+            "{requests:?}: the last answer says it closes"
+        );
+    }
+    let served = settled(&fast, FAST, &[("outcome", "served")], served_before + 3.0).await;
+    assert_eq!(
+        served - served_before,
+        3.0,
+        "the three HTTP/1.0 hits took the hit path"
+    );
+    assert_eq!(origin.hits("/news/old"), 2, "one fill per edge, then hits");
+}

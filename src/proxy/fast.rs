@@ -133,7 +133,9 @@ fn hit_request<'a>(req: &httparse::Request<'_, 'a>) -> Option<HitRequest<'a>> {
         "HEAD" => true,
         _ => return None,
     };
-    let (target, 1) = (req.path?, req.version?) else {
+    // HTTP/1.1, and HTTP/1.0 (answered as the proxy does: `HTTP/1.1`, and the connection
+    // closed after it unless the client asked to keep it)
+    let (Some(target), Some(version @ (0 | 1))) = (req.path, req.version) else {
         return None;
     };
     if !target.starts_with('/') || !visible_ascii(target.as_bytes()) {
@@ -151,7 +153,7 @@ fn hit_request<'a>(req: &httparse::Request<'_, 'a>) -> Option<HitRequest<'a>> {
         forwarded_proto: None,
         close: false,
     };
-    let (mut authorization, mut cookies) = (0, 0);
+    let (mut authorization, mut cookies, mut keep_alive) = (0, 0, false);
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         let value = h.value;
@@ -183,13 +185,18 @@ fn hit_request<'a>(req: &httparse::Request<'_, 'a>) -> Option<HitRequest<'a>> {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
                     out.close = true;
-                } else if !token.eq_ignore_ascii_case(b"keep-alive") {
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = true;
+                } else {
                     return None;
                 }
             }
         } else if PROXY_ONLY.iter().any(|n| is(n)) {
             return None;
         }
+    }
+    if version == 0 && !keep_alive {
+        out.close = true;
     }
     (!out.host.is_empty()).then_some(out)
 }

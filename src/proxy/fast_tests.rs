@@ -55,6 +55,18 @@ fn plain_gets_and_heads_are_candidates() {
 }
 
 #[test]
+fn http_1_0_is_a_candidate_that_closes_unless_asked_to_keep_alive() {
+    let r = hit("GET /a HTTP/1.0\r\nHost: h\r\n\r\n");
+    assert!(r.close, "HTTP/1.0 closes by default");
+    let r = hit("HEAD /a HTTP/1.0\r\nHost: h\r\nConnection: Keep-Alive\r\n\r\n");
+    assert!(!r.close && r.head);
+    let r = hit("GET /a HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(!r.close, "HTTP/1.1 keeps the connection by default");
+    // without Host, HTTP/1.0 is the proxy's
+    proxied("GET /a HTTP/1.0\r\n\r\n");
+}
+
+#[test]
 fn an_incomplete_head_waits_for_more() {
     assert!(matches!(parse(b""), Parse::Partial));
     assert!(matches!(
@@ -81,7 +93,6 @@ fn everything_else_goes_to_the_proxy() {
         // methods, versions, targets
         "POST /a HTTP/1.1\r\nHost: h\r\n\r\n",
         "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
-        "GET /a HTTP/1.0\r\nHost: h\r\n\r\n",
         "GET /a HTTP/1.0\r\n\r\n",
         "GET http://h/a HTTP/1.1\r\nHost: h\r\n\r\n",
         "GET /a#frag HTTP/1.1\r\nHost: h\r\n\r\n",
