@@ -488,3 +488,73 @@ fn the_metric_reader_refuses_unknown_names() {
         assert!(refused.is_err(), "{name} {labels:?} read as a value");
     }
 }
+
+/// Requests the connection loop refuses for their framing, or whose head never completes, are
+/// logged like every other request: one line each, with the method and token-free target as far
+/// as they parse, status, `cache: "edge"`, and a request-duration sample.
+#[tokio::test]
+async fn refused_http1_requests_are_logged_and_timed_too() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("access.log");
+    let origin = Origin::start();
+    let mut opts = log_options(&log);
+    opts.extra_yaml.push_str("limits: { header_timeout: 1s }\n");
+    let edge = Edge::start_with(&origin, &[], opts);
+    let port = edge.port;
+    let durations = edge
+        .metric("tollgate_request_duration_seconds_count", &[])
+        .await;
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let exchange = |raw: &[u8]| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(raw).unwrap();
+            let mut answer = Vec::new();
+            let _ = s.read_to_end(&mut answer);
+            String::from_utf8_lossy(&answer).into_owned()
+        };
+        // a body on a GET, with a token in the target
+        let a = exchange(
+            b"GET /eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln/news/x?token=secret&a=1 HTTP/1.1\r\n\
+              Host: Example.test\r\nContent-Length: 3\r\n\r\nabc",
+        );
+        assert!(a.starts_with("HTTP/1.1 400"), "{a}");
+        // a head that never completes
+        let t = exchange(b"GET /news/slow HTTP/1.1\r\nHost: example.test\r\n");
+        assert!(t.starts_with("HTTP/1.1 408"), "{t}");
+    })
+    .await
+    .unwrap();
+    let lines = wait_lines(&[&log], 2);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(lines.len(), 2, "one line per refused request:\n{text}");
+    let (body, slow) = (&lines[0], &lines[1]);
+    assert_eq!(body["status"], 400, "{body}");
+    assert_eq!(body["method"], "GET", "{body}");
+    assert_eq!(body["host"], "example.test", "{body}");
+    assert_eq!(
+        body["path"], "/news/x",
+        "the path token is not logged: {body}"
+    );
+    assert_eq!(
+        body["query"], "a=1",
+        "the query token is not logged: {body}"
+    );
+    assert_eq!(body["cache"], "edge", "{body}");
+    assert!(!text.contains("secret") && !text.contains("c2ln"), "{text}");
+    assert_eq!(slow["status"], 408, "{slow}");
+    assert_eq!(slow["path"], "/news/slow", "{slow}");
+    assert!(
+        slow["duration"].as_f64().unwrap_or(0.0) >= 0.9,
+        "a timed-out head took its header timeout: {slow}"
+    );
+    let after = edge
+        .wait_metric(
+            "tollgate_request_duration_seconds_count",
+            &[],
+            durations + 2.0,
+        )
+        .await;
+    assert_eq!(after, durations + 2.0, "both refusals timed");
+}

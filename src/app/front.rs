@@ -243,21 +243,27 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
             match read_more(stream, buf, watch, deadline, self.linger).await {
                 Read::More => head_started = true,
                 Read::TimedOut if head_started && !buf.is_empty() => {
-                    self.refuse(stream, Refusal::HeaderTimeout, false).await;
+                    let since =
+                        head_deadline.map_or_else(Instant::now, |d| d - limits.header_timeout);
+                    self.refuse(stream, Refusal::HeaderTimeout, buf, since)
+                        .await;
                     return Next::Done;
                 }
                 Read::TimedOut | Read::Closed => return Next::Done,
             }
         }
+        // when the head began, as far as a clock was read for it (for a refusal's record)
+        let head_start = head_deadline.map_or_else(Instant::now, |d| d - limits.header_timeout);
         match fast::parse(buf) {
             Parse::Refuse(refusal) => {
-                self.refuse(stream, refusal, http1::is_head(buf)).await;
+                self.refuse(stream, refusal, buf, head_start).await;
                 Next::Done
             }
             Parse::Partial => {
                 // `head_end_seen` rules this out; refuse rather than wait on a reading we
                 // do not understand
-                self.refuse(stream, Refusal::Malformed, false).await;
+                self.refuse(stream, Refusal::Malformed, buf, head_start)
+                    .await;
                 Next::Done
             }
             parsed => Next::Request(parsed),
@@ -265,26 +271,30 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
     }
 
     /// Answer a refused request (or a head that timed out) and close: after a framing error
-    /// nothing later on the connection can be trusted to start where it seems to.
-    /// `head`: the request was a HEAD (its answer has no body).
-    async fn refuse(&self, stream: &mut Stream, refusal: Refusal, head: bool) {
-        let edge = self.fast.edge();
-        edge.count_refusal(refusal);
-        edge.count_request(
-            None,
-            crate::cache::Variant::Public,
-            "edge",
-            refusal.status(),
-        );
+    /// nothing later on the connection can be trusted to start where it seems to. `buf`: what
+    /// was read of the request (its method and target go to the access log as far as they
+    /// parse); `since`: when its head began.
+    async fn refuse(&self, stream: &mut Stream, refusal: Refusal, buf: &[u8], since: Instant) {
         log::debug!("refused an HTTP/1 request: {}", refusal.as_str());
-        let (answer, _) =
+        let head = http1::is_head(buf);
+        let (answer, body) =
             respond::answer_h1(&respond::Answer::Status(refusal.status()), head, true);
         let write = async {
             stream.write_all(&answer).await?;
             stream.flush().await?;
             stream.shutdown().await
         };
-        let _ = tokio::time::timeout(WRITE_TIMEOUT, write).await;
+        let written = tokio::time::timeout(WRITE_TIMEOUT, write).await;
+        let sent = if matches!(written, Ok(Ok(()))) {
+            body
+        } else {
+            0
+        };
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        self.fast
+            .refused(refusal, buf, sent, peer, since.into_std());
     }
 
     /// HTTP/1.x on one connection, request after request; `buf` holds what was already read.
@@ -412,7 +422,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                     Ok(Some(end)) => (end, Left::Done),
                     Ok(None) => (after_head.len(), Left::Chunked(chunks)),
                     Err(_) => {
-                        self.refuse(&mut stream, Refusal::BadFraming, false).await;
+                        let head = buf[..head_len].to_vec();
+                        let now = Instant::now();
+                        self.refuse(&mut stream, Refusal::BadFraming, &head, now)
+                            .await;
                         return None;
                     }
                 }

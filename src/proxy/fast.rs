@@ -487,6 +487,68 @@ impl TollgateProxy {
         );
     }
 
+    /// Finish a request the connection loop refused for its framing (or whose head timed
+    /// out), as `logging` finishes one the proxy refused: counted, and an access-log record
+    /// with the method and token-free target as far as `buf` parses (`-` where it does not).
+    pub fn refused(
+        &self,
+        refusal: Refusal,
+        buf: &[u8],
+        body_bytes: usize,
+        client: Option<IpAddr>,
+        start: Instant,
+    ) {
+        let edge = &*self.edge;
+        edge.count_refusal(refusal);
+        let status = refusal.status();
+        let duration = start.elapsed();
+        let finished = Finished {
+            route: None,
+            variant: Variant::Public,
+            cache: "edge",
+            status,
+            duration,
+        };
+        self.finish(finished, || {
+            // httparse fills the request line before it reads the fields: a head refused for
+            // its fields still names its method and target
+            let mut fields = [httparse::EMPTY_HEADER; crate::http1::MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut fields);
+            let _ = req.parse(buf);
+            let method = req
+                .method
+                .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok())
+                .unwrap_or_else(|| http::Method::from_bytes(b"-").expect("a token"));
+            let target = req.path.unwrap_or("-");
+            let (path, query) = target.split_once('?').unwrap_or((target, ""));
+            let host = req
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("host"))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            crate::access_log::Record {
+                time: SystemTime::now(),
+                client,
+                method,
+                host,
+                path: self.token_free_path(path),
+                query: strip_query_params(query, &edge.query_token_names).into_owned(),
+                status,
+                bytes: body_bytes as u64,
+                duration,
+                cache: "edge",
+                tier: None,
+                variant: None,
+                auth: None,
+                route: None,
+                claims: None,
+                origin_time: None,
+            }
+        });
+    }
+
     /// Count a request the connection loop handed to the proxy.
     pub fn count_proxied(&self) {
         self.edge.metrics.fast_proxied.inc();

@@ -269,12 +269,10 @@ impl Case {
         self
     }
 
-    /// Whether the edge records this request with a request-duration sample and an access-log
-    /// line over `proto`. Not a framing refusal over HTTP/1: the connection loop answers it
-    /// before any proxy phase (with the hit path on or off), counting it in
-    /// `tollgate_requests_total` and `tollgate_refused_requests_total` only.
-    pub fn logged(&self, proto: Proto) -> bool {
-        self.body.is_none() || proto == Proto::H2Tls
+    /// Whether the request gets a request-duration sample and an access-log line: every
+    /// request, framing refusals over HTTP/1 (answered by the connection loop) included.
+    pub fn logged(&self, _proto: Proto) -> bool {
+        true
     }
 
     pub fn subscriber(mut self) -> Case {
