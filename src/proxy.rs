@@ -1,18 +1,21 @@
 //! The Pingora proxy: each phase is a few lines that call pure functions.
 //!
-//! - `request_filter`: normalize, extract and strip the token, route, decide access → variant
-//!   ([`admit`]). Runs before the cache lookup, so a hit is never served without a decision.
+//! - `request_filter`: admission ([`crate::admission`], or the connection loop's decision handed
+//!   over with the request; [`admit`]), then a fresh memory hit answered at once for HTTP/2
+//!   ([`fast`]). Runs before the cache lookup, so a hit is never served without a decision.
 //! - `request_cache_filter` / `cache_key_callback`: cache GET/HEAD keyed by content + variant.
 //! - `upstream_request_filter` (misses only): origin `Host`, secret header, variant header.
 //! - `response_cache_filter`: HTTP caching semantics ([`freshness`]): targeted fields, age,
 //!   freshness clamped to the route's TTL bounds, stale windows, `304` updates.
 //! - `response_filter`: `Cache-Status`, `Age`, never the secret; an unsafe request's success
 //!   invalidates what it changed ([`invalidate`]).
+//! - `logging`: counted and logged in the one place every path finishes a request ([`finish`]).
 
 mod access_record;
 pub mod admit;
 mod caching;
 pub mod fast;
+mod finish;
 pub mod freshness;
 pub mod invalidate;
 pub mod respond;
@@ -36,6 +39,7 @@ use crate::auth::Claims;
 use crate::cache::{cache_key, Variant};
 use crate::config::Route;
 use crate::edge::{Edge, VARIANT_HEADER};
+use finish::Finished;
 
 /// The Tollgate proxy logic.
 #[derive(Clone)]
@@ -62,41 +66,6 @@ impl TollgateProxy {
     pub fn with_access_log(mut self, log: Option<AccessLog>) -> TollgateProxy {
         self.access_log = log;
         self
-    }
-}
-
-/// What every answered request is counted by, whichever path answered it.
-pub(crate) struct Finished {
-    /// The route, when one matched.
-    pub route: Option<usize>,
-    /// The variant counted (`public` for requests refused before a variant was decided).
-    pub variant: Variant,
-    /// The cache-status label (`hit`, `miss`, `edge`, ...).
-    pub cache: &'static str,
-    /// The status sent.
-    pub status: u16,
-    /// From the request's head to the end of its answer.
-    pub duration: Duration,
-}
-
-impl TollgateProxy {
-    /// Count an answered request and write its access-log record — the one place both the
-    /// proxy (`logging`) and the hit path ([`fast`]) finish a request. `record` is built only
-    /// when the access log is on.
-    pub(crate) fn finish(
-        &self,
-        done: Finished,
-        record: impl FnOnce() -> crate::access_log::Record,
-    ) {
-        self.edge
-            .count_request(done.route, done.variant, done.cache, done.status);
-        self.edge
-            .metrics
-            .request_duration
-            .observe(done.duration.as_secs_f64());
-        if let Some(log) = &self.access_log {
-            log.log(record());
-        }
     }
 }
 

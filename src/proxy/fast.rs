@@ -17,7 +17,6 @@
 //! [`Fast::Proxy`] with the admission already decided, which the proxy does not decide again).
 
 use std::io::Write;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,7 +26,7 @@ use pingora_core::Result;
 use pingora_proxy::Session;
 
 use super::respond::{self, Answer};
-use super::{Ctx, Finished, TollgateProxy};
+use super::{Ctx, TollgateProxy};
 use crate::access::AuthResult;
 use crate::admission::{self, Handover, Headers, RequestFacts};
 use crate::auth::Claims;
@@ -217,35 +216,35 @@ pub enum Fast {
 
 /// A `429` about to be written, and what its access-log line and metrics need.
 pub struct Throttled {
-    start: Instant,
-    route: usize,
-    result: AuthResult,
+    pub(super) start: Instant,
+    pub(super) route: usize,
+    pub(super) result: AuthResult,
     /// `Retry-After`, seconds.
     pub retry_after: u64,
-    host: String,
-    path: String,
-    query: String,
+    pub(super) host: String,
+    pub(super) path: String,
+    pub(super) query: String,
     /// The request was a HEAD (no body in the answer).
     pub head_only: bool,
 }
 
 /// A hit about to be written, and what its access-log line and metrics need afterwards.
 pub struct FastHit {
-    start: Instant,
-    route: usize,
-    variant: Variant,
-    auth: Option<AuthResult>,
-    claims: Option<Arc<Claims>>,
-    host: String,
-    path: String,
-    query: String,
-    head_only: bool,
-    object: FreshObject,
+    pub(super) start: Instant,
+    pub(super) route: usize,
+    pub(super) variant: Variant,
+    pub(super) auth: Option<AuthResult>,
+    pub(super) claims: Option<Arc<Claims>>,
+    pub(super) host: String,
+    pub(super) path: String,
+    pub(super) query: String,
+    pub(super) head_only: bool,
+    pub(super) object: FreshObject,
     /// The object's stored head ([`crate::cache::head`]), shared
-    stored_head: Bytes,
-    age: u64,
+    pub(super) stored_head: Bytes,
+    pub(super) age: u64,
     /// The decision took longer than [`SLOW_DECISION`] (a signature was checked).
-    slow: bool,
+    pub(super) slow: bool,
 }
 
 impl FastHit {
@@ -462,185 +461,6 @@ impl TollgateProxy {
         }
         Ok(true)
     }
-
-    /// Count and log a `429` the connection loop wrote, as the proxy counts its own.
-    pub fn throttled_done(&self, t: Throttled, body_bytes: usize, client: Option<IpAddr>) {
-        // (the decision itself was counted by admission)
-        self.answered(
-            Variant::Public,
-            Answered {
-                start: t.start,
-                head_only: t.head_only,
-                host: t.host,
-                path: t.path,
-                query: t.query,
-                status: 429,
-                cache: "edge",
-                tier: None,
-                variant: None,
-                auth: Some(t.result),
-                route: t.route,
-                claims: None,
-            },
-            body_bytes,
-            client,
-        );
-    }
-
-    /// Finish a request the connection loop refused for its framing (or whose head timed
-    /// out), as `logging` finishes one the proxy refused: counted, and an access-log record
-    /// with the method and token-free target as far as `buf` parses (`-` where it does not).
-    pub fn refused(
-        &self,
-        refusal: Refusal,
-        buf: &[u8],
-        body_bytes: usize,
-        client: Option<IpAddr>,
-        start: Instant,
-    ) {
-        let edge = &*self.edge;
-        edge.count_refusal(refusal);
-        let status = refusal.status();
-        let duration = start.elapsed();
-        let finished = Finished {
-            route: None,
-            variant: Variant::Public,
-            cache: "edge",
-            status,
-            duration,
-        };
-        self.finish(finished, || {
-            // httparse fills the request line before it reads the fields: a head refused for
-            // its fields still names its method and target
-            let mut fields = [httparse::EMPTY_HEADER; crate::http1::MAX_HEADERS];
-            let mut req = httparse::Request::new(&mut fields);
-            let _ = req.parse(buf);
-            let method = req
-                .method
-                .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok())
-                .unwrap_or_else(|| http::Method::from_bytes(b"-").expect("a token"));
-            let target = req.path.unwrap_or("-");
-            let (path, query) = target.split_once('?').unwrap_or((target, ""));
-            let host = req
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("host"))
-                .and_then(|h| std::str::from_utf8(h.value).ok())
-                .unwrap_or("")
-                .to_ascii_lowercase();
-            crate::access_log::Record {
-                time: SystemTime::now(),
-                client,
-                method,
-                host,
-                path: self.token_free_path(path),
-                query: strip_query_params(query, &edge.query_token_names).into_owned(),
-                status,
-                bytes: body_bytes as u64,
-                duration,
-                cache: "edge",
-                tier: None,
-                variant: None,
-                auth: None,
-                route: None,
-                claims: None,
-                origin_time: None,
-            }
-        });
-    }
-
-    /// Count a request the connection loop handed to the proxy.
-    pub fn count_proxied(&self) {
-        self.edge.metrics.fast_proxied.inc();
-    }
-
-    /// Count and log a hit this path wrote (`body_bytes` of body sent, `from_file` of them
-    /// with `sendfile`), as `logging` does for the proxy's requests.
-    pub fn fast_done(
-        &self,
-        hit: FastHit,
-        body_bytes: usize,
-        from_file: usize,
-        client: Option<IpAddr>,
-    ) {
-        let edge = &*self.edge;
-        let status = hit.object.status();
-        edge.store.count_memory_hit();
-        edge.metrics.fast_served.inc();
-        if from_file > 0 {
-            edge.metrics.fast_sendfile_bytes.inc_by(from_file as u64);
-        }
-        self.answered(
-            hit.variant,
-            Answered {
-                start: hit.start,
-                head_only: hit.head_only,
-                host: hit.host,
-                path: hit.path,
-                query: hit.query,
-                status,
-                cache: "hit",
-                tier: Some("memory"),
-                variant: Some(hit.variant.as_str()),
-                auth: hit.auth,
-                route: hit.route,
-                claims: hit.claims,
-            },
-            body_bytes,
-            client,
-        );
-    }
-
-    /// Finish an answer the connection loop wrote, as `logging` finishes the proxy's
-    /// ([`TollgateProxy::finish`]). `counted`: the variant its request is counted under.
-    fn answered(&self, counted: Variant, a: Answered, body_bytes: usize, client: Option<IpAddr>) {
-        let duration = a.start.elapsed();
-        let finished = Finished {
-            route: Some(a.route),
-            variant: counted,
-            cache: a.cache,
-            status: a.status,
-            duration,
-        };
-        self.finish(finished, || crate::access_log::Record {
-            time: SystemTime::now(),
-            client,
-            method: if a.head_only {
-                http::Method::HEAD
-            } else {
-                http::Method::GET
-            },
-            host: a.host,
-            path: a.path,
-            query: a.query,
-            status: a.status,
-            bytes: body_bytes as u64,
-            duration,
-            cache: a.cache,
-            tier: a.tier,
-            variant: a.variant,
-            auth: a.auth.map(|r| r.as_str()),
-            route: Some(a.route),
-            claims: a.claims,
-            origin_time: None,
-        });
-    }
-}
-
-/// What [`TollgateProxy::answered`] records of an answer.
-struct Answered {
-    start: Instant,
-    head_only: bool,
-    host: String,
-    path: String,
-    query: String,
-    status: u16,
-    cache: &'static str,
-    tier: Option<&'static str>,
-    variant: Option<&'static str>,
-    auth: Option<AuthResult>,
-    route: usize,
-    claims: Option<Arc<Claims>>,
 }
 
 #[cfg(test)]
