@@ -3,13 +3,12 @@
 //! background services through an `Arc<Edge>`.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use http::HeaderValue;
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 
 use crate::auth::{Alg, KeySet, PemKeySpec, Policy, TokenCache};
@@ -27,16 +26,6 @@ pub enum EdgeError {
     /// A key file could not be loaded.
     #[error("loading keys: {0}")]
     Keys(#[from] crate::auth::KeyError),
-    /// An origin host did not resolve.
-    #[error("origin '{name}': cannot resolve {addr}: {reason}")]
-    Resolve {
-        /// origin name
-        name: String,
-        /// host:port
-        addr: String,
-        /// resolver message
-        reason: String,
-    },
     /// The disk tier's directory could not be prepared.
     #[error("cache.disk.path {path}: {source}")]
     Disk {
@@ -52,6 +41,9 @@ pub enum EdgeError {
     /// The AWS Secure Media Delivery secrets could not be loaded.
     #[error("smd.secrets_file: {0}")]
     Smd(#[from] crate::auth::smd::SmdError),
+    /// An origin could not be prepared.
+    #[error(transparent)]
+    Origin(#[from] crate::origins::OriginError),
     /// Metric registration failed.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -61,35 +53,6 @@ pub enum EdgeError {
     /// A credentials or key file for `access: basic` / `signed` could not be loaded.
     #[error("{0}: {1}")]
     Credentials(String, String),
-    /// An origin's SigV4 settings were refused by the signer.
-    #[error("origin '{0}': sigv4: {1}")]
-    SigV4(String, String),
-    /// An origin's `ca_file` could not be read.
-    #[error("origin '{0}': cannot read ca_file: {1}")]
-    Ca(String, String),
-    /// A configured header value is not valid in HTTP.
-    #[error("origin '{0}': the secret or host is not a valid header value")]
-    HeaderValue(String),
-}
-
-/// An origin, ready for the request path.
-pub struct OriginRuntime {
-    /// Origin name from the config.
-    pub name: String,
-    /// Resolved address (resolved once at start-up).
-    pub addr: SocketAddr,
-    /// Whether to speak TLS to it.
-    pub tls: bool,
-    /// Host name for SNI and the `Host` header.
-    pub host: String,
-    /// The `Host` header value sent to the origin.
-    pub host_header: HeaderValue,
-    /// The secret header and its value.
-    pub secret: Option<(http::HeaderName, HeaderValue)>,
-    /// Pinned CA certificates for an `https://` origin (`ca_file`); `None`: system roots.
-    pub ca: Option<Arc<Box<[openssl::x509::X509]>>>,
-    /// AWS SigV4 signing of origin requests.
-    pub sigv4: Option<crate::sigv4::SigV4Signer>,
 }
 
 /// Counters bumped on every request, resolved once: `with_label_values` hashes every label
@@ -126,7 +89,7 @@ pub struct Edge {
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// Origins by name.
-    pub origins: HashMap<String, OriginRuntime>,
+    pub origins: HashMap<String, crate::origins::OriginRuntime>,
     /// Port of the first TLS listener, for `redirect_to_https` Location headers.
     pub https_port: Option<u16>,
     /// Headers removed from every client request (variant + every origin secret header).
@@ -270,128 +233,11 @@ impl Edge {
             max_token_bytes: config.auth.max_token_bytes,
         };
 
-        let tier = |name: &str| TierMetrics {
-            objects: metrics.cache_objects.with_label_values(&[name]),
-            bytes: metrics.cache_bytes.with_label_values(&[name]),
-            evictions: metrics.cache_evictions.with_label_values(&[name]),
-        };
-        let lookups = LookupMetrics {
-            memory_hit: metrics.cache_lookups.with_label_values(&["memory", "hit"]),
-            memory_miss: metrics.cache_lookups.with_label_values(&["memory", "miss"]),
-            disk_hit: metrics.cache_lookups.with_label_values(&["disk", "hit"]),
-            disk_miss: metrics.cache_lookups.with_label_values(&["disk", "miss"]),
-        };
-        // The memory tier keeps objects up to an eighth of its size (and TinyUFO's limit);
-        // larger ones live on disk only.
-        let memory_object_limit = config
-            .cache
-            .max_object_size
-            .min(config.cache.memory_max_size / 8)
-            .min(crate::cache::memory::MAX_OBJECT_BYTES);
-        let memory = MemoryStore::new(
-            config.cache.memory_max_size,
-            memory_object_limit,
-            Some(tier("memory")),
-        )
-        .leak();
-        let disk = match &config.cache.disk {
-            Some(d) => Some(
-                DiskStore::open(
-                    &d.path,
-                    d.max_size,
-                    config.cache.max_object_size,
-                    Some(tier("disk")),
-                    Some(DiskErrors(metrics.cache_disk_errors.clone())),
-                )
-                .map_err(|source| EdgeError::Disk {
-                    path: d.path.clone(),
-                    source,
-                })?
-                .leak(),
-            ),
-            None => None,
-        };
-        let store = TieredStore::new(memory, disk, Some(lookups)).leak();
+        let store = cache_store(&config, &metrics)?;
         let lock: &'static CacheKeyLockImpl =
             Box::leak(CacheLock::new_boxed(config.cache.lock_timeout));
 
-        let mut origins = HashMap::new();
-        let mut strip_headers = vec![http::HeaderName::from_static(VARIANT_HEADER)];
-        for (name, o) in &config.origins {
-            let addr = o
-                .addr
-                .to_socket_addrs()
-                .map_err(|e| e.to_string())
-                .and_then(|mut it| it.next().ok_or_else(|| "no address".to_string()))
-                .map_err(|reason| EdgeError::Resolve {
-                    name: name.clone(),
-                    addr: o.addr.clone(),
-                    reason,
-                })?;
-            let default_port = if o.scheme_https { 443 } else { 80 };
-            let host_header = if o.port == default_port {
-                o.host.clone()
-            } else {
-                format!("{}:{}", o.host, o.port)
-            };
-            let host_header = HeaderValue::from_str(&host_header)
-                .map_err(|_| EdgeError::HeaderValue(name.clone()))?;
-            let secret = match (&o.secret_header, &o.secret) {
-                (Some(h), Some(s)) => {
-                    let hn = http::HeaderName::from_bytes(h.as_bytes())
-                        .map_err(|_| EdgeError::HeaderValue(name.clone()))?;
-                    let hv = HeaderValue::from_str(s)
-                        .map_err(|_| EdgeError::HeaderValue(name.clone()))?;
-                    if !strip_headers.contains(&hn) {
-                        strip_headers.push(hn.clone());
-                    }
-                    Some((hn, hv))
-                }
-                _ => None,
-            };
-            let ca = match &o.ca_file {
-                None => None,
-                Some(path) => {
-                    let certs = std::fs::read(path)
-                        .map_err(|e| e.to_string())
-                        .and_then(|pem| {
-                            openssl::x509::X509::stack_from_pem(&pem).map_err(|e| e.to_string())
-                        })
-                        .map_err(|e| EdgeError::Ca(name.clone(), e))?;
-                    Some(Arc::new(certs.into_boxed_slice()))
-                }
-            };
-            let sigv4 = match &o.sigv4 {
-                None => None,
-                Some(s) => {
-                    let err =
-                        |e: crate::sigv4::SigV4Error| EdgeError::SigV4(name.clone(), e.to_string());
-                    let creds = crate::sigv4::SigV4Credentials::new(
-                        &s.access_key_id,
-                        &s.secret_access_key,
-                        s.session_token.as_deref(),
-                    )
-                    .map_err(err)?;
-                    Some(
-                        crate::sigv4::SigV4Signer::new(creds, &s.region, &s.service)
-                            .map_err(err)?,
-                    )
-                }
-            };
-            origins.insert(
-                name.clone(),
-                OriginRuntime {
-                    ca,
-                    sigv4,
-                    name: name.clone(),
-                    addr,
-                    tls: o.scheme_https,
-                    host: o.tls_name.clone().unwrap_or_else(|| o.host.clone()),
-                    host_header,
-                    secret,
-                },
-            );
-        }
+        let (origins, strip_headers) = crate::origins::prepare(&config.origins)?;
 
         let mut query_token_names = Vec::new();
         let mut cookie_token_names = Vec::new();
@@ -559,6 +405,53 @@ pub fn key_problems(config: &Config) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The cache: the memory tier, the disk tier if configured, and the store over both, with their
+/// metrics. Lives as long as the process (Pingora's cache wants `'static` storage).
+fn cache_store(config: &Config, metrics: &Metrics) -> Result<&'static TieredStore, EdgeError> {
+    let tier = |name: &str| TierMetrics {
+        objects: metrics.cache_objects.with_label_values(&[name]),
+        bytes: metrics.cache_bytes.with_label_values(&[name]),
+        evictions: metrics.cache_evictions.with_label_values(&[name]),
+    };
+    let lookups = LookupMetrics {
+        memory_hit: metrics.cache_lookups.with_label_values(&["memory", "hit"]),
+        memory_miss: metrics.cache_lookups.with_label_values(&["memory", "miss"]),
+        disk_hit: metrics.cache_lookups.with_label_values(&["disk", "hit"]),
+        disk_miss: metrics.cache_lookups.with_label_values(&["disk", "miss"]),
+    };
+    // The memory tier keeps objects up to an eighth of its size (and TinyUFO's limit);
+    // larger ones live on disk only.
+    let memory_object_limit = config
+        .cache
+        .max_object_size
+        .min(config.cache.memory_max_size / 8)
+        .min(crate::cache::memory::MAX_OBJECT_BYTES);
+    let memory = MemoryStore::new(
+        config.cache.memory_max_size,
+        memory_object_limit,
+        Some(tier("memory")),
+    )
+    .leak();
+    let disk = match &config.cache.disk {
+        Some(d) => Some(
+            DiskStore::open(
+                &d.path,
+                d.max_size,
+                config.cache.max_object_size,
+                Some(tier("disk")),
+                Some(DiskErrors(metrics.cache_disk_errors.clone())),
+            )
+            .map_err(|source| EdgeError::Disk {
+                path: d.path.clone(),
+                source,
+            })?
+            .leak(),
+        ),
+        None => None,
+    };
+    Ok(TieredStore::new(memory, disk, Some(lookups)).leak())
 }
 
 /// Seconds since the Unix epoch.

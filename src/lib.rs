@@ -43,6 +43,7 @@ pub mod demo;
 pub mod edge;
 pub mod http1;
 pub mod metrics;
+pub mod origins;
 pub mod proxy;
 pub mod request;
 pub mod revocation;

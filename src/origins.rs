@@ -1,0 +1,137 @@
+//! The configured origins, ready for the request path: each resolved once at start-up, with
+//! its `Host` header, secret header, pinned CA and AWS SigV4 signer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use http::HeaderValue;
+
+use crate::config::Origin;
+use crate::edge::VARIANT_HEADER;
+
+/// Why an origin could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginError {
+    /// An origin host did not resolve.
+    #[error("origin '{name}': cannot resolve {addr}: {reason}")]
+    Resolve {
+        /// origin name
+        name: String,
+        /// host:port
+        addr: String,
+        /// resolver message
+        reason: String,
+    },
+    /// An origin's SigV4 settings were refused by the signer.
+    #[error("origin '{0}': sigv4: {1}")]
+    SigV4(String, String),
+    /// An origin's `ca_file` could not be read.
+    #[error("origin '{0}': cannot read ca_file: {1}")]
+    Ca(String, String),
+    /// A configured header value is not valid in HTTP.
+    #[error("origin '{0}': the secret or host is not a valid header value")]
+    HeaderValue(String),
+}
+
+/// An origin, ready for the request path.
+pub struct OriginRuntime {
+    /// Origin name from the config.
+    pub name: String,
+    /// Resolved address (resolved once at start-up).
+    pub addr: SocketAddr,
+    /// Whether to speak TLS to it.
+    pub tls: bool,
+    /// Host name for SNI and the `Host` header.
+    pub host: String,
+    /// The `Host` header value sent to the origin.
+    pub host_header: HeaderValue,
+    /// The secret header and its value.
+    pub secret: Option<(http::HeaderName, HeaderValue)>,
+    /// Pinned CA certificates for an `https://` origin (`ca_file`); `None`: system roots.
+    pub ca: Option<Arc<Box<[openssl::x509::X509]>>>,
+    /// AWS SigV4 signing of origin requests.
+    pub sigv4: Option<crate::sigv4::SigV4Signer>,
+}
+
+/// Every origin of the config, ready; and the request headers a client may never send (the
+/// variant header and every origin's secret header), removed from each request.
+pub fn prepare(
+    config: &BTreeMap<String, Origin>,
+) -> Result<(HashMap<String, OriginRuntime>, Vec<http::HeaderName>), OriginError> {
+    let mut origins = HashMap::new();
+    let mut strip_headers = vec![http::HeaderName::from_static(VARIANT_HEADER)];
+    for (name, o) in config {
+        let addr = o
+            .addr
+            .to_socket_addrs()
+            .map_err(|e| e.to_string())
+            .and_then(|mut it| it.next().ok_or_else(|| "no address".to_string()))
+            .map_err(|reason| OriginError::Resolve {
+                name: name.clone(),
+                addr: o.addr.clone(),
+                reason,
+            })?;
+        let default_port = if o.scheme_https { 443 } else { 80 };
+        let host_header = if o.port == default_port {
+            o.host.clone()
+        } else {
+            format!("{}:{}", o.host, o.port)
+        };
+        let host_header = HeaderValue::from_str(&host_header)
+            .map_err(|_| OriginError::HeaderValue(name.clone()))?;
+        let secret = match (&o.secret_header, &o.secret) {
+            (Some(h), Some(s)) => {
+                let hn = http::HeaderName::from_bytes(h.as_bytes())
+                    .map_err(|_| OriginError::HeaderValue(name.clone()))?;
+                let hv =
+                    HeaderValue::from_str(s).map_err(|_| OriginError::HeaderValue(name.clone()))?;
+                if !strip_headers.contains(&hn) {
+                    strip_headers.push(hn.clone());
+                }
+                Some((hn, hv))
+            }
+            _ => None,
+        };
+        let ca = match &o.ca_file {
+            None => None,
+            Some(path) => {
+                let certs = std::fs::read(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|pem| {
+                        openssl::x509::X509::stack_from_pem(&pem).map_err(|e| e.to_string())
+                    })
+                    .map_err(|e| OriginError::Ca(name.clone(), e))?;
+                Some(Arc::new(certs.into_boxed_slice()))
+            }
+        };
+        let sigv4 = match &o.sigv4 {
+            None => None,
+            Some(s) => {
+                let err =
+                    |e: crate::sigv4::SigV4Error| OriginError::SigV4(name.clone(), e.to_string());
+                let creds = crate::sigv4::SigV4Credentials::new(
+                    &s.access_key_id,
+                    &s.secret_access_key,
+                    s.session_token.as_deref(),
+                )
+                .map_err(err)?;
+                Some(crate::sigv4::SigV4Signer::new(creds, &s.region, &s.service).map_err(err)?)
+            }
+        };
+        origins.insert(
+            name.clone(),
+            OriginRuntime {
+                ca,
+                sigv4,
+                name: name.clone(),
+                addr,
+                tls: o.scheme_https,
+                host: o.tls_name.clone().unwrap_or_else(|| o.host.clone()),
+                host_header,
+                secret,
+            },
+        );
+    }
+    Ok((origins, strip_headers))
+}
