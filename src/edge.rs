@@ -237,7 +237,10 @@ impl Edge {
         let lock: &'static CacheKeyLockImpl =
             Box::leak(CacheLock::new_boxed(config.cache.lock_timeout));
 
-        let (origins, strip_headers) = crate::origins::prepare(&config.origins)?;
+        let (origins, secret_headers) = crate::origins::prepare(&config.origins)?;
+        // a client may send neither the variant nor any origin's secret
+        let mut strip_headers = vec![http::HeaderName::from_static(VARIANT_HEADER)];
+        strip_headers.extend(secret_headers.into_iter().filter(|h| h != VARIANT_HEADER));
 
         let mut query_token_names = Vec::new();
         let mut cookie_token_names = Vec::new();

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use http::HeaderValue;
 
 use crate::config::Origin;
-use crate::edge::VARIANT_HEADER;
 
 /// Why an origin could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -54,13 +53,13 @@ pub struct OriginRuntime {
     pub sigv4: Option<crate::sigv4::SigV4Signer>,
 }
 
-/// Every origin of the config, ready; and the request headers a client may never send (the
-/// variant header and every origin's secret header), removed from each request.
+/// Every origin of the config, ready; and the origins' secret header names (each once), which a
+/// client may never send: the edge removes them from every request.
 pub fn prepare(
     config: &BTreeMap<String, Origin>,
 ) -> Result<(HashMap<String, OriginRuntime>, Vec<http::HeaderName>), OriginError> {
     let mut origins = HashMap::new();
-    let mut strip_headers = vec![http::HeaderName::from_static(VARIANT_HEADER)];
+    let mut strip_headers: Vec<http::HeaderName> = Vec::new();
     for (name, o) in config {
         let addr = o
             .addr
