@@ -442,7 +442,7 @@ impl ProxyHttp for TollgateProxy {
             status,
             duration: ctx.start.elapsed(),
         };
-        self.finish(finished, || {
+        self.finish(&finished, || {
             self.access_record(session, ctx, status, cache_status)
         });
     }

@@ -4,13 +4,11 @@
 //! for its hits, its 429s and its refusals.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::fast::{FastHit, Throttled};
 use super::TollgateProxy;
-use crate::access::AuthResult;
-use crate::auth::Claims;
+use crate::access_log::Record;
 use crate::cache::Variant;
 use crate::http1::Refusal;
 use crate::request::strip_query_params;
@@ -33,11 +31,7 @@ impl TollgateProxy {
     /// Count an answered request and write its access-log record — the one place both the
     /// proxy (`logging`) and the hit path ([`fast`]) finish a request. `record` is built only
     /// when the access log is on.
-    pub(crate) fn finish(
-        &self,
-        done: Finished,
-        record: impl FnOnce() -> crate::access_log::Record,
-    ) {
+    pub(crate) fn finish(&self, done: &Finished, record: impl FnOnce() -> Record) {
         self.edge
             .count_request(done.route, done.variant, done.cache, done.status);
         self.edge
@@ -50,29 +44,66 @@ impl TollgateProxy {
     }
 }
 
+impl Finished {
+    /// The access-log record of this request, for a request the connection loop answered:
+    /// what every such record has; callers fill in what their kind of answer adds.
+    fn record(
+        &self,
+        method: http::Method,
+        (host, path, query): (String, String, String),
+        body_bytes: usize,
+        client: Option<IpAddr>,
+    ) -> Record {
+        Record {
+            time: SystemTime::now(),
+            client,
+            method,
+            host,
+            path,
+            query,
+            status: self.status,
+            bytes: body_bytes as u64,
+            duration: self.duration,
+            cache: self.cache,
+            tier: None,
+            variant: None,
+            auth: None,
+            route: self.route,
+            claims: None,
+            origin_time: None,
+        }
+    }
+}
+
+/// The method of a request the connection loop answered as a hit or a 429.
+fn get_or_head(head_only: bool) -> http::Method {
+    if head_only {
+        http::Method::HEAD
+    } else {
+        http::Method::GET
+    }
+}
+
 impl TollgateProxy {
     /// Count and log a `429` the connection loop wrote, as the proxy counts its own.
     pub fn throttled_done(&self, t: Throttled, body_bytes: usize, client: Option<IpAddr>) {
         // (the decision itself was counted by admission)
-        self.answered(
-            Variant::Public,
-            Answered {
-                start: t.start,
-                head_only: t.head_only,
-                host: t.host,
-                path: t.path,
-                query: t.query,
-                status: 429,
-                cache: "edge",
-                tier: None,
-                variant: None,
-                auth: Some(t.result),
-                route: t.route,
-                claims: None,
-            },
-            body_bytes,
-            client,
-        );
+        let done = Finished {
+            route: Some(t.route),
+            variant: Variant::Public,
+            cache: "edge",
+            status: 429,
+            duration: t.start.elapsed(),
+        };
+        self.finish(&done, || Record {
+            auth: Some(t.result.as_str()),
+            ..done.record(
+                get_or_head(t.head_only),
+                (t.host, t.path, t.query),
+                body_bytes,
+                client,
+            )
+        });
     }
 
     /// Finish a request the connection loop refused for its framing (or whose head timed
@@ -88,16 +119,14 @@ impl TollgateProxy {
     ) {
         let edge = &*self.edge;
         edge.count_refusal(refusal);
-        let status = refusal.status();
-        let duration = start.elapsed();
-        let finished = Finished {
+        let done = Finished {
             route: None,
             variant: Variant::Public,
             cache: "edge",
-            status,
-            duration,
+            status: refusal.status(),
+            duration: start.elapsed(),
         };
-        self.finish(finished, || {
+        self.finish(&done, || {
             // httparse fills the request line before it reads the fields: a head refused for
             // its fields still names its method and target
             let mut fields = [httparse::EMPTY_HEADER; crate::http1::MAX_HEADERS];
@@ -116,24 +145,9 @@ impl TollgateProxy {
                 .and_then(|h| std::str::from_utf8(h.value).ok())
                 .unwrap_or("")
                 .to_ascii_lowercase();
-            crate::access_log::Record {
-                time: SystemTime::now(),
-                client,
-                method,
-                host,
-                path: self.token_free_path(path),
-                query: strip_query_params(query, &edge.query_token_names).into_owned(),
-                status,
-                bytes: body_bytes as u64,
-                duration,
-                cache: "edge",
-                tier: None,
-                variant: None,
-                auth: None,
-                route: None,
-                claims: None,
-                origin_time: None,
-            }
+            let path = self.token_free_path(path);
+            let query = strip_query_params(query, &edge.query_token_names).into_owned();
+            done.record(method, (host, path, query), body_bytes, client)
         });
     }
 
@@ -152,81 +166,29 @@ impl TollgateProxy {
         client: Option<IpAddr>,
     ) {
         let edge = &*self.edge;
-        let status = hit.object.status();
         edge.store.count_memory_hit();
         edge.metrics.fast_served.inc();
         if from_file > 0 {
             edge.metrics.fast_sendfile_bytes.inc_by(from_file as u64);
         }
-        self.answered(
-            hit.variant,
-            Answered {
-                start: hit.start,
-                head_only: hit.head_only,
-                host: hit.host,
-                path: hit.path,
-                query: hit.query,
-                status,
-                cache: "hit",
-                tier: Some("memory"),
-                variant: Some(hit.variant.as_str()),
-                auth: hit.auth,
-                route: hit.route,
-                claims: hit.claims,
-            },
-            body_bytes,
-            client,
-        );
-    }
-
-    /// Finish an answer the connection loop wrote, as `logging` finishes the proxy's
-    /// ([`TollgateProxy::finish`]). `counted`: the variant its request is counted under.
-    fn answered(&self, counted: Variant, a: Answered, body_bytes: usize, client: Option<IpAddr>) {
-        let duration = a.start.elapsed();
-        let finished = Finished {
-            route: Some(a.route),
-            variant: counted,
-            cache: a.cache,
-            status: a.status,
-            duration,
+        let done = Finished {
+            route: Some(hit.route),
+            variant: hit.variant,
+            cache: "hit",
+            status: hit.object.status(),
+            duration: hit.start.elapsed(),
         };
-        self.finish(finished, || crate::access_log::Record {
-            time: SystemTime::now(),
-            client,
-            method: if a.head_only {
-                http::Method::HEAD
-            } else {
-                http::Method::GET
-            },
-            host: a.host,
-            path: a.path,
-            query: a.query,
-            status: a.status,
-            bytes: body_bytes as u64,
-            duration,
-            cache: a.cache,
-            tier: a.tier,
-            variant: a.variant,
-            auth: a.auth.map(|r| r.as_str()),
-            route: Some(a.route),
-            claims: a.claims,
-            origin_time: None,
+        self.finish(&done, || Record {
+            tier: Some("memory"),
+            variant: Some(hit.variant.as_str()),
+            auth: hit.auth.map(|r| r.as_str()),
+            claims: hit.claims,
+            ..done.record(
+                get_or_head(hit.head_only),
+                (hit.host, hit.path, hit.query),
+                body_bytes,
+                client,
+            )
         });
     }
-}
-
-/// What [`TollgateProxy::answered`] records of an answer.
-struct Answered {
-    start: Instant,
-    head_only: bool,
-    host: String,
-    path: String,
-    query: String,
-    status: u16,
-    cache: &'static str,
-    tier: Option<&'static str>,
-    variant: Option<&'static str>,
-    auth: Option<AuthResult>,
-    route: usize,
-    claims: Option<Arc<Claims>>,
 }
