@@ -49,6 +49,17 @@ pub enum Tok<'a> {
     Cookie(&'a str),
 }
 
+/// The only value of header `name` in `headers`, as text; panics if there are several.
+fn only_header<'h>(headers: &'h reqwest::header::HeaderMap, name: &str) -> Option<&'h str> {
+    let mut all = headers.get_all(name).iter();
+    let first = all.next()?;
+    assert!(
+        all.next().is_none(),
+        "response has several {name} headers: {headers:?}"
+    );
+    Some(first.to_str().expect("header is text"))
+}
+
 /// A response, fully read.
 #[derive(Debug)]
 pub struct Resp {
@@ -63,19 +74,12 @@ pub struct Resp {
 impl Resp {
     /// The only value of header `name` as text.
     pub fn header(&self, name: &str) -> Option<&str> {
-        let mut all = self.headers.get_all(name).iter();
-        let first = all.next()?;
-        assert!(
-            all.next().is_none(),
-            "response has several {name} headers: {:?}",
-            self.headers
-        );
-        Some(first.to_str().expect("header is text"))
+        only_header(&self.headers, name)
     }
 
     /// `Cache-Status`, or panics.
     pub fn cache_status(&self) -> &str {
-        self.header("cache-status")
+        only_header(&self.headers, "cache-status")
             .unwrap_or_else(|| panic!("response without Cache-Status: {:?}", self.headers))
     }
 
@@ -163,19 +167,12 @@ pub struct BinResp {
 impl BinResp {
     /// The only value of header `name` as text.
     pub fn header(&self, name: &str) -> Option<&str> {
-        let mut all = self.headers.get_all(name).iter();
-        let first = all.next()?;
-        assert!(
-            all.next().is_none(),
-            "response has several {name} headers: {:?}",
-            self.headers
-        );
-        Some(first.to_str().expect("header is text"))
+        only_header(&self.headers, name)
     }
 
     /// `Cache-Status`, or panics.
     pub fn cache_status(&self) -> &str {
-        self.header("cache-status")
+        only_header(&self.headers, "cache-status")
             .unwrap_or_else(|| panic!("response without Cache-Status: {:?}", self.headers))
     }
 }

@@ -465,32 +465,29 @@ impl Edge {
     /// A family that is not exported yet (label-vector families appear with their first series)
     /// reads as not there yet until the deadline, then fails as [`metric`] does.
     pub async fn wait_metric(&self, name: &str, labels: &[(&str, &str)], at_least: f64) -> f64 {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let text = self.metrics().await;
-            let late = Instant::now() > deadline;
-            if exported(&text, name) || late {
-                let v = metric(&text, name, labels);
-                if v >= at_least || late {
-                    return v;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let ok = |v: f64| v >= at_least;
+        self.poll_metric(name, labels, Duration::from_secs(5), ok)
+            .await
+            .0
+    }
+
+    /// `POST` a JSON body to an admin path with the admin token: (status, body text).
+    pub async fn admin_post(&self, path: &str, body: String) -> (u16, String) {
+        let r = client()
+            .post(self.admin_url(path))
+            .bearer_auth(&self.admin_token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap_or_default())
     }
 
     /// `POST /admin/purge` with the admin token and the given JSON body.
     pub async fn purge(&self, body: &str) -> (u16, String) {
-        let r = client()
-            .post(self.admin_url("/admin/purge"))
-            .bearer_auth(&self.admin_token)
-            .header("content-type", "application/json")
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("POST /admin/purge");
-        let status = r.status().as_u16();
-        (status, r.text().await.unwrap_or_default())
+        self.admin_post("/admin/purge", body.to_owned()).await
     }
 
     /// Purge and return the `purged` count; panics unless the answer is 200 JSON.
@@ -720,7 +717,7 @@ impl Edge {
                     return (v, false);
                 }
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

@@ -70,16 +70,7 @@ impl Edge {
         if let Some(ttl) = ttl_seconds {
             body["ttl_seconds"] = ttl.into();
         }
-        let r = client()
-            .post(self.admin_url("/admin/revoke"))
-            .bearer_auth(&self.admin_token)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .expect("POST /admin/revoke");
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap_or_default();
+        let (status, text) = self.admin_post("/admin/revoke", body.to_string()).await;
         let v = serde_json::from_str(&text).unwrap_or_else(|e| {
             panic!("/admin/revoke answered {status} with non-JSON ({e}): {text}")
         });
