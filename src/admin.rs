@@ -11,6 +11,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use crate::edge::Edge;
+use crate::fleet::{Applied, Event, Fleet, FleetError};
 
 /// Largest admin request body accepted.
 const MAX_BODY: usize = 1 << 20;
@@ -18,13 +19,23 @@ const MAX_BODY: usize = 1 << 20;
 /// The admin HTTP app.
 pub struct AdminApp {
     edge: Arc<Edge>,
+    /// On a fleet node, purges and revocations are published to the fleet (and applied here
+    /// from the stream, like everywhere else).
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl AdminApp {
-    /// An admin app over the edge state.
-    pub fn new(edge: Arc<Edge>) -> AdminApp {
-        AdminApp { edge }
+    /// An admin app over the edge state (and the node's fleet membership, if any).
+    pub fn new(edge: Arc<Edge>, fleet: Option<Arc<Fleet>>) -> AdminApp {
+        AdminApp { edge, fleet }
     }
+}
+
+/// `POST /admin/unrevoke` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnrevokeRequest {
+    sid: String,
 }
 
 /// `POST /admin/purge` body.
@@ -69,6 +80,20 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<Vec<u8>> {
 
 fn error(status: StatusCode, message: &str) -> Response<Vec<u8>> {
     json(status, serde_json::json!({ "error": message }))
+}
+
+fn fleet_error(e: FleetError) -> Response<Vec<u8>> {
+    match e {
+        FleetError::Invalid(why) => error(StatusCode::BAD_REQUEST, &why),
+        unavailable @ FleetError::Unavailable(_) => {
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, &unavailable.to_string());
+            r.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("5"),
+            );
+            r
+        }
+    }
 }
 
 /// Whether the request carries the admin token. No configured token → admin API disabled.
@@ -140,6 +165,13 @@ impl AdminApp {
                 &format!("prefix {bad:?} must start with '/'"),
             );
         }
+        if let Some(fleet) = &self.fleet {
+            let event = Event::Purge {
+                paths,
+                prefixes: req.prefixes,
+            };
+            return self.publish(fleet, &event).await;
+        }
         let what = format!("paths {paths:?}, prefixes {:?}", req.prefixes);
         let purged = self.edge.purge(paths, req.prefixes).await;
         log::info!("purged {purged} objects ({what})");
@@ -171,6 +203,14 @@ impl AdminApp {
             .map(std::time::Duration::from_secs)
             .unwrap_or(edge.config.revocation.default_ttl);
         let now = crate::edge::unix_now();
+        if let Some(fleet) = &self.fleet {
+            let event = Event::Revoke {
+                sid: req.sid,
+                expires_at: now.saturating_add(ttl.as_secs()),
+                reason: "admin".into(),
+            };
+            return self.publish(fleet, &event).await;
+        }
         match edge.revocations.revoke(&req.sid, ttl, "admin", now) {
             Ok(expires_at) => {
                 edge.metrics
@@ -193,6 +233,94 @@ impl AdminApp {
                     }),
                 )
             }
+        }
+    }
+
+    async fn unrevoke(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let body = match read_body(session).await {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        };
+        let req: UnrevokeRequest = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("expected {{\"sid\": \"...\"}}: {e}"),
+                )
+            }
+        };
+        let event = Event::Unrevoke { sid: req.sid };
+        if let Some(fleet) = &self.fleet {
+            return self.publish(fleet, &event).await;
+        }
+        if let Err(e) = event.check() {
+            return error(StatusCode::BAD_REQUEST, &e);
+        }
+        match event.apply(&self.edge).await {
+            Applied::Unrevoked(was) => {
+                json(StatusCode::OK, serde_json::json!({ "unrevoked": was }))
+            }
+            other => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("unexpected result {other:?}"),
+            ),
+        }
+    }
+
+    /// Publish `event` to the fleet; answer with its sequence and, once this node applied it
+    /// (waited for briefly), what it did here.
+    async fn publish(&self, fleet: &Fleet, event: &Event) -> Response<Vec<u8>> {
+        let seq = match fleet.publish(event, None).await {
+            Ok(seq) => seq,
+            Err(e) => return fleet_error(e),
+        };
+        log::info!("fleet: {} published as event {seq}", event.kind());
+        let mut answer = serde_json::json!({ "seq": seq, "applied_here": false });
+        if let Some(here) = fleet.applied_here(seq).await {
+            answer["applied_here"] = true.into();
+            match here {
+                Some(Applied::Purged(n)) => answer["purged"] = n.into(),
+                Some(Applied::Revoked(until)) => answer["expires_at"] = until.into(),
+                Some(Applied::Unrevoked(was)) => answer["unrevoked"] = was.into(),
+                None => {}
+            }
+        }
+        match event {
+            Event::Revoke { sid, .. } => answer["revoked"] = sid.as_str().into(),
+            Event::Unrevoke { sid } => answer["sid"] = sid.as_str().into(),
+            Event::Purge { .. } => {}
+        }
+        json(StatusCode::OK, answer)
+    }
+
+    async fn fleet_status(&self) -> Response<Vec<u8>> {
+        match &self.fleet {
+            Some(fleet) => json(StatusCode::OK, fleet.status().await),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "this node is not in a fleet (no fleet: in its config)",
+            ),
+        }
+    }
+
+    async fn put_keys(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let Some(fleet) = &self.fleet else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "this node is not in a fleet (no fleet: in its config): edit keys.jwks_file",
+            );
+        };
+        let body = match read_body(session).await {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        };
+        let Ok(text) = std::str::from_utf8(&body) else {
+            return error(StatusCode::BAD_REQUEST, "the JWK Set is not UTF-8");
+        };
+        match fleet.publish_keys(text).await {
+            Ok(revision) => json(StatusCode::OK, serde_json::json!({ "revision": revision })),
+            Err(e) => fleet_error(e),
         }
     }
 
@@ -241,6 +369,12 @@ impl ServeHttp for AdminApp {
                     (_, "/admin/purge") => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
                     ("POST", "/admin/revoke") => self.revoke(session).await,
                     (_, "/admin/revoke") => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
+                    ("POST", "/admin/unrevoke") => self.unrevoke(session).await,
+                    (_, "/admin/unrevoke") => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
+                    ("GET", "/admin/fleet") => self.fleet_status().await,
+                    (_, "/admin/fleet") => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
+                    ("PUT", "/admin/keys") => self.put_keys(session).await,
+                    (_, "/admin/keys") => error(StatusCode::METHOD_NOT_ALLOWED, "use PUT"),
                     ("GET", "/admin/revocations") => self.revocations(),
                     (_, "/admin/revocations") => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
                     _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),

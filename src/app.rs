@@ -125,6 +125,14 @@ pub fn build(edge: Arc<Edge>, flags: RunFlags) -> anyhow::Result<Server> {
         log
     });
     let grace = Duration::from_secs(server.configuration.grace_period_seconds.unwrap_or(0));
+    // A fleet node's listeners open once it has replayed the control events it missed.
+    let fleet = crate::fleet::Fleet::new(edge.clone())?;
+    let fleet_service = fleet.as_ref().map(|f| {
+        server.add_service(background_service(
+            "fleet",
+            crate::fleet::FleetService(f.clone()),
+        ))
+    });
     let proxy_logic = TollgateProxy::new(edge.clone()).with_access_log(access_log);
     let linger = drain::IDLE_LINGER.min(grace);
     let server_conf = server.configuration.clone();
@@ -171,11 +179,18 @@ pub fn build(edge: Arc<Edge>, flags: RunFlags) -> anyhow::Result<Server> {
                 }
             }
         }
-        server.add_service(svc).add_dependency(&bootstrap);
+        let handle = server.add_service(svc);
+        handle.add_dependency(&bootstrap);
+        if let Some(replayed) = &fleet_service {
+            handle.add_dependency(replayed);
+        }
     }
 
     if let Some(admin) = &config.admin {
-        let mut svc = Service::new("tollgate admin".to_string(), AdminApp::new(edge.clone()));
+        let mut svc = Service::new(
+            "tollgate admin".to_string(),
+            AdminApp::new(edge.clone(), fleet.clone()),
+        );
         svc.add_tcp(&admin.addr.to_string());
         server.add_service(svc).add_dependency(&bootstrap);
     }

@@ -16,6 +16,7 @@
 
 mod auth;
 mod behaviour;
+mod fleet;
 mod glob;
 mod limits;
 mod logging;
@@ -40,8 +41,8 @@ pub use tls::{cert_names, CertPair, ListenerTls};
 pub use types::AccessLogTarget;
 pub use types::{
     is_tchar, AccessMode, Admin, AuthSettings, AutoRevocation, CacheSettings, Config, DiskSettings,
-    FailedAuthLimit, KeysSettings, Limits, Listener, LoggingSettings, Origin, PemKeyConf,
-    PingoraSettings, RevocationSettings, Route, RouteCache, SigV4Settings, SmdSettings,
+    FailedAuthLimit, Fleet, FleetNats, KeysSettings, Limits, Listener, LoggingSettings, Origin,
+    PemKeyConf, PingoraSettings, RevocationSettings, Route, RouteCache, SigV4Settings, SmdSettings,
     TokenSource,
 };
 pub use units::{format_duration, format_size, parse_duration, parse_size};

@@ -74,8 +74,16 @@ pub struct Edge {
     pub hot: HotCounters,
     /// The validated configuration.
     pub config: Arc<Config>,
-    /// Verification keys; swapped whole on reload.
+    /// Verification keys: the configured files' keys plus the fleet's (see
+    /// [`Edge::install_fleet_keys`]); swapped whole on reload.
     pub keys: ArcSwap<KeySet>,
+    /// The keys of the configured files alone.
+    local_keys: ArcSwap<KeySet>,
+    /// The key set published to the fleet (empty on a node alone).
+    fleet_keys: ArcSwap<KeySet>,
+    /// Held while the two are combined into `keys`, so a reload and a fleet update at once
+    /// cannot store a stale combination.
+    combine_lock: parking_lot::Mutex<()>,
     /// Where the keys came from, for reloads.
     pub key_sources: (Option<PathBuf>, Vec<PemKeySpec>),
     /// Claim checks.
@@ -263,7 +271,11 @@ impl Edge {
         }
         let revocations = Revocations::open(config.state_dir.as_deref(), unix_now())?;
         metrics.revoked_sessions.set(revocations.len() as i64);
-        let auto_revoker = config.revocation.auto.clone().map(AutoRevoker::new);
+        let auto_revoker = config
+            .revocation
+            .auto
+            .clone()
+            .map(|limits| AutoRevoker::new(limits, sighting_key(config.fleet.as_ref())));
 
         let smd = match &config.smd {
             Some(s) => Some(crate::auth::smd::SmdSecrets::load(&s.secrets_file)?),
@@ -298,6 +310,9 @@ impl Edge {
             revocations,
             auto_revoker,
             tokens: TokenCache::new(config.auth.token_cache_entries),
+            local_keys: ArcSwap::from_pointee(keys.clone()),
+            fleet_keys: ArcSwap::from_pointee(KeySet::empty()),
+            combine_lock: parking_lot::Mutex::new(()),
             keys: ArcSwap::from_pointee(keys),
             key_sources: (jwks, pem),
             policy,
@@ -344,18 +359,39 @@ impl Edge {
         let (jwks, pem) = &self.key_sources;
         match KeySet::load(jwks.as_deref(), pem) {
             Ok(keys) => {
-                // Unchanged keys keep their identity, so their verified tokens stay cached.
-                let keys = keys.carry_over(&self.keys.load());
-                let n = keys.len();
-                self.keys.store(Arc::new(keys));
-                self.metrics.keys_loaded.set(n as i64);
-                Ok(n)
+                self.local_keys.store(Arc::new(keys));
+                Ok(self.combine_keys())
             }
             Err(e) => {
                 self.metrics.key_reload_errors.inc();
                 Err(e)
             }
         }
+    }
+
+    /// Use `set` as the fleet's key set (beside the configured files' keys, which win a `kid`
+    /// both have); returns the number of keys now in force.
+    pub fn install_fleet_keys(&self, set: KeySet) -> usize {
+        self.fleet_keys.store(Arc::new(set));
+        self.combine_keys()
+    }
+
+    /// The configured keys plus the fleet's, swapped in; unchanged keys keep their identity,
+    /// so their verified tokens stay cached.
+    fn combine_keys(&self) -> usize {
+        let _combining = self.combine_lock.lock();
+        let (keys, shadowed) = self.local_keys.load().merged(&self.fleet_keys.load());
+        if !shadowed.is_empty() {
+            log::warn!(
+                "fleet key set: kid(s) {shadowed:?} are also in the configured key files, \
+                 which win"
+            );
+        }
+        let keys = keys.carry_over(&self.keys.load());
+        let n = keys.len();
+        self.keys.store(Arc::new(keys));
+        self.metrics.keys_loaded.set(n as i64);
+        n
     }
 
     /// Purge every variant of the given exact paths and path prefixes from every tier;
@@ -365,6 +401,30 @@ impl Edge {
         self.metrics.cache_purged.inc_by(n as u64);
         n
     }
+}
+
+/// The key of the hashes auto-revocation counts addresses and user agents by: shared by the
+/// nodes of a fleet (from the fleet secret, or else the subject prefix), random on a node alone.
+fn sighting_key(fleet: Option<&crate::config::Fleet>) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    match fleet {
+        Some(f) => {
+            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+            ctx.update(b"tollgate sightings\0");
+            match &f.secret {
+                Some(secret) => ctx.update(secret),
+                None => ctx.update(f.subject_prefix.as_bytes()),
+            }
+            key.copy_from_slice(&ctx.finish().as_ref()[..16]);
+        }
+        None => {
+            use ring::rand::SecureRandom;
+            if ring::rand::SystemRandom::new().fill(&mut key).is_err() {
+                log::warn!("no system randomness for the sightings key; using a fixed one");
+            }
+        }
+    }
+    key
 }
 
 /// Every problem with the configured key files, in one pass (for `tollgate check`), plus an

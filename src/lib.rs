@@ -26,7 +26,9 @@
 //!
 //! [`edge`] holds the runtime state built once from the config; [`app`] assembles the Pingora
 //! server; [`admin`] serves `/metrics`, `/healthz` and `/admin/*`; [`demo`] is the embedded
-//! default. [`request`] is the ground floor every layer may read (it imports nothing of the
+//! default. [`fleet`] (optional) joins the node to a fleet over NATS JetStream: purges,
+//! revocations and key sets published on any node are applied on every node, and a starting
+//! node replays what it missed before its listeners open. [`request`] is the ground floor every layer may read (it imports nothing of the
 //! crate).
 
 pub mod access;
@@ -41,6 +43,7 @@ pub mod cidr;
 pub mod config;
 pub mod demo;
 pub mod edge;
+pub mod fleet;
 pub mod http1;
 pub mod metrics;
 pub mod origins;

@@ -57,6 +57,48 @@ enum Command {
     },
     /// Mint a token with a private key (for testing and for token services to copy).
     Token(TokenArgs),
+    /// Key sets of a fleet (SPEC §9).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Check a JWK Set and publish it to every node of the config's fleet (its NATS key bucket).
+    Publish {
+        /// The JWK Set file (public keys).
+        #[arg(long)]
+        jwks: PathBuf,
+        /// The configuration file whose `fleet:` says how to reach NATS.
+        #[arg(short = 'c', long = "conf")]
+        conf: PathBuf,
+    },
+}
+
+fn publish_keys(jwks: &Path, conf: &Path) -> anyhow::Result<()> {
+    let config =
+        tollgate::config::load(conf).map_err(|e| anyhow::anyhow!("{}: {e}", conf.display()))?;
+    let fleet = config.fleet.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: no fleet: section, so there is no fleet to publish to (a node alone reads \
+             keys.jwks_file)",
+            conf.display()
+        )
+    })?;
+    let text =
+        std::fs::read_to_string(jwks).with_context(|| format!("reading {}", jwks.display()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let revision = runtime
+        .block_on(tollgate::fleet::publish_key_set(&fleet, &text))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", jwks.display()))?;
+    println!(
+        "{}: published as revision {revision} of bucket {}",
+        jwks.display(),
+        tollgate::fleet::Names::new(&fleet.subject_prefix).bucket
+    );
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -257,6 +299,7 @@ fn main() -> ExitCode {
             Ok(())
         }),
         (Some(Command::Token(args)), _) => token(args),
+        (Some(Command::Keys(KeysCommand::Publish { jwks, conf })), _) => publish_keys(jwks, conf),
         (None, Some(conf)) => run(conf, flags),
         (None, None) => tollgate::demo::run(&tollgate::demo::DemoArgs::default()),
     };

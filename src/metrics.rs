@@ -259,6 +259,14 @@ impl Metrics {
         })
     }
 
+    /// Register a collector defined elsewhere (the fleet's metrics) in the same registry.
+    pub fn register(
+        &self,
+        collector: Box<dyn prometheus::core::Collector>,
+    ) -> prometheus::Result<()> {
+        self.registry.register(collector)
+    }
+
     /// Render every metric in the Prometheus text exposition format.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(8 * 1024);

@@ -213,15 +213,20 @@ fn watch_session(
     if decision.result != Some(AuthResult::Valid) {
         return decision;
     }
-    let Some(trip) = auto.observe(sid, client, user_agent, now) else {
+    let Some(trip) = auto.observe(sid, client, user_agent, claims.exp, now) else {
         return decision;
     };
     let ttl =
         Duration::from_secs(claims.exp.saturating_sub(now)).max(edge.config.revocation.default_ttl);
     log::warn!("session {sid:?} revoked automatically: {trip:?} inside the window");
-    if let Err(e) = edge.revocations.revoke(sid, ttl, "auto", now) {
-        log::error!("saving revocations: {e}");
-    }
+    let expires_at = edge
+        .revocations
+        .revoke(sid, ttl, "auto", now)
+        .unwrap_or_else(|e| {
+            log::error!("saving revocations: {e}");
+            now.saturating_add(ttl.as_secs())
+        });
+    auto.share_revocation(sid, expires_at);
     edge.metrics.auto_revocations.inc();
     edge.metrics
         .revoked_sessions

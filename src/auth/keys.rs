@@ -118,6 +118,21 @@ impl KeySet {
         self
     }
 
+    /// This set plus the keys of `other` whose `kid` this set does not have (this set wins a
+    /// `kid` both have); also returns the `kid`s of `other` left out.
+    pub fn merged(&self, other: &KeySet) -> (KeySet, Vec<String>) {
+        let mut keys = self.keys.clone();
+        let mut shadowed = Vec::new();
+        for (kid, key) in &other.keys {
+            if keys.contains_key(kid) {
+                shadowed.push(kid.clone());
+            } else {
+                keys.insert(kid.clone(), Arc::clone(key));
+            }
+        }
+        (KeySet { keys }, shadowed)
+    }
+
     /// The keys, in `kid` order.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<VerifyKey>> {
         self.keys.values()

@@ -68,6 +68,12 @@ pub const DEFAULT_IDLE_TIMEOUT_SECONDS: u64 = 60;
 pub const DEFAULT_FAILED_AUTH_PER_SECOND: f64 = 20.0;
 /// Default `limits.failed_auth.burst`.
 pub const DEFAULT_FAILED_AUTH_BURST: u32 = 100;
+/// Default `fleet.replay_timeout`: how long a starting fleet node waits to replay the control
+/// events it missed before it opens its listeners anyway.
+pub const DEFAULT_FLEET_REPLAY_TIMEOUT_SECONDS: u64 = 10;
+/// Default `fleet.retention`: how long the control stream keeps events (a node offline longer
+/// than this cannot replay what it missed).
+pub const DEFAULT_FLEET_RETENTION_DAYS: u64 = 7;
 /// Default log filter (`logging.level`).
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
@@ -108,6 +114,55 @@ pub struct RawConfig {
     /// `limits:` — edge limits (SPEC §10).
     #[serde(default)]
     pub limits: RawLimits,
+    /// `fleet:` — NATS JetStream control plane (SPEC §9).
+    pub fleet: Option<RawFleet>,
+}
+
+/// `fleet:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleet {
+    pub node_id: Option<String>,
+    pub nats: Option<RawFleetNats>,
+    pub subject_prefix: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    pub replay_timeout: Option<UnitValue>,
+    pub retention: Option<UnitValue>,
+}
+
+/// `fleet.nats`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleetNats {
+    pub url: OneOrMany,
+    pub creds_file: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+    pub tls: Option<RawFleetTls>,
+}
+
+/// `fleet.nats.tls`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleetTls {
+    pub ca_file: Option<PathBuf>,
+}
+
+/// One string or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The strings, in order.
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
 }
 
 /// `limits:`.

@@ -47,6 +47,62 @@ pub struct Config {
     pub trusted_proxies: Vec<crate::cidr::Cidr>,
     /// `limits:`.
     pub limits: Limits,
+    /// `fleet:` — the NATS JetStream control plane; `None`: the node runs alone.
+    pub fleet: Option<Fleet>,
+}
+
+/// `fleet:` (SPEC §9).
+#[derive(Clone)]
+pub struct Fleet {
+    /// This node's id (a subject token): `fleet.node_id`, default the hostname.
+    pub node_id: String,
+    /// How to reach NATS.
+    pub nats: FleetNats,
+    /// Subjects, the control stream and the key bucket derive their names from it.
+    pub subject_prefix: String,
+    /// `fleet.secret_file`'s bytes (trimmed): keys the hash of shared sightings.
+    pub secret: Option<Vec<u8>>,
+    /// How long a starting node waits to replay missed events before serving anyway.
+    pub replay_timeout: Duration,
+    /// How long the control stream keeps events.
+    pub retention: Duration,
+}
+
+impl fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fleet")
+            .field("node_id", &self.node_id)
+            .field("nats", &self.nats)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("replay_timeout", &self.replay_timeout)
+            .field("retention", &self.retention)
+            .finish()
+    }
+}
+
+/// `fleet.nats`.
+#[derive(Clone)]
+pub struct FleetNats {
+    /// Server URLs (`nats://` or `tls://`).
+    pub urls: Vec<String>,
+    /// A `.creds` file (JWT + nkey seed).
+    pub creds_file: Option<PathBuf>,
+    /// The token read from `token_file`.
+    pub token: Option<String>,
+    /// Extra CA certificate for TLS.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for FleetNats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FleetNats")
+            .field("urls", &self.urls)
+            .field("creds_file", &self.creds_file)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
 }
 
 /// `smd:` — also accept tokens of the AWS Secure Media Delivery solution.

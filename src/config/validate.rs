@@ -68,6 +68,9 @@ pub fn validate(
     let trusted_proxies =
         super::limits::validate_trusted_proxies(raw.trusted_proxies, &listeners, &mut p);
     let limits = super::limits::validate_limits(raw.limits, &mut p);
+    let fleet = raw
+        .fleet
+        .and_then(|f| super::fleet::validate_fleet(f, state_dir.is_some(), base_dir, &mut p));
 
     if !p.0.is_empty() {
         return Err(p.0);
@@ -89,6 +92,7 @@ pub fn validate(
         basic_auth,
         trusted_proxies,
         limits,
+        fleet,
     })
 }
 

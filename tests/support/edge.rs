@@ -286,7 +286,9 @@ pub(super) fn spawn_edge(
         std::fs::write(config_path, &config).unwrap();
         // every address the config names on loopback (listeners, TLS and PROXY listeners
         // included; the origin's too, which is already up): ready when all accept
+        // (not the fleet's NATS server: a node starts, and serves, without it)
         let addrs: Vec<u16> = config
+            .replace("nats://127.0.0.1:", "nats://")
             .split("127.0.0.1:")
             .skip(1)
             .filter_map(|rest| {

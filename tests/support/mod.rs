@@ -12,6 +12,8 @@
 //!   `VmRSS`/`VmHWM`.
 //!   `TOLLGATE_TEST_FAST_HITS=off` ([`FAST_HITS_ENV`]) starts every edge whose test does not
 //!   set [`EdgeOptions::fast_hits`] with the connection-level hit path off.
+//! - [`Nats`]: a real `nats-server -js` on a free port with a temporary store, stopped by its
+//!   pid, restartable on the same port and store; [`fleet_yaml`] joins an edge to it.
 //! - [`tokens`]: good and deliberately bad tokens.
 //! - [`client`], [`get`], [`raw_get`]: clients that do exactly what the test says (no redirects,
 //!   no proxies from the environment, no pooled connections unless asked for).
@@ -28,6 +30,7 @@ pub mod variant_pages;
 mod clients;
 mod edge;
 mod media;
+mod nats;
 mod origin;
 mod prometheus;
 #[allow(unused_imports)] // not every test reaches the origin from another address
@@ -35,6 +38,8 @@ pub use media::*;
 
 pub use clients::*;
 pub use edge::*;
+#[allow(unused_imports)] // only the fleet's tests start NATS
+pub use nats::*;
 pub use origin::*;
 pub use prometheus::*;
 
