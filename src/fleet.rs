@@ -48,6 +48,9 @@ use crate::edge::Edge;
 
 /// How long the admin API waits for JetStream's acknowledgement.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the last applied sequence is written under `state_dir` while events flow (writing
+/// it per event was a third of a node's CPU time at 100 events/s in `benches/fleet/run.py`).
+const RECORD_EVERY: Duration = Duration::from_millis(100);
 /// How long the admin API waits for this node to apply what it published.
 const LOCAL_APPLY_WAIT: Duration = Duration::from_secs(2);
 /// Results of recently applied events kept for the admin answers.
@@ -295,12 +298,25 @@ impl Fleet {
         self.metrics
             .lag
             .observe(((now_nanos - stored_at_nanos).max(0) as f64) / 1e9);
-        if let Err(e) = self.progress.save_applied(seq) {
-            // the effect is in force; a restart would apply the event again, harmlessly
-            log::error!("fleet: recording event {seq} as applied: {e}");
-        }
         self.metrics.last_applied.set(seq as i64);
         self.applied.send_replace(seq);
+    }
+
+    /// Record the last applied sequence under `state_dir` if it moved since `saved`; returns
+    /// what is recorded now. Until then a restart applies the events after `saved` again, which
+    /// changes nothing.
+    fn record_applied(&self, saved: u64) -> u64 {
+        let applied = *self.applied.borrow();
+        if applied == saved {
+            return saved;
+        }
+        match self.progress.save_applied(applied) {
+            Ok(()) => applied,
+            Err(e) => {
+                log::error!("fleet: recording event {applied} as applied: {e}");
+                saved
+            }
+        }
     }
 
     fn load_saved_keys(&self) {
@@ -373,12 +389,17 @@ impl BackgroundService for FleetService {
             }
         }
         let mut backoff = Duration::from_millis(100);
+        let mut saved = *fleet.applied.borrow();
         loop {
             let started = Instant::now();
             let result = tokio::select! {
-                r = consume(fleet, link, &ready) => r,
-                _ = shutdown.changed() => return,
+                r = consume(fleet, link, &ready, &mut saved) => r,
+                _ = shutdown.changed() => {
+                    fleet.record_applied(saved);
+                    return;
+                }
             };
+            saved = fleet.record_applied(saved);
             if let Err(e) = result {
                 log::warn!(
                     "fleet: control stream: {e}; resuming from {}",
@@ -399,7 +420,12 @@ impl BackgroundService for FleetService {
 
 /// Read the control stream from the last applied sequence on, applying each event; returns when
 /// the subscription ends or fails (the caller resumes).
-async fn consume(fleet: &Arc<Fleet>, link: &link::Link, ready: &Ready) -> Result<(), String> {
+async fn consume(
+    fleet: &Arc<Fleet>,
+    link: &link::Link,
+    ready: &Ready,
+    saved: &mut u64,
+) -> Result<(), String> {
     let stream = link
         .control_stream(&fleet.names, fleet.config.retention)
         .await?;
@@ -413,6 +439,7 @@ async fn consume(fleet: &Arc<Fleet>, link: &link::Link, ready: &Ready) -> Result
         );
         applied = 0;
         fleet.applied.send_replace(0);
+        *saved = fleet.record_applied(u64::MAX);
     }
     if state.messages > 0 && state.first_sequence > applied + 1 {
         log::warn!(
@@ -438,9 +465,15 @@ async fn consume(fleet: &Arc<Fleet>, link: &link::Link, ready: &Ready) -> Result
     let mut messages = link
         .messages_from(&stream, &fleet.names, applied + 1)
         .await?;
+    let mut record = tokio::time::interval(RECORD_EVERY);
+    record.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let message = tokio::select! {
             m = messages.next() => m,
+            _ = record.tick() => {
+                *saved = fleet.record_applied(*saved);
+                continue;
+            }
             _ = link.reconnected.notified() => {
                 log::info!("fleet: reconnected; reading the control stream afresh");
                 return Ok(());

@@ -48,11 +48,15 @@ impl Progress {
         }
     }
 
-    /// Record `seq` as applied, durably (written, synced, renamed into place).
+    /// Record `seq` as applied: written and renamed into place, not synced. A crash of the
+    /// machine may bring back an older sequence; the events after it are then applied again,
+    /// which changes nothing (every event carries its whole effect). The fleet writes it every
+    /// 100 ms while events flow, not per event (see `RECORD_EVERY`).
     pub fn save_applied(&self, seq: u64) -> Result<(), String> {
-        write_durably(
+        write_file(
             &self.applied_file,
             &serde_json::to_vec(&Applied { stream_seq: seq }).expect("serializes"),
+            false,
         )
     }
 
@@ -69,19 +73,23 @@ impl Progress {
 
     /// Keep `keys` as the last good set.
     pub fn save_keys(&self, keys: &SavedKeys) -> Result<(), String> {
-        write_durably(
+        write_file(
             &self.keys_file,
             &serde_json::to_vec_pretty(keys).expect("serializes"),
+            true,
         )
     }
 }
 
-fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), String> {
+/// Write `bytes` to a temporary file (synced if `sync`) and rename it over `path`.
+fn write_file(path: &Path, bytes: &[u8], sync: bool) -> Result<(), String> {
     let tmp = path.with_extension("json.tmp");
     let err = |e: std::io::Error| format!("{}: {e}", path.display());
     let mut f = std::fs::File::create(&tmp).map_err(err)?;
     f.write_all(bytes).map_err(err)?;
-    f.sync_data().map_err(err)?;
+    if sync {
+        f.sync_data().map_err(err)?;
+    }
     std::fs::rename(&tmp, path).map_err(err)
 }
 
