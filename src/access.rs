@@ -112,6 +112,16 @@ pub fn public() -> Decision {
     }
 }
 
+/// A miss forwarded by another node of the shield ring, which decided the variant (and signed
+/// it with the fleet secret, [`crate::shield`]): served as decided, nothing checked again.
+pub fn decided_by_peer(variant: Variant) -> Decision {
+    Decision {
+        variant: Some(variant),
+        result: None,
+        claims: None,
+    }
+}
+
 /// A mode that checked something other than a JWT (Basic credentials, a CloudFront signature)
 /// and let the request in: the entitled variant.
 pub fn granted() -> Decision {

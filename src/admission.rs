@@ -112,6 +112,10 @@ pub struct Admitted {
     pub query: String,
     /// Whether the route caches.
     pub cacheable: bool,
+    /// A miss another node of the shield ring forwarded, with the variant it decided: served
+    /// from the cache or the origin, never forwarded again, and answered without
+    /// `Cache-Control: private` (the asking node stores it and says `private` to its reader).
+    pub from_peer: bool,
 }
 
 /// A request answered by the edge itself.
@@ -188,14 +192,19 @@ pub async fn admit(edge: &Edge, facts: &RequestFacts<'_>) -> Result<Admitted, Re
         forward_headers: _,
         forward_cookies: _,
     } = behaviour;
-    if let Some(answer) = behaviour_gate(edge, facts, *viewer_protocol, methods.as_deref()) {
-        return Err(Refused::bare(answer, Some(route_index)));
+    // a miss forwarded by a peer of the shield ring passed these gates there
+    let peer_variant = decided_by_peer(edge, facts);
+    if peer_variant.is_none() {
+        if let Some(answer) = behaviour_gate(edge, facts, *viewer_protocol, methods.as_deref()) {
+            return Err(Refused::bare(answer, Some(route_index)));
+        }
     }
     let client = facts.viewer.addr;
     let stripped = strip_query_params(facts.query, &edge.query_token_names);
-    let decision: Decision = match access {
-        AccessMode::Public => access::public(),
-        AccessMode::Paywall | AccessMode::Token => {
+    let decision: Decision = match (peer_variant, access) {
+        (Some(variant), _) => access::decided_by_peer(variant),
+        (None, AccessMode::Public) => access::public(),
+        (None, AccessMode::Paywall | AccessMode::Token) => {
             let cookies: Vec<&[u8]> = facts.headers.all("cookie").collect();
             let parts = RequestParts {
                 path_token,
@@ -205,7 +214,7 @@ pub async fn admit(edge: &Edge, facts: &RequestFacts<'_>) -> Result<Admitted, Re
             };
             token_decision(edge, *access, require, &parts, path, &stripped, facts)
         }
-        AccessMode::Basic => {
+        (None, AccessMode::Basic) => {
             let realm = realm.as_deref().unwrap_or_default();
             let authorization = facts.headers.first("authorization");
             match basic_check(edge, realm, authorization, client).await {
@@ -224,7 +233,7 @@ pub async fn admit(edge: &Edge, facts: &RequestFacts<'_>) -> Result<Admitted, Re
                 }
             }
         }
-        AccessMode::Signed => match signed_check(edge, facts) {
+        (None, AccessMode::Signed) => match signed_check(edge, facts) {
             Ok(()) => access::granted(),
             Err(label) => {
                 let result = AuthResult::Refused(label);
@@ -268,7 +277,28 @@ pub async fn admit(edge: &Edge, facts: &RequestFacts<'_>) -> Result<Admitted, Re
         path: path.to_owned(),
         query: policy_query(query_policy, query),
         cacheable: *cacheable,
+        from_peer: peer_variant.is_some(),
     })
+}
+
+/// The variant another node of the shield ring decided, when the request carries its valid
+/// signature ([`crate::shield::Shield::verify`]); `None` for every client request.
+fn decided_by_peer(edge: &Edge, facts: &RequestFacts<'_>) -> Option<Variant> {
+    let shield = edge.shield.as_ref()?;
+    let signature = facts.headers.first(crate::shield::SHIELD_HEADER)?;
+    let variant = facts.headers.first(crate::edge::VARIANT_HEADER)?;
+    let verified = shield.verify(
+        signature,
+        facts.method.as_str(),
+        facts.host,
+        facts.target,
+        variant,
+        crate::edge::unix_now(),
+    );
+    if verified.is_none() {
+        log::debug!("a shield signature that does not verify: decided as a client request");
+    }
+    verified
 }
 
 /// Viewer protocol policy and allowed methods, checked before any credential work.

@@ -133,6 +133,15 @@ pub fn build(edge: Arc<Edge>, flags: RunFlags) -> anyhow::Result<Server> {
             crate::fleet::FleetService(f.clone()),
         ))
     });
+    if let Some(shield) = &edge.shield {
+        // health checks of the shield ring's peers (a peer found down is skipped)
+        server.add_service(
+            pingora_core::services::background::GenBackgroundService::new(
+                "shield health checks".to_string(),
+                shield.ring(),
+            ),
+        );
+    }
     let proxy_logic = TollgateProxy::new(edge.clone()).with_access_log(access_log);
     let linger = drain::IDLE_LINGER.min(grace);
     let server_conf = server.configuration.clone();

@@ -53,6 +53,9 @@ pub enum EdgeError {
     /// A credentials or key file for `access: basic` / `signed` could not be loaded.
     #[error("{0}: {1}")]
     Credentials(String, String),
+    /// The shield ring could not be set up.
+    #[error("fleet.shield: {0}")]
+    Shield(String),
 }
 
 /// Counters bumped on every request, resolved once: `with_label_values` hashes every label
@@ -126,6 +129,8 @@ pub struct Edge {
     pub trusted_proxies: crate::viewer::TrustedProxies,
     /// The failed-credential budget (`limits.failed_auth`), unless turned off.
     pub budget: Option<crate::budget::FailureBudget>,
+    /// The shield ring (`fleet.shield`), when enabled: where misses go.
+    pub shield: Option<crate::shield::Shield>,
 }
 
 impl Edge {
@@ -246,8 +251,11 @@ impl Edge {
             Box::leak(CacheLock::new_boxed(config.cache.lock_timeout));
 
         let (origins, secret_headers) = crate::origins::prepare(&config.origins)?;
-        // a client may send neither the variant nor any origin's secret
-        let mut strip_headers = vec![http::HeaderName::from_static(VARIANT_HEADER)];
+        // a client may send neither the variant, a shield signature, nor any origin's secret
+        let mut strip_headers = vec![
+            http::HeaderName::from_static(VARIANT_HEADER),
+            http::HeaderName::from_static(crate::shield::SHIELD_HEADER),
+        ];
         strip_headers.extend(secret_headers.into_iter().filter(|h| h != VARIANT_HEADER));
 
         let mut query_token_names = Vec::new();
@@ -293,6 +301,12 @@ impl Edge {
         let signed_keys = crate::auth::cloudfront::SignedKeys::load(&config.signed_keys)
             .map_err(|e| EdgeError::Credentials("signed_keys".into(), e.to_string()))?;
 
+        let shield = match &config.fleet {
+            Some(fleet) => {
+                crate::shield::Shield::new(fleet, &metrics).map_err(EdgeError::Shield)?
+            }
+            None => None,
+        };
         let hot = HotCounters {
             auth: auth_counters,
             hits_2xx: config.routes.iter().map(|_| Default::default()).collect(),
@@ -304,6 +318,7 @@ impl Edge {
                 .failed_auth
                 .map(crate::budget::FailureBudget::new),
             hot,
+            shield,
             smd,
             realms,
             signed_keys: ArcSwap::from_pointee(signed_keys),

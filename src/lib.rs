@@ -50,6 +50,7 @@ pub mod origins;
 pub mod proxy;
 pub mod request;
 pub mod revocation;
+pub mod shield;
 pub mod sigv4;
 pub mod tls;
 pub mod viewer;

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use http::Method;
-use pingora_cache::key::HashBinary;
+use pingora_cache::key::{CacheHashKey, HashBinary};
 use pingora_cache::{CacheKey, CacheMeta, RespCacheable};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -92,6 +92,13 @@ pub struct Ctx {
     not_modified: Option<Box<ResponseHeader>>,
     /// The client address and scheme every decision uses (SPEC §10).
     viewer: crate::viewer::Viewer,
+    /// A miss forwarded by a peer of the shield ring ([`crate::shield`]).
+    from_peer: bool,
+    /// The shield ring peer this miss was sent to.
+    shield_peer: Option<String>,
+    /// Peers that could not be reached for this request: the next node on the ring is tried,
+    /// after two the origin.
+    shield_failed: Vec<String>,
 }
 
 impl Ctx {
@@ -153,6 +160,59 @@ fn sign_origin_request(
     Ok(())
 }
 
+/// The peer of the shield ring this miss goes to, if it goes to one: cacheable misses of client
+/// requests (a peer's forwarded miss goes to the origin), to the key's owner on the ring; after
+/// two peers failed to answer, the origin.
+fn shield_owner<'e>(edge: &'e Edge, ctx: &Ctx) -> Option<&'e crate::config::Peer> {
+    let shield = edge.shield.as_ref()?;
+    if !ctx.cache_enabled || ctx.from_peer || ctx.shield_failed.len() >= 2 {
+        return None;
+    }
+    let key = cache_key(&ctx.host, &ctx.path, &ctx.query, ctx.variant);
+    match shield.owner(&key.primary_bin(), &ctx.shield_failed) {
+        crate::shield::Owner::Me => None,
+        crate::shield::Owner::Peer(peer) => Some(peer),
+    }
+}
+
+/// The request to a shield peer: the client's host and token-free target, the route's
+/// forwarding policy, the variant this node decided and its signature (never the origin's
+/// secret: the owner adds its own).
+fn to_shield_peer(edge: &Edge, req: &mut pingora_http::RequestHeader, ctx: &Ctx) -> Result<()> {
+    let shield = edge
+        .shield
+        .as_ref()
+        .ok_or_else(|| Error::explain(ErrorType::InternalError, "no shield"))?;
+    if let Some(route) = ctx.route(edge) {
+        let b = &route.behaviour;
+        session::apply_forwarding(req, &b.forward_headers, &b.forward_cookies);
+    }
+    req.insert_header(http::header::HOST, ctx.host.as_str())?;
+    req.insert_header(VARIANT_HEADER, ctx.variant.as_str())?;
+    let target = req
+        .uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+    let signature = shield.sign(
+        req.method.as_str(),
+        &ctx.host,
+        &target,
+        ctx.variant,
+        crate::edge::unix_now(),
+    );
+    req.insert_header(crate::shield::SHIELD_HEADER, signature)?;
+    match ctx.viewer.addr {
+        Some(addr) => req.insert_header("x-forwarded-for", addr.to_string())?,
+        None => {
+            req.remove_header("x-forwarded-for");
+        }
+    }
+    let proto = if ctx.viewer.https { "https" } else { "http" };
+    req.insert_header("x-forwarded-proto", proto)?;
+    Ok(())
+}
+
 #[async_trait]
 impl ProxyHttp for TollgateProxy {
     type CTX = Ctx;
@@ -179,6 +239,9 @@ impl ProxyHttp for TollgateProxy {
                 addr: None,
                 https: false,
             },
+            from_peer: false,
+            shield_peer: None,
+            shield_failed: Vec::new(),
         }
     }
 
@@ -260,6 +323,15 @@ impl ProxyHttp for TollgateProxy {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        ctx.shield_peer = None;
+        if let Some(peer) = shield_owner(&self.edge, ctx) {
+            ctx.upstream_start = Some(Instant::now());
+            ctx.shield_peer = Some(peer.id.clone());
+            let mut peer = HttpPeer::new(peer.addr, false, String::new());
+            peer.options.connection_timeout = Some(Duration::from_secs(1));
+            peer.options.read_timeout = Some(Duration::from_secs(60));
+            return Ok(Box::new(peer));
+        }
         let origin = ctx
             .route(&self.edge)
             .and_then(|r| self.edge.origins.get(&r.origin))
@@ -278,6 +350,9 @@ impl ProxyHttp for TollgateProxy {
         upstream_request: &mut pingora_http::RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if ctx.shield_peer.is_some() {
+            return to_shield_peer(&self.edge, upstream_request, ctx);
+        }
         let origin = ctx
             .route(&self.edge)
             .and_then(|r| self.edge.origins.get(&r.origin))
@@ -351,8 +426,33 @@ impl ProxyHttp for TollgateProxy {
             }
         }
         upstream_response.remove_header(VARIANT_HEADER);
+        if let (Some(peer), Some(shield)) = (&ctx.shield_peer, &self.edge.shield) {
+            let hit = upstream_response
+                .headers
+                .get("cache-status")
+                .is_some_and(|v| v.as_bytes().starts_with(b"tollgate; hit"));
+            shield.count(peer, if hit { "hit" } else { "miss" });
+            // the hop is this node's to report (`fwd-peer`); the owner's entry is not stored
+            upstream_response.remove_header("cache-status");
+        }
         caching::upstream_fields(upstream_response, ctx);
         Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let (Some(peer), Some(shield)) = (ctx.shield_peer.take(), &self.edge.shield) {
+            log::warn!("shield peer {peer} unreachable ({e}); trying the next node or the origin");
+            shield.count(&peer, "error");
+            ctx.shield_failed.push(peer);
+            e.set_retry(true);
+        }
+        e
     }
 
     async fn response_filter(
@@ -368,12 +468,18 @@ impl ProxyHttp for TollgateProxy {
         } else {
             status
         };
-        upstream_response.insert_header("cache-status", status)?;
+        match &ctx.shield_peer {
+            // RFC 9211: the hop that filled this miss
+            Some(peer) if label != "hit" => upstream_response
+                .insert_header("cache-status", format!("{status}; fwd-peer=\"{peer}\""))?,
+            _ => upstream_response.insert_header("cache-status", status)?,
+        }
         caching::set_age(session, upstream_response)?;
         self.invalidate_after_unsafe(session, upstream_response, ctx)
             .await;
-        if ctx.variant == Variant::Subscriber {
-            // Entitled content must not land in shared caches downstream of the edge.
+        if ctx.variant == Variant::Subscriber && !ctx.from_peer {
+            // Entitled content must not land in shared caches downstream of the edge (a peer of
+            // the shield ring stores it, and says `private` to its own reader).
             upstream_response.insert_header(http::header::CACHE_CONTROL, "private")?;
         }
         Ok(())

@@ -545,7 +545,10 @@ async fn check_reports_every_fleet_problem_with_its_key() {
          origins: { o: { url: \"http://127.0.0.1:1\" } }\n\
          routes: [{ match: \"/*\", origin: o, access: public }]\n\
          fleet:\n  node_id: \"bad id\"\n  subject_prefix: \"a.b\"\n  \
-         nats: { url: [\"http://x\"], token_file: missing.token }\n",
+         nats: { url: [\"http://x\"], token_file: missing.token }\n  \
+         shield: { enabled: true, hash: rendezvous }\n  \
+         peers: [{ id: x, addr: nope }, { id: y, addr: \"127.0.0.1:1\" }, \
+         { id: y, addr: \"127.0.0.1:2\" }]\n",
     )
     .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
@@ -561,6 +564,11 @@ async fn check_reports_every_fleet_problem_with_its_key() {
         "fleet.nats.url[0]",
         "fleet.nats.token_file",
         "Fix: set state_dir",
+        "fleet.shield.hash",
+        "fleet.peers[0].addr",
+        "fleet.peers[2].id",
+        "Fix: set fleet.secret_file",
+        "is not in the list",
     ] {
         assert!(text.contains(key), "{key} missing from: {text}");
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::problems::{duration_or, existing_file, Problems};
 use super::raw::{RawFleet, DEFAULT_FLEET_REPLAY_TIMEOUT_SECONDS, DEFAULT_FLEET_RETENTION_DAYS};
-use super::types::{Fleet, FleetNats};
+use super::types::{Fleet, FleetNats, Peer};
 
 /// Longest `node_id` / `subject_prefix`.
 const MAX_NAME: usize = 64;
@@ -179,6 +179,75 @@ pub(super) fn validate_fleet(
             "under a minute, a node restarting would miss control events. Fix: e.g. 7d",
         );
     }
+    let mut peers: Vec<Peer> = Vec::with_capacity(raw.peers.len());
+    for (i, peer) in raw.peers.into_iter().enumerate() {
+        let key = format!("fleet.peers[{i}]");
+        if !is_token(&peer.id) {
+            p.add(
+                format!("{key}.id"),
+                format!(
+                    "{:?} is not a node id: 1 to {MAX_NAME} letters, digits, '-' or '_'",
+                    peer.id
+                ),
+            );
+            continue;
+        }
+        let Ok(addr) = peer.addr.parse::<std::net::SocketAddr>() else {
+            p.add(
+                format!("{key}.addr"),
+                format!(
+                    "{:?} is not an address:port. Fix: the peer's plain HTTP listener, e.g. \
+                     10.0.1.2:8080",
+                    peer.addr
+                ),
+            );
+            continue;
+        };
+        if peers.iter().any(|q| q.id == peer.id) {
+            p.add(
+                format!("{key}.id"),
+                format!("{:?} is listed twice", peer.id),
+            );
+        } else if peers.iter().any(|q| q.addr == addr) {
+            p.add(format!("{key}.addr"), format!("{addr} is listed twice"));
+        } else {
+            peers.push(Peer { id: peer.id, addr });
+        }
+    }
+    let raw_shield = raw.shield.unwrap_or_default();
+    let shield = raw_shield.enabled.unwrap_or(false);
+    if let Some(hash) = raw_shield.hash.as_deref() {
+        if hash != "ketama" {
+            p.add(
+                "fleet.shield.hash",
+                format!("{hash:?} is not a hash this node knows. Fix: ketama (the default)"),
+            );
+        }
+    }
+    if shield {
+        if secret.is_none() {
+            p.add(
+                "fleet.shield",
+                "nodes trust a forwarded miss's variant only when it is signed with the fleet \
+                 secret. Fix: set fleet.secret_file (the same file on every node)",
+            );
+        }
+        if !peers.iter().any(|q| q.id == node_id) {
+            p.add(
+                "fleet.peers",
+                format!(
+                    "this node ({node_id:?}) is not in the list: every node must see the same \
+                     ring. Fix: add {{ id: {node_id}, addr: <its listener> }}"
+                ),
+            );
+        }
+        if peers.len() < 2 {
+            p.add(
+                "fleet.peers",
+                "a shield needs at least two nodes. Fix: list every node of the ring",
+            );
+        }
+    }
     Some(Fleet {
         node_id,
         nats: FleetNats {
@@ -191,5 +260,7 @@ pub(super) fn validate_fleet(
         secret,
         replay_timeout,
         retention,
+        peers,
+        shield,
     })
 }

@@ -128,6 +128,25 @@ pub struct RawFleet {
     pub secret_file: Option<PathBuf>,
     pub replay_timeout: Option<UnitValue>,
     pub retention: Option<UnitValue>,
+    #[serde(default)]
+    pub peers: Vec<RawPeer>,
+    pub shield: Option<RawShield>,
+}
+
+/// `fleet.peers[]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeer {
+    pub id: String,
+    pub addr: String,
+}
+
+/// `fleet.shield`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShield {
+    pub enabled: Option<bool>,
+    pub hash: Option<String>,
 }
 
 /// `fleet.nats`.

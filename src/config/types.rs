@@ -66,6 +66,19 @@ pub struct Fleet {
     pub replay_timeout: Duration,
     /// How long the control stream keeps events.
     pub retention: Duration,
+    /// `fleet.peers`: the nodes of the shield ring, this one included.
+    pub peers: Vec<Peer>,
+    /// `fleet.shield.enabled`: misses go to the key's owner on the ring.
+    pub shield: bool,
+}
+
+/// `fleet.peers[]`: a node of the shield ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Its `node_id`.
+    pub id: String,
+    /// Where its edge listener accepts plain HTTP from the other nodes.
+    pub addr: SocketAddr,
 }
 
 impl fmt::Debug for Fleet {
@@ -77,6 +90,8 @@ impl fmt::Debug for Fleet {
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("replay_timeout", &self.replay_timeout)
             .field("retention", &self.retention)
+            .field("peers", &self.peers)
+            .field("shield", &self.shield)
             .finish()
     }
 }

@@ -119,6 +119,7 @@ impl TollgateProxy {
         let uri_changed =
             admitted.path != req.uri.path() || admitted.query != req.uri.query().unwrap_or("");
         ctx.route = Some(admitted.route);
+        ctx.from_peer = admitted.from_peer;
         (ctx.variant, ctx.auth, ctx.claims) = (admitted.variant, admitted.auth, admitted.claims);
         (ctx.host, ctx.path, ctx.query) = (admitted.host, admitted.path, admitted.query);
         self.sanitize(session, ctx, uri_changed);

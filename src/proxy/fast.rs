@@ -43,7 +43,10 @@ const MAX_COOKIE_HEADERS: usize = 8;
 /// Request fields whose answer is more than a stored object's: ranges, conditionals, request
 /// cache directives, expectations and upgrades. A request carrying one goes through the
 /// proxy's whole pipeline, on every protocol.
-const PROXY_ONLY: [&str; 11] = [
+/// (A miss forwarded by a peer of the shield ring, `x-tollgate-shield`, is answered by the proxy
+/// too: without `Cache-Control: private`, and from the origin on a miss.)
+const PROXY_ONLY: [&str; 12] = [
+    "x-tollgate-shield",
     "expect",
     "upgrade",
     "range",
@@ -427,7 +430,7 @@ impl TollgateProxy {
     /// hit, the proxy goes on.
     pub(super) async fn hit_in_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let edge = &*self.edge;
-        if !self.fast_hits() || !session.as_downstream().is_http2() {
+        if !self.fast_hits() || !session.as_downstream().is_http2() || ctx.from_peer {
             return Ok(false);
         }
         let Some(route) = ctx.route.and_then(|i| edge.config.routes.get(i)) else {

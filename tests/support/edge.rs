@@ -287,7 +287,13 @@ pub(super) fn spawn_edge(
         // every address the config names on loopback (listeners, TLS and PROXY listeners
         // included; the origin's too, which is already up): ready when all accept
         // (not the fleet's NATS server: a node starts, and serves, without it)
-        let addrs: Vec<u16> = config
+        // (nor the other nodes of a shield ring: `{ id: .., addr: .. }` lines)
+        let awaited: String = config
+            .lines()
+            .filter(|l| !l.contains("{ id:"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let addrs: Vec<u16> = awaited
             .replace("nats://127.0.0.1:", "nats://")
             .split("127.0.0.1:")
             .skip(1)
@@ -348,6 +354,17 @@ impl Edge {
 
     /// Start an edge with custom options.
     pub fn start_with(origin: &Origin, keys: &[&SigningKey], opts: EdgeOptions) -> Edge {
+        Edge::start_on(origin, keys, opts, None)
+    }
+
+    /// Start an edge on the given (proxy, admin) ports (e.g. chosen beforehand with
+    /// [`free_ports`], when other nodes' configs must name them), or on free ones.
+    pub fn start_on(
+        origin: &Origin,
+        keys: &[&SigningKey],
+        opts: EdgeOptions,
+        ports: Option<(u16, u16)>,
+    ) -> Edge {
         let dir = tempfile::tempdir().expect("temp dir");
         let secret = format!("origin-secret-{}", random_hex(12));
         let admin_token = format!("admin-{}", random_hex(16));
@@ -362,7 +379,7 @@ impl Edge {
             &stderr_path,
             origin.addr,
             &opts,
-            None,
+            ports,
         );
         Edge {
             port,
