@@ -251,13 +251,9 @@ async fn the_owner_going_away_costs_no_request_and_it_takes_its_share_back() {
     ring.nodes[2].kill_hard();
     let killed = Instant::now();
     for o in 0..30 {
-        for n in 0..2 {
-            let r = get(&ring.nodes[n], &format!("/news/k-{o}"), None).await;
-            assert_eq!(
-                r.status, 200,
-                "node {} object {o} with c down: {r:?}",
-                IDS[n]
-            );
+        for (node, id) in ring.nodes[..2].iter().zip(IDS) {
+            let r = get(node, &format!("/news/k-{o}"), None).await;
+            assert_eq!(r.status, 200, "node {id} object {o} with c down: {r:?}");
         }
     }
     let errors = shield_requests(&ring.nodes[0], "c", "error").await
