@@ -221,38 +221,35 @@ mod tests {
     use super::*;
     use pingora_cache::key::CacheHashKey;
 
-    fn fleet(node: &str) -> Fleet {
+    fn fleet(node: &str, dir: &std::path::Path) -> Fleet {
+        std::fs::write(dir.join("secret"), "0123456789abcdef0123456789abcdef").unwrap();
         let cfg = crate::config::from_yaml_str(
             &format!(
                 "listeners: [{{ addr: \"127.0.0.1:0\" }}]\n\
                  origins: {{ o: {{ url: \"http://127.0.0.1:1\" }} }}\n\
                  routes: [{{ match: \"/*\", origin: o, access: public }}]\n\
-                 state_dir: /tmp/tollgate-shield-unit\n\
+                 state_dir: state\n\
                  fleet:\n  node_id: {node}\n  nats: {{ url: [nats://127.0.0.1:4222] }}\n  \
                  secret_file: secret\n  shield: {{ enabled: true }}\n  peers:\n    \
                  - {{ id: a, addr: \"127.0.0.1:7001\" }}\n    \
                  - {{ id: b, addr: \"127.0.0.1:7002\" }}\n    \
                  - {{ id: c, addr: \"127.0.0.1:7003\" }}\n"
             ),
-            &secret_dir(),
+            dir,
         )
         .unwrap();
         cfg.fleet.unwrap()
     }
 
-    fn secret_dir() -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join("tollgate-shield-unit-conf");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("secret"), "0123456789abcdef0123456789abcdef").unwrap();
-        dir
+    fn shield(node: &str, dir: &std::path::Path) -> Shield {
+        let metrics = crate::metrics::Metrics::new().unwrap();
+        Shield::new(&fleet(node, dir), &metrics).unwrap().unwrap()
     }
 
     #[test]
     fn a_signature_covers_the_request_and_variant_and_expires() {
-        let metrics = crate::metrics::Metrics::new().unwrap();
-        let a = Shield::new(&fleet("a"), &metrics).unwrap().unwrap();
-        let metrics = crate::metrics::Metrics::new().unwrap();
-        let b = Shield::new(&fleet("b"), &metrics).unwrap().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (shield("a", dir.path()), shield("b", dir.path()));
         let sig = a.sign(
             "GET",
             "news.example",
@@ -324,10 +321,8 @@ mod tests {
 
     #[test]
     fn every_node_sees_the_same_owner_and_skips_a_failed_peer() {
-        let metrics = crate::metrics::Metrics::new().unwrap();
-        let a = Shield::new(&fleet("a"), &metrics).unwrap().unwrap();
-        let metrics = crate::metrics::Metrics::new().unwrap();
-        let b = Shield::new(&fleet("b"), &metrics).unwrap().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (shield("a", dir.path()), shield("b", dir.path()));
         let mut owned = std::collections::BTreeMap::new();
         for i in 0..300u32 {
             let key = crate::cache::cache_key("h", &format!("/o/{i}"), "", Variant::Public);
