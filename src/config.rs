@@ -140,39 +140,155 @@ pub fn from_yaml_str_with_env(
     base_dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    let raw = parse_raw(yaml)?;
-    validate(raw, base_dir, env).map_err(ConfigError::Invalid)
+    let (raw, mut problems) = parse_raw_collecting(yaml)?;
+    match validate(raw, base_dir, env) {
+        Ok(config) if problems.is_empty() => Ok(config),
+        Ok(_) => Err(ConfigError::Invalid(problems)),
+        Err(more) => {
+            // a key dropped for its shape may be reported missing again: once is enough
+            let under = |p: &Problem, q: &Problem| {
+                p.path == q.path
+                    || p.path.starts_with(&format!("{}.", q.path))
+                    || p.path.starts_with(&format!("{}[", q.path))
+            };
+            let more: Vec<Problem> = more
+                .into_iter()
+                .filter(|p| !problems.iter().any(|q| under(p, q)))
+                .collect();
+            problems.extend(more);
+            Err(ConfigError::Invalid(problems))
+        }
+    }
 }
 
-/// Parses YAML into the raw tree without validating it.
+/// Parses YAML into the raw tree without validating it; the first unknown key or wrong value
+/// type is an error (see [`from_yaml_str`] for every problem at once).
 ///
 /// A file with no content (empty, or comments only) is an empty configuration, so the
 /// validator can say what is missing instead of serde's "EOF while parsing a value".
 pub fn parse_raw(yaml: &str) -> Result<raw::RawConfig, ConfigError> {
-    let has_content = yaml.lines().any(|line| {
-        let line = line.trim();
-        !line.is_empty() && !line.starts_with('#') && line != "---"
-    });
-    if !has_content {
+    if !has_content(yaml) {
         return Ok(raw::RawConfig::default());
     }
     serde_yaml::from_str(yaml).map_err(|err| ConfigError::Parse(explain_serde_error(&err)))
+}
+
+fn has_content(yaml: &str) -> bool {
+    yaml.lines().any(|line| {
+        let line = line.trim();
+        !line.is_empty() && !line.starts_with('#') && line != "---"
+    })
+}
+
+/// Most shape problems (unknown keys, wrong types) collected from one file.
+const MAX_SHAPE_PROBLEMS: usize = 100;
+
+/// The raw tree, and every key that had to be left out of it: an unknown key, or a value of the
+/// wrong type, is reported with its path and removed, and reading goes on, so that one
+/// misspelt key does not hide the file's other problems. Only YAML that does not parse at all
+/// is an error here.
+fn parse_raw_collecting(yaml: &str) -> Result<(raw::RawConfig, Vec<Problem>), ConfigError> {
+    if !has_content(yaml) {
+        return Ok((raw::RawConfig::default(), Vec::new()));
+    }
+    let mut tree: serde_yaml::Value =
+        serde_yaml::from_str(yaml).map_err(|err| ConfigError::Parse(explain_serde_error(&err)))?;
+    let mut problems = Vec::new();
+    while problems.len() < MAX_SHAPE_PROBLEMS {
+        match serde_path_to_error::deserialize::<_, raw::RawConfig>(tree.clone()) {
+            Ok(raw) => return Ok((raw, problems)),
+            Err(err) => {
+                let path = err.path().clone();
+                let message = err.into_inner().to_string();
+                let at = match path.to_string() {
+                    root if root == "." => "(top level)".to_string(),
+                    key => key,
+                };
+                let line = unknown_key_line(yaml, &message)
+                    .map(|n| format!(" (line {n})"))
+                    .unwrap_or_default();
+                problems.push(Problem::new(
+                    at,
+                    format!("{message}{line}. {}", fix_for(&message)),
+                ));
+                if !remove_at(&mut tree, &path) {
+                    break;
+                }
+            }
+        }
+    }
+    Err(ConfigError::Invalid(problems))
+}
+
+/// The line of the first `key:` in the file for an "unknown field `key`" message (the tree
+/// read from YAML keeps no positions; the first occurrence is almost always the one).
+fn unknown_key_line(yaml: &str, message: &str) -> Option<usize> {
+    let key = message.strip_prefix("unknown field `")?.split('`').next()?;
+    yaml.lines()
+        .position(|line| {
+            line.match_indices(key).any(|(i, _)| {
+                let before = line[..i].chars().last();
+                let after = line[i + key.len()..].trim_start();
+                matches!(before, None | Some(' ' | '{' | ',' | '-' | '\t'))
+                    && after.starts_with(':')
+            })
+        })
+        .map(|i| i + 1)
+}
+
+/// Remove the node at `path` from `tree`; false if there is none (nothing more can be read).
+fn remove_at(tree: &mut serde_yaml::Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut node = tree;
+    for segment in parents {
+        let next = match segment {
+            Segment::Map { key } => node.get_mut(key.as_str()),
+            Segment::Seq { index } => node.get_mut(*index),
+            Segment::Enum { .. } | Segment::Unknown => return false,
+        };
+        match next {
+            Some(n) => node = n,
+            None => return false,
+        }
+    }
+    match last {
+        Segment::Map { key } => node
+            .as_mapping_mut()
+            .and_then(|m| m.remove(key.as_str()))
+            .is_some(),
+        Segment::Seq { index } => match node.as_sequence_mut() {
+            Some(seq) if *index < seq.len() => {
+                seq.remove(*index);
+                true
+            }
+            _ => false,
+        },
+        Segment::Enum { .. } | Segment::Unknown => false,
+    }
+}
+
+fn fix_for(msg: &str) -> &'static str {
+    if msg.contains("unknown field") {
+        "Fix: correct the key's spelling (the keys allowed there are listed after 'expected') or \
+         remove it; conf/tollgate.yaml documents every key"
+    } else if msg.contains("duplicate") {
+        "Fix: keep one copy of the key"
+    } else if msg.contains("invalid type") || msg.contains("invalid value") {
+        "Fix: give the key a value of the expected type; conf/tollgate.yaml documents every key"
+    } else if msg.contains("missing field") {
+        "Fix: add the missing key; conf/tollgate.yaml documents every key"
+    } else {
+        "Fix: correct the YAML at that position"
+    }
 }
 
 /// serde_yaml's message already carries the key path, the location and, for unknown keys, the
 /// allowed ones; add the fix.
 fn explain_serde_error(err: &serde_yaml::Error) -> String {
     let msg = err.to_string();
-    let fix = if msg.contains("unknown field") {
-        "Fix: correct the key's spelling (the keys allowed there are listed after 'expected') or \
-         remove it;
-         conf/tollgate.yaml documents every key"
-    } else if msg.contains("duplicate") {
-        "Fix: keep one copy of the key"
-    } else if msg.contains("invalid type") || msg.contains("invalid value") {
-        "Fix: give the key a value of the expected type; conf/tollgate.yaml documents every key"
-    } else {
-        "Fix: correct the YAML at that position"
-    };
-    format!("invalid configuration: {msg}. {fix}")
+    format!("invalid configuration: {msg}. {}", fix_for(&msg))
 }

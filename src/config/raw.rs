@@ -45,8 +45,12 @@ pub const DEFAULT_AUTO_REVOCATION_MAX_USER_AGENTS: usize = 3;
 pub const DEFAULT_REVOCATION_TTL_SECONDS: u64 = 86_400;
 /// The smallest disk tier accepted.
 pub const MIN_CACHE_DISK_MAX_SIZE: u64 = 1024 * 1024;
-/// Default largest cacheable object (`cache.max_object_size`): 16 MiB.
+/// Largest cacheable object (`cache.max_object_size`) by default without a disk tier: 16 MiB, or
+/// a quarter of the memory tier if smaller.
 pub const DEFAULT_CACHE_MAX_OBJECT_SIZE: u64 = 16 * 1024 * 1024;
+/// Largest cacheable object by default with a disk tier: 1 GiB, or a quarter of the disk tier if
+/// smaller.
+pub const DEFAULT_CACHE_DISK_MAX_OBJECT_SIZE: u64 = 1 << 30;
 /// Default cache lock timeout (`cache.lock_timeout`), in seconds.
 pub const DEFAULT_CACHE_LOCK_TIMEOUT_SECONDS: u64 = 10;
 /// Default route TTL when the origin sends no freshness (`routes[].cache.default_ttl`): 5 minutes.

@@ -517,22 +517,20 @@ fn no_origins_defined() {
 }
 
 #[test]
-fn unknown_key_is_a_parse_error_with_location_and_allowed_keys() {
+fn unknown_key_is_reported_with_its_path_line_and_allowed_keys() {
     let f = Fixture::new();
-    let err = f
-        .load(&[(
-            "routes",
-            "routes:\n  - match: /*\n    origin: news\n    acess: public\n",
-        )])
-        .expect_err("unknown key");
-    let ConfigError::Parse(msg) = &err else {
-        panic!("expected Parse, got {err}");
-    };
-    assert!(msg.contains("routes[0]"), "{msg}");
-    assert!(msg.contains("unknown field `acess`"), "{msg}");
-    assert!(msg.contains("`access`"), "{msg}");
-    assert!(msg.contains("line "), "{msg}");
-    assert!(msg.contains("Fix:"), "{msg}");
+    let problems = f.problems(&[(
+        "routes",
+        "routes:\n  - match: /*\n    origin: news\n    acess: public\n",
+    )]);
+    let p = problems
+        .iter()
+        .find(|p| p.path == "routes[0].acess")
+        .unwrap_or_else(|| panic!("{problems:#?}"));
+    assert!(p.message.contains("unknown field `acess`"), "{p}");
+    assert!(p.message.contains("`access`"), "{p}");
+    assert!(p.message.contains("line "), "{p}");
+    assert!(p.message.contains("Fix:"), "{p}");
 
     let err = f.load(&[("extra", "cach: {}\n")]).expect_err("top-level");
     let msg = err.to_string();
@@ -574,8 +572,8 @@ fn load_reports_unreadable_file_and_names_it_in_parse_errors() {
     assert!(err.to_string().starts_with("cannot read "), "{err}");
 
     let bad: PathBuf = f.path().join("bad.yaml");
-    std::fs::write(&bad, "listners: []\n").expect("write");
-    let msg = load(&bad).expect_err("unknown key").to_string();
+    std::fs::write(&bad, "listeners: [\n").expect("write");
+    let msg = load(&bad).expect_err("YAML syntax").to_string();
     assert!(msg.starts_with(&bad.display().to_string()), "{msg}");
 
     // Relative paths resolve against the file's directory, not the working directory.
@@ -662,4 +660,62 @@ fn edge_limits_default_and_validate() {
     )]);
     assert_problem(&problems, "trusted_proxies[0]", "CIDR");
     assert_problem(&problems, "trusted_proxies[1]", "CIDR");
+}
+
+#[test]
+fn a_default_never_invalidates_a_config_and_fits_the_tiers() {
+    let f = Fixture::new();
+    let dir = f.path().join("cache");
+    let disk = |size: &str| {
+        format!(
+            "cache: {{ memory: {{ max_size: 4MiB }}, disk: {{ path: {}, max_size: {size} }} }}\n",
+            dir.display()
+        )
+    };
+    // a 4 MiB memory tier alone: the default shrinks to a quarter of it
+    let c = f
+        .load(&[("cache", "cache: { memory: { max_size: 4MiB } }\n")])
+        .unwrap();
+    assert_eq!(c.cache.max_object_size, 1 << 20);
+    // with a disk tier, downloads of hundreds of MiB are cacheable
+    let c = f.load(&[("cache", &disk("10GiB"))]).unwrap();
+    assert_eq!(c.cache.max_object_size, 1 << 30);
+    let c = f.load(&[("cache", &disk("400MiB"))]).unwrap();
+    assert_eq!(c.cache.max_object_size, 100 << 20);
+    // what the operator writes is still checked against the tiers
+    let problems = f.problems(&[(
+        "cache",
+        "cache: { memory: { max_size: 4MiB }, max_object_size: 8MiB }\n",
+    )]);
+    assert_problem(
+        &problems,
+        "cache.max_object_size",
+        "larger than the largest",
+    );
+}
+
+#[test]
+fn unknown_keys_do_not_hide_the_other_problems() {
+    let f = Fixture::new();
+    let problems = f.problems(&[
+        (
+            "listeners",
+            "listeners:\n  - addr: 127.0.0.1:8080\n    colour: red\n",
+        ),
+        ("cache", "cache: { memory: { max_size: 0, sizes: 1 } }\n"),
+        ("logging", "logging: { level: 5 }\n"),
+        ("frobnicate", "frobnicate: true\n"),
+        (
+            "routes",
+            "routes:\n  - match: /*\n    origin: nowhere\n    access: public\n",
+        ),
+    ]);
+    assert_problem(&problems, "listeners[0].colour", "unknown field `colour`");
+    assert_problem(&problems, "cache.memory.sizes", "unknown field `sizes`");
+    assert_problem(&problems, "logging.level", "invalid type");
+    assert_problem(&problems, "frobnicate", "unknown field `frobnicate`");
+    // and the validator's own problems, found in the same pass
+    assert_problem(&problems, "routes[0].origin", "unknown origin");
+    assert_problem(&problems, "cache.memory.max_size", "0 leaves no room");
+    assert_eq!(problems.len(), 6, "{problems:#?}");
 }

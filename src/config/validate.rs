@@ -429,6 +429,17 @@ fn validate_disk(raw: RawCacheDisk, base_dir: &Path, p: &mut Problems) -> Option
     Some(DiskSettings { path, max_size })
 }
 
+/// `cache.max_object_size` when the file does not say: it always fits the tiers configured.
+/// With a disk tier, a quarter of it up to 1 GiB (downloads and video files of hundreds of MiB
+/// are cached; a 10 GiB tier holds at least ten of the largest); memory alone, a quarter of it
+/// up to 16 MiB (one object never evicts the whole tier).
+pub(super) fn default_max_object_size(memory: u64, disk: Option<u64>) -> u64 {
+    match disk {
+        Some(disk) => (disk / 4).clamp(1, DEFAULT_CACHE_DISK_MAX_OBJECT_SIZE),
+        None => (memory / 4).clamp(1, DEFAULT_CACHE_MAX_OBJECT_SIZE),
+    }
+}
+
 fn validate_cache(raw: RawCache, base_dir: &Path, p: &mut Problems) -> CacheSettings {
     let disk = raw.disk.and_then(|d| validate_disk(d, base_dir, p));
     let raw_memory = raw.memory.unwrap_or_default();
@@ -446,9 +457,14 @@ fn validate_cache(raw: RawCache, base_dir: &Path, p: &mut Problems) -> CacheSett
              caching a route set cache: { enabled: false } on it",
         );
     }
+    let written = raw.max_object_size.is_some();
+    let default_max_object = default_max_object_size(
+        memory.unwrap_or(DEFAULT_CACHE_MEMORY_MAX_SIZE),
+        disk.as_ref().map(|d| d.max_size),
+    );
     let max_object = size_or(
         raw.max_object_size,
-        DEFAULT_CACHE_MAX_OBJECT_SIZE,
+        default_max_object,
         "cache.max_object_size",
         p,
     );
@@ -458,7 +474,7 @@ fn validate_cache(raw: RawCache, base_dir: &Path, p: &mut Problems) -> CacheSett
         Some(d) => memory.unwrap_or(0).max(d.max_size),
         None => memory.unwrap_or(0),
     };
-    if let Some(object) = max_object {
+    if let (Some(object), true) = (max_object, written) {
         if largest_tier > 0 && object > largest_tier {
             p.add(
                 "cache.max_object_size",
@@ -475,7 +491,7 @@ fn validate_cache(raw: RawCache, base_dir: &Path, p: &mut Problems) -> CacheSett
         disk,
         memory_max_size: memory.unwrap_or(DEFAULT_CACHE_MEMORY_MAX_SIZE),
         fast_hits,
-        max_object_size: max_object.unwrap_or(DEFAULT_CACHE_MAX_OBJECT_SIZE),
+        max_object_size: max_object.unwrap_or(default_max_object),
         lock_timeout: duration_or(
             raw.lock_timeout,
             Duration::from_secs(DEFAULT_CACHE_LOCK_TIMEOUT_SECONDS),
