@@ -506,12 +506,22 @@ fn cache_store(config: &Config, metrics: &Metrics) -> Result<&'static TieredStor
         .max_object_size
         .min(config.cache.memory_max_size / 8)
         .min(crate::cache::memory::MAX_OBJECT_BYTES);
+    metrics
+        .cache_max_bytes
+        .with_label_values(&["memory"])
+        .set(i64::try_from(config.cache.memory_max_size).unwrap_or(i64::MAX));
     let memory = MemoryStore::new(
         config.cache.memory_max_size,
         memory_object_limit,
         Some(tier("memory")),
     )
     .leak();
+    if let Some(d) = &config.cache.disk {
+        metrics
+            .cache_max_bytes
+            .with_label_values(&["disk"])
+            .set(i64::try_from(d.max_size).unwrap_or(i64::MAX));
+    }
     let disk = match &config.cache.disk {
         Some(d) => Some(
             DiskStore::open(

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub cache_objects: IntGaugeVec,
     /// `tollgate_cache_bytes{tier}`
     pub cache_bytes: IntGaugeVec,
+    /// `tollgate_cache_max_bytes{tier}`: the tier's configured size bound.
+    pub cache_max_bytes: IntGaugeVec,
     /// `tollgate_cache_evictions_total{tier}`
     pub cache_evictions: IntCounterVec,
     /// `tollgate_cache_lookups_total{tier,result}`
@@ -114,6 +116,14 @@ impl Metrics {
             Opts::new(
                 "tollgate_cache_bytes",
                 "Bytes stored (bodies and headers), by cache tier.",
+            ),
+            &["tier"],
+        )?;
+        let cache_max_bytes = IntGaugeVec::new(
+            Opts::new(
+                "tollgate_cache_max_bytes",
+                "The size bound of the cache tier (cache.memory.max_size, cache.disk.max_size), in \
+                 bytes; tollgate_cache_bytes stays under it by evicting.",
             ),
             &["tier"],
         )?;
@@ -219,6 +229,7 @@ impl Metrics {
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(cache_objects.clone()))?;
         registry.register(Box::new(cache_bytes.clone()))?;
+        registry.register(Box::new(cache_max_bytes.clone()))?;
         registry.register(Box::new(cache_evictions.clone()))?;
         registry.register(Box::new(cache_lookups.clone()))?;
         registry.register(Box::new(cache_disk_errors.clone()))?;
@@ -239,6 +250,7 @@ impl Metrics {
             upstream_duration,
             cache_objects,
             cache_bytes,
+            cache_max_bytes,
             cache_evictions,
             cache_lookups,
             cache_disk_errors,

@@ -12,6 +12,10 @@
 #    and a free port; `sum(tollgate_requests_total)` over its HTTP API must reach exactly N (it is
 #    polled until a scrape after the last request lands; any other value than N or a value
 #    above it fails), and `up{job="tollgate"}` must be 1.
+# 4. Every query of conf/grafana/tollgate.json ($__rate_interval: 1m, $instance: .*) and every
+#    expression of conf/prometheus/alerts.yml must evaluate without error on that Prometheus
+#    (evaluation errors such as many-to-many matching, which promtool's parser cannot see), and
+#    the request and cache panels must return data.
 # Bounded: every wait has a timeout; about 10 s in all.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -134,4 +138,63 @@ curl -sf --data-urlencode 'query=sum by (cache_status, status_class) (tollgate_r
 for r in json.load(sys.stdin)["data"]["result"]:
     print("  ", r["metric"], r["value"][1])'
 echo "  requests answered within 1 ms: $(promql 'sum(tollgate_request_duration_seconds_bucket{le="0.001"})')"
+
+# The shipped dashboard's queries (Grafana variables replaced) and alert expressions, evaluated by
+# this Prometheus: each must succeed (parse and evaluation errors, e.g. many-to-many matching,
+# fail); the traffic and cache ones must return data.
+python3 - "$PROM" "$ROOT/conf/grafana/tollgate.json" "$ROOT/conf/prometheus/alerts.yml" <<'PY' || fail "dashboard or alert queries"
+import json, re, sys, time, urllib.error, urllib.parse, urllib.request
+prom, dash_path, alerts_path = sys.argv[1:]
+def panels(ps):
+    for p in ps:
+        yield p
+        yield from panels(p.get("panels", []))
+queries = []
+for p in panels(json.load(open(dash_path))["panels"]):
+    for t in p.get("targets", []):
+        e = t["expr"].replace("$__rate_interval", "1m").replace("$instance", ".*")
+        queries.append((f'panel {p["title"]!r} {t["refId"]}', e))
+# alerts.yml: every `expr:` (one line, or a `|` block)
+lines = open(alerts_path).read().split("\n")
+for i, l in enumerate(lines):
+    m = re.match(r"^(\s*)expr: (.*)$", l)
+    if not m:
+        continue
+    if m.group(2).strip() == "|":
+        block = []
+        for l2 in lines[i + 1:]:
+            if l2.strip() and len(l2) - len(l2.lstrip()) <= len(m.group(1)):
+                break
+            block.append(l2)
+        expr = "\n".join(block)
+    else:
+        expr = m.group(2)
+    queries.append((f"alert expr at alerts.yml:{i + 1}", expr))
+def query(q):
+    url = f"http://127.0.0.1:{prom}/api/v1/query?" + urllib.parse.urlencode({"query": q})
+    try:
+        return json.load(urllib.request.urlopen(url, timeout=10))
+    except urllib.error.HTTPError as e:
+        return json.load(e)
+# rates need two scrapes of the series
+deadline = time.time() + 15
+while not query("sum(rate(tollgate_requests_total[1m]))")["data"]["result"]:
+    if time.time() > deadline:
+        print("FAIL: no rate of tollgate_requests_total after 15 s", file=sys.stderr)
+        sys.exit(1)
+    time.sleep(0.5)
+with_data = 0
+for name, q in queries:
+    r = query(q)
+    if r.get("status") != "success":
+        print(f"FAIL: {name}: {r.get('error')}: {q}", file=sys.stderr)
+        sys.exit(1)
+    if r["data"]["result"]:
+        with_data += 1
+    elif any(k in q for k in ("tollgate_requests_total", "tollgate_cache_bytes", "tollgate_request_duration")) \
+            and "5xx" not in q and "evictions" not in q and "alert" not in name:
+        print(f"FAIL: {name}: no data: {q}", file=sys.stderr)
+        sys.exit(1)
+print(f"dashboard and alert queries: {len(queries)} evaluated by Prometheus without error, {with_data} with data")
+PY
 echo "PASS"
