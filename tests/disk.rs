@@ -16,7 +16,7 @@ use bytes::Bytes;
 use support::tokens;
 use support::{
     disk_options, files_under, get, get_bin, get_streamed, object_file_containing, object_files,
-    premium_body, Edge, Origin, Tok,
+    premium_body, Edge, EdgeOptions, Origin, Tok,
 };
 
 const MEMORY_HIT: &str = "tollgate; hit";
@@ -853,4 +853,39 @@ async fn a_failing_disk_degrades_to_pass_through_and_a_metric() {
     let errors = edge.metric(DISK_ERRORS, &[("op", "write")]).await;
     assert!(errors >= 1.0, "disk write failures are counted: {errors}");
     edge.assert_running();
+}
+
+/// With a disk tier and no `max_object_size` written, a 50 MiB download is cached (the default
+/// is a quarter of the disk tier, up to 1 GiB): the second request never reaches the origin.
+#[tokio::test]
+async fn a_50_mib_download_is_cached_by_default_with_a_disk_tier() {
+    let key = tokens::es256("k1");
+    let origin = Origin::start();
+    let cache_dir = tempfile::tempdir().expect("cache dir");
+    let cache = format!(
+        "{{ memory: {{ max_size: 64MiB }}, disk: {{ path: {:?}, max_size: 1GiB }} }}",
+        cache_dir.path().display().to_string()
+    );
+    let edge = Edge::start_with(
+        &origin,
+        &[&key],
+        EdgeOptions {
+            cache,
+            ..EdgeOptions::default()
+        },
+    );
+    let p = "/static/download.bin";
+    let body = origin.set_large(p, 50 * MIB);
+    let first = get_bin(&edge, p, &[]).await;
+    assert_eq!(first.status, 200);
+    assert!(first.body == body, "first answer: the whole 50 MiB");
+    let second = get_bin(&edge, p, &[]).await;
+    assert_eq!(second.status, 200);
+    assert!(second.body == body, "second answer: the same bytes");
+    assert!(
+        second.cache_status().starts_with("tollgate; hit"),
+        "{}",
+        second.cache_status()
+    );
+    assert_eq!(origin.hits(p), 1, "the origin was asked once");
 }
