@@ -133,6 +133,9 @@ pub fn build(edge: Arc<Edge>, flags: RunFlags) -> anyhow::Result<Server> {
             crate::fleet::FleetService(f.clone()),
         ))
     });
+    if let Some(dns) = crate::origins::dns::OriginDns::new(edge.clone())? {
+        server.add_service(background_service("origin dns", dns));
+    }
     if let Some(shield) = &edge.shield {
         // health checks of the shield ring's peers (a peer found down is skipped)
         server.add_service(

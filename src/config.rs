@@ -42,8 +42,8 @@ pub use types::AccessLogTarget;
 pub use types::{
     is_tchar, AccessMode, Admin, AuthSettings, AutoRevocation, CacheSettings, Config, DiskSettings,
     FailedAuthLimit, Fleet, FleetNats, KeysSettings, Limits, Listener, LoggingSettings, Origin,
-    Peer, PemKeyConf, PingoraSettings, RevocationSettings, Route, RouteCache, SigV4Settings,
-    SmdSettings, TokenSource,
+    Peer, PemKeyConf, PingoraSettings, ResolverSettings, RevocationSettings, Route, RouteCache,
+    SigV4Settings, SmdSettings, TokenSource,
 };
 pub use units::{format_duration, format_size, parse_duration, parse_size};
 pub use validate::validate;

@@ -250,7 +250,7 @@ impl Edge {
         let lock: &'static CacheKeyLockImpl =
             Box::leak(CacheLock::new_boxed(config.cache.lock_timeout));
 
-        let (origins, secret_headers) = crate::origins::prepare(&config.origins)?;
+        let (origins, secret_headers) = crate::origins::prepare(&config.origins, &config.resolver)?;
         // a client may send neither the variant, a shield signature, nor any origin's secret
         let mut strip_headers = vec![
             http::HeaderName::from_static(VARIANT_HEADER),

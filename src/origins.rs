@@ -1,4 +1,5 @@
-//! The configured origins, ready for the request path: each resolved once at start-up, with
+//! The configured origins, ready for the request path: each resolved at start-up and again as its
+//! record expires ([`dns`]), with
 //! its `Host` header, secret header, pinned CA and AWS SigV4 signer.
 
 use std::collections::{BTreeMap, HashMap};
@@ -33,12 +34,17 @@ pub enum OriginError {
     HeaderValue(String),
 }
 
+pub mod dns;
+
 /// An origin, ready for the request path.
 pub struct OriginRuntime {
     /// Origin name from the config.
     pub name: String,
-    /// Resolved address (resolved once at start-up).
-    pub addr: SocketAddr,
+    /// The address in use: resolved at start-up, then again as the name's record expires
+    /// ([`dns`]); a failed lookup keeps it.
+    addr: arc_swap::ArcSwap<SocketAddr>,
+    /// The host name to look up again, with the port; `None` for an IP literal.
+    pub lookup: Option<(String, u16)>,
     /// Whether to speak TLS to it.
     pub tls: bool,
     /// Host name for SNI and the `Host` header.
@@ -53,24 +59,42 @@ pub struct OriginRuntime {
     pub sigv4: Option<crate::sigv4::SigV4Signer>,
 }
 
+impl OriginRuntime {
+    /// Where to connect now.
+    pub fn addr(&self) -> SocketAddr {
+        **self.addr.load()
+    }
+
+    /// Use `addr` from now on (a fresh lookup's answer).
+    pub fn set_addr(&self, addr: SocketAddr) {
+        self.addr.store(Arc::new(addr));
+    }
+}
+
 /// Every origin of the config, ready; and the origins' secret header names (each once), which a
-/// client may never send: the edge removes them from every request.
+/// client may never send: the edge removes them from every request. Names are resolved with
+/// `resolver.servers` when given, else by the system (`/etc/hosts`, `/etc/resolv.conf`).
 pub fn prepare(
     config: &BTreeMap<String, Origin>,
+    resolver: &crate::config::ResolverSettings,
 ) -> Result<(HashMap<String, OriginRuntime>, Vec<http::HeaderName>), OriginError> {
     let mut origins = HashMap::new();
     let mut strip_headers: Vec<http::HeaderName> = Vec::new();
     for (name, o) in config {
-        let addr = o
-            .addr
-            .to_socket_addrs()
-            .map_err(|e| e.to_string())
-            .and_then(|mut it| it.next().ok_or_else(|| "no address".to_string()))
-            .map_err(|reason| OriginError::Resolve {
-                name: name.clone(),
-                addr: o.addr.clone(),
-                reason,
-            })?;
+        let literal = o.host.parse::<std::net::IpAddr>().is_ok();
+        let resolved = if literal || resolver.servers.is_empty() {
+            o.addr
+                .to_socket_addrs()
+                .map_err(|e| e.to_string())
+                .and_then(|mut it| it.next().ok_or_else(|| "no address".to_string()))
+        } else {
+            dns::lookup_now(&resolver.servers, &o.host, o.port)
+        };
+        let addr = resolved.map_err(|reason| OriginError::Resolve {
+            name: name.clone(),
+            addr: o.addr.clone(),
+            reason,
+        })?;
         let default_port = if o.scheme_https { 443 } else { 80 };
         let host_header = if o.port == default_port {
             o.host.clone()
@@ -124,7 +148,8 @@ pub fn prepare(
                 ca,
                 sigv4,
                 name: name.clone(),
-                addr,
+                addr: arc_swap::ArcSwap::from_pointee(addr),
+                lookup: (!literal).then(|| (o.host.clone(), o.port)),
                 tls: o.scheme_https,
                 host: o.tls_name.clone().unwrap_or_else(|| o.host.clone()),
                 host_header,

@@ -337,7 +337,7 @@ impl ProxyHttp for TollgateProxy {
             .and_then(|r| self.edge.origins.get(&r.origin))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no origin"))?;
         ctx.upstream_start = Some(Instant::now());
-        let mut peer = HttpPeer::new(origin.addr, origin.tls, origin.host.clone());
+        let mut peer = HttpPeer::new(origin.addr(), origin.tls, origin.host.clone());
         peer.options.ca = origin.ca.clone();
         peer.options.connection_timeout = Some(Duration::from_secs(5));
         peer.options.read_timeout = Some(Duration::from_secs(60));

@@ -78,6 +78,10 @@ pub const DEFAULT_FLEET_REPLAY_TIMEOUT_SECONDS: u64 = 10;
 /// Default `fleet.retention`: how long the control stream keeps events (a node offline longer
 /// than this cannot replay what it missed).
 pub const DEFAULT_FLEET_RETENTION_DAYS: u64 = 7;
+/// Default `resolver.min_ttl`: an origin's name is looked up again at most this often.
+pub const DEFAULT_RESOLVER_MIN_TTL_SECONDS: u64 = 10;
+/// Default `resolver.max_ttl`: and at least this often, whatever its record's TTL says.
+pub const DEFAULT_RESOLVER_MAX_TTL_SECONDS: u64 = 600;
 /// Default log filter (`logging.level`).
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
@@ -120,6 +124,19 @@ pub struct RawConfig {
     pub limits: RawLimits,
     /// `fleet:` — NATS JetStream control plane (SPEC §9).
     pub fleet: Option<RawFleet>,
+    /// `resolver:` — how origin host names are resolved, and re-resolved.
+    #[serde(default)]
+    pub resolver: RawResolver,
+}
+
+/// `resolver:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResolver {
+    #[serde(default)]
+    pub servers: Vec<String>,
+    pub min_ttl: Option<UnitValue>,
+    pub max_ttl: Option<UnitValue>,
 }
 
 /// `fleet:`.

@@ -49,6 +49,20 @@ pub struct Config {
     pub limits: Limits,
     /// `fleet:` — the NATS JetStream control plane; `None`: the node runs alone.
     pub fleet: Option<Fleet>,
+    /// `resolver:` — origin name resolution.
+    pub resolver: ResolverSettings,
+}
+
+/// `resolver:`: origin host names are resolved at start and again when their record's TTL
+/// runs out (bounded by `min_ttl` and `max_ttl`); a failed lookup keeps the last good address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolverSettings {
+    /// Name servers to ask; empty: the system's (`/etc/resolv.conf`).
+    pub servers: Vec<SocketAddr>,
+    /// Shortest time between two lookups of one name.
+    pub min_ttl: Duration,
+    /// Longest time between two lookups of one name.
+    pub max_ttl: Duration,
 }
 
 /// `fleet:` (SPEC §9).

@@ -68,6 +68,7 @@ pub fn validate(
     let trusted_proxies =
         super::limits::validate_trusted_proxies(raw.trusted_proxies, &listeners, &mut p);
     let limits = super::limits::validate_limits(raw.limits, &mut p);
+    let resolver = validate_resolver(raw.resolver, &mut p);
     let fleet = raw
         .fleet
         .and_then(|f| super::fleet::validate_fleet(f, state_dir.is_some(), base_dir, &mut p));
@@ -93,6 +94,7 @@ pub fn validate(
         trusted_proxies,
         limits,
         fleet,
+        resolver,
     })
 }
 
@@ -427,6 +429,51 @@ fn validate_disk(raw: RawCacheDisk, base_dir: &Path, p: &mut Problems) -> Option
         );
     }
     Some(DiskSettings { path, max_size })
+}
+
+fn validate_resolver(raw: RawResolver, p: &mut Problems) -> ResolverSettings {
+    let mut servers = Vec::with_capacity(raw.servers.len());
+    for (i, text) in raw.servers.iter().enumerate() {
+        let parsed = text
+            .parse::<std::net::SocketAddr>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()));
+        match parsed {
+            Ok(addr) => servers.push(addr),
+            Err(_) => p.add(
+                format!("resolver.servers[{i}]"),
+                format!("{text:?} is not an IP address (with an optional port). Fix: e.g. 10.0.0.2 or 10.0.0.2:53"),
+            ),
+        }
+    }
+    let min_ttl = duration_or(
+        raw.min_ttl,
+        Duration::from_secs(DEFAULT_RESOLVER_MIN_TTL_SECONDS),
+        "resolver.min_ttl",
+        p,
+    );
+    let max_ttl = duration_or(
+        raw.max_ttl,
+        Duration::from_secs(DEFAULT_RESOLVER_MAX_TTL_SECONDS),
+        "resolver.max_ttl",
+        p,
+    );
+    if min_ttl < Duration::from_secs(1) {
+        p.add(
+            "resolver.min_ttl",
+            "under a second would look names up on every request. Fix: e.g. 10s",
+        );
+    }
+    if max_ttl < min_ttl {
+        p.add(
+            "resolver.max_ttl",
+            "shorter than resolver.min_ttl. Fix: at least min_ttl, e.g. 10m",
+        );
+    }
+    ResolverSettings {
+        servers,
+        min_ttl,
+        max_ttl,
+    }
 }
 
 /// `cache.max_object_size` when the file does not say: it always fits the tiers configured.

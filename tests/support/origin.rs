@@ -338,7 +338,13 @@ pub(super) async fn handle(
 impl Origin {
     /// Start an origin on `127.0.0.1:0`.
     pub fn start() -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind origin");
+        Origin::start_at("127.0.0.1:0")
+    }
+
+    /// Start an origin on `addr` (e.g. `127.0.0.2:<the port of another origin>`, to stand for
+    /// the same name at a new address).
+    pub fn start_at(addr: &str) -> Origin {
+        let listener = TcpListener::bind(addr).expect("bind origin");
         listener
             .set_nonblocking(true)
             .expect("nonblocking origin listener");
