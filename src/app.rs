@@ -145,6 +145,15 @@ pub fn build(edge: Arc<Edge>, flags: RunFlags) -> anyhow::Result<Server> {
             ),
         );
     }
+    // Housekeeping reports ready once the memory tier holds the previous process's hot set
+    // (bounded by WARM_WAIT): the listeners open after it, with a warm memory tier.
+    let warmed = server.add_service(background_service(
+        "housekeeping",
+        Housekeeping {
+            edge: edge.clone(),
+            interval: Duration::from_secs(config.keys.reload_interval_seconds.max(1)),
+        },
+    ));
     let proxy_logic = TollgateProxy::new(edge.clone()).with_access_log(access_log);
     let linger = drain::IDLE_LINGER.min(grace);
     let server_conf = server.configuration.clone();
@@ -193,6 +202,7 @@ pub fn build(edge: Arc<Edge>, flags: RunFlags) -> anyhow::Result<Server> {
         }
         let handle = server.add_service(svc);
         handle.add_dependency(&bootstrap);
+        handle.add_dependency(&warmed);
         if let Some(replayed) = &fleet_service {
             handle.add_dependency(replayed);
         }
@@ -207,13 +217,6 @@ pub fn build(edge: Arc<Edge>, flags: RunFlags) -> anyhow::Result<Server> {
         server.add_service(svc).add_dependency(&bootstrap);
     }
 
-    server.add_service(background_service(
-        "housekeeping",
-        Housekeeping {
-            edge,
-            interval: Duration::from_secs(config.keys.reload_interval_seconds.max(1)),
-        },
-    ));
     Ok(server)
 }
 
@@ -235,13 +238,50 @@ fn files_stamp<'a>(paths: impl Iterator<Item = &'a PathBuf>) -> Vec<Option<(Syst
         .collect()
 }
 
+/// How long a starting process waits for its memory tier to load the hot set before its
+/// listeners open anyway (the load goes on behind them).
+pub const WARM_WAIT: Duration = Duration::from_secs(3);
+/// How often the memory tier's hot set is written beside the disk tier.
+pub const HOT_SET_EVERY: Duration = Duration::from_secs(5);
+
+fn save_hot_set(store: &'static crate::cache::TieredStore) {
+    if let Err(e) = store.save_hot_set() {
+        log::warn!("writing the memory tier's hot set: {e}");
+    }
+}
+
 #[async_trait]
 impl BackgroundService for Housekeeping {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+    async fn start_with_ready_notifier(
+        &self,
+        shutdown: ShutdownWatch,
+        ready: pingora_core::services::ServiceReadyNotifier,
+    ) {
         if let Some(disk) = self.edge.store.disk() {
             // Index the disk tier in the background: lookups open files by name meanwhile.
             tokio::task::spawn_blocking(move || disk.scan());
+            let store = self.edge.store;
+            let warm = tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
+                (store.warm_from_hot_set(), started.elapsed())
+            });
+            match tokio::time::timeout(WARM_WAIT, warm).await {
+                Ok(Ok((0, _))) => {}
+                Ok(Ok((n, took))) => log::info!(
+                    "memory tier warmed with {n} objects of the previous process's hot set in \
+                     {took:?}"
+                ),
+                Ok(Err(e)) => log::error!("warming the memory tier: {e}"),
+                Err(_) => log::warn!(
+                    "warming the memory tier takes longer than {WARM_WAIT:?}; serving meanwhile"
+                ),
+            }
         }
+        ready.notify_ready();
+        self.start(shutdown).await;
+    }
+
+    async fn start(&self, mut shutdown: ShutdownWatch) {
         if self.edge.config.logging.access_log == crate::config::AccessLogTarget::Off {
             // SIGUSR1 means "reopen logs" to operators (logrotate); with no access log there is
             // nothing to reopen, but the signal must not kill the node (its default action).
@@ -271,9 +311,19 @@ impl BackgroundService for Housekeeping {
         let mut stamp = key_files();
         let mut credential_stamp = credential_files();
         let mut ticker = tokio::time::interval(self.interval);
+        let mut hot_set = tokio::time::interval(HOT_SET_EVERY);
+        let store = self.edge.store;
         loop {
             tokio::select! {
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    // the next process (an upgrade) loads this to start warm
+                    let _ = tokio::task::spawn_blocking(move || save_hot_set(store)).await;
+                    return;
+                }
+                _ = hot_set.tick() => {
+                    let _ = tokio::task::spawn_blocking(move || save_hot_set(store)).await;
+                    continue;
+                }
                 _ = ticker.tick() => {}
             }
             let now_credentials = credential_files();

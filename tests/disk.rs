@@ -889,3 +889,63 @@ async fn a_50_mib_download_is_cached_by_default_with_a_disk_tier() {
     );
     assert_eq!(origin.hits(p), 1, "the origin was asked once");
 }
+
+/// A restarted (or upgraded) node starts with the memory tier the previous process had: the
+/// hot set written beside the disk tier is loaded back before the listeners open. The share of
+/// memory hits among the first answers after the restart, against the share before it, must be
+/// at least 0.9 (without the hot set every first answer is a disk hit: 0).
+#[tokio::test]
+async fn a_restarted_node_starts_with_a_warm_memory_tier() {
+    let key = tokens::es256("k1");
+    let origin = Origin::start();
+    let cache_dir = tempfile::tempdir().expect("cache dir");
+    let mut edge = Edge::start_with(
+        &origin,
+        &[&key],
+        disk_options("64MiB", cache_dir.path(), "1GiB", "16MiB"),
+    );
+    let paths: Vec<String> = (0..200).map(|i| format!("/news/hot-{i}")).collect();
+    for p in &paths {
+        assert_eq!(get(&edge, p, Tok::None).await.status, 200);
+    }
+    let memory_hits = |statuses: &[String]| {
+        statuses
+            .iter()
+            .filter(|s| s.as_str() == "tollgate; hit")
+            .count() as f64
+            / statuses.len() as f64
+    };
+    let mut before = Vec::new();
+    for p in &paths {
+        before.push(get(&edge, p, Tok::None).await.cache_status().to_owned());
+    }
+    let ratio_before = memory_hits(&before);
+    assert_eq!(ratio_before, 1.0, "{before:?}");
+    // the hot set is written every 5 s (and at shutdown)
+    let hot_set = cache_dir.path().join("hot-set");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&hot_set).map_or(0, |t| t.lines().count()) < paths.len() {
+        assert!(
+            Instant::now() < deadline,
+            "no hot set with 200 objects after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    edge.restart();
+    let mut after = Vec::new();
+    for p in &paths {
+        after.push(get(&edge, p, Tok::None).await.cache_status().to_owned());
+    }
+    let ratio_after = memory_hits(&after);
+    eprintln!("memory hits: {ratio_before} before the restart, {ratio_after} right after");
+    assert!(
+        ratio_after >= 0.9 * ratio_before,
+        "memory hits right after the restart: {ratio_after}; {}",
+        edge.stderr_tail(10)
+    );
+    assert_eq!(
+        hits_under(&origin, &paths),
+        paths.len(),
+        "nothing refetched"
+    );
+}

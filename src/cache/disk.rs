@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use dashmap::DashMap;
 use pingora_cache::key::HashBinary;
+use pingora_cache::CacheMeta;
 
 use super::format::{
     decode_table, hash_of_file_name, object_rel_path, Corrupt, Fixed, BLOCK, FIXED_LEN,
@@ -323,6 +324,28 @@ impl DiskStore {
             path: Arc::from(obj_path),
             atime: AtomicU64::new(mtime_nanos(&md)),
         })
+    }
+
+    /// Where the memory tier's hot set is kept for the next process.
+    pub fn hot_set_file(&self) -> PathBuf {
+        self.root.join("hot-set")
+    }
+
+    /// The whole object under `hash`, verified: its path, meta and body.
+    pub fn read_whole(&self, hash: &HashBinary) -> Option<(Arc<str>, CacheMeta, Bytes)> {
+        let opened = self.open_object(hash)?;
+        let body = match opened.body {
+            Some(body) => body,
+            None => read::read_verified(
+                &opened.file,
+                &opened.fixed,
+                &opened.table,
+                0,
+                opened.fixed.body_len,
+            )
+            .ok()?,
+        };
+        Some((opened.path, opened.meta, body))
     }
 
     /// Open and verify the object for `hash` (blocking). `Ok(None)` is a miss.

@@ -40,6 +40,8 @@ pub struct StoredHead {
     sendable: bool,
     /// The origin's `Cache-Control` lines (as in `bytes`), when `bytes` says `private` instead.
     origin_cache_control: Option<Bytes>,
+    /// Subscriber content (`bytes` says `Cache-Control: private`).
+    private: bool,
 }
 
 impl StoredHead {
@@ -97,7 +99,13 @@ impl StoredHead {
             bytes: Bytes::copy_from_slice(&out),
             sendable,
             origin_cache_control: (!origin_cc.is_empty()).then(|| Bytes::from(origin_cc)),
+            private,
         }
+    }
+
+    /// Whether this is subscriber content.
+    pub fn private(&self) -> bool {
+        self.private
     }
 
     /// The head the hit path writes before `Age`, `Cache-Status`, `Date`, `Connection` and the

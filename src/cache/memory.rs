@@ -303,6 +303,16 @@ impl MemoryStore {
         self.publish();
     }
 
+    /// The objects in this tier (up to `limit`), with whether each is subscriber content: the
+    /// hot set a new process loads back from the disk tier ([`crate::cache::tiered`]).
+    pub fn hot_set(&self, limit: usize) -> Vec<(HashBinary, bool)> {
+        self.index
+            .hashes(limit)
+            .into_iter()
+            .filter_map(|h| self.get(&h).map(|s| (h, s.meta.head.private())))
+            .collect()
+    }
+
     /// Store a complete object read from another tier (disk promotion).
     pub fn admit(
         &self,
@@ -322,6 +332,11 @@ impl MemoryStore {
             None => (Bytes::copy_from_slice(&body), None),
         };
         self.insert(Stored::new(hash, path, meta, body, file));
+    }
+
+    /// Whether an object (fresh or not) is stored under `hash`.
+    pub fn fresh_or_stale_present(&self, hash: &HashBinary) -> bool {
+        self.get(hash).is_some()
     }
 
     fn get(&self, hash: &HashBinary) -> Option<Arc<Stored>> {

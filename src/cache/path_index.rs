@@ -14,6 +14,20 @@ pub struct PathIndex {
 }
 
 impl PathIndex {
+    /// Every hash indexed, up to `limit`.
+    pub fn hashes(&self, limit: usize) -> Vec<HashBinary> {
+        let mut out = Vec::new();
+        for entry in self.map.iter() {
+            for h in entry.value() {
+                if out.len() == limit {
+                    return out;
+                }
+                out.push(*h);
+            }
+        }
+        out
+    }
+
     /// Record that `hash` is stored under `path` (idempotent).
     pub fn insert(&self, path: Arc<str>, hash: HashBinary) {
         let mut hashes = self.map.entry(path).or_default();
