@@ -300,12 +300,14 @@ impl BackgroundService for Housekeeping {
             files_stamp(jwks.iter().chain(pem.iter().map(|p| &p.path)))
         };
         let config = &self.edge.config;
+        let sigv4_files = crate::origins::sigv4_files(&config.origins);
         let credential_files = || {
             files_stamp(
                 config
                     .signed_keys
                     .values()
-                    .chain(config.basic_auth.values()),
+                    .chain(config.basic_auth.values())
+                    .chain(sigv4_files.iter()),
             )
         };
         let mut stamp = key_files();
@@ -329,9 +331,13 @@ impl BackgroundService for Housekeeping {
             let now_credentials = credential_files();
             if now_credentials != credential_stamp {
                 credential_stamp = now_credentials;
-                let problems = self.edge.reload_credentials();
+                let mut problems = self.edge.reload_credentials();
+                problems.extend(crate::origins::reload_sigv4(
+                    &config.origins,
+                    &self.edge.origins,
+                ));
                 if problems.is_empty() {
-                    log::info!("signed_keys and basic_auth files reloaded");
+                    log::info!("signed_keys, basic_auth and sigv4 secret files reloaded");
                 }
                 for p in problems {
                     log::error!("reload failed, keeping the previous one: {p}");

@@ -55,8 +55,63 @@ pub struct OriginRuntime {
     pub secret: Option<(http::HeaderName, HeaderValue)>,
     /// Pinned CA certificates for an `https://` origin (`ca_file`); `None`: system roots.
     pub ca: Option<Arc<Box<[openssl::x509::X509]>>>,
-    /// AWS SigV4 signing of origin requests.
-    pub sigv4: Option<crate::sigv4::SigV4Signer>,
+    /// AWS SigV4 signing of origin requests; replaced when the secret key's file changes.
+    pub sigv4: Option<arc_swap::ArcSwap<crate::sigv4::SigV4Signer>>,
+}
+
+/// A SigV4 signer for `settings` with `secret`.
+fn signer(
+    settings: &crate::config::SigV4Settings,
+    secret: &str,
+) -> Result<crate::sigv4::SigV4Signer, String> {
+    let creds = crate::sigv4::SigV4Credentials::new(
+        &settings.access_key_id,
+        secret,
+        settings.session_token.as_deref(),
+    )
+    .map_err(|e| e.to_string())?;
+    crate::sigv4::SigV4Signer::new(creds, &settings.region, &settings.service)
+        .map_err(|e| e.to_string())
+}
+
+/// Read every origin's SigV4 secret key file again and use what it holds now; a file that
+/// cannot be read or holds no usable key keeps the previous signer. Returns the problems
+/// ("origins.<name>.sigv4: ...").
+pub fn reload_sigv4(
+    config: &BTreeMap<String, Origin>,
+    origins: &HashMap<String, OriginRuntime>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, o) in config {
+        let (Some(settings), Some(runtime)) = (&o.sigv4, origins.get(name)) else {
+            continue;
+        };
+        let (Some(file), Some(slot)) = (&settings.secret_access_key_file, &runtime.sigv4) else {
+            continue;
+        };
+        let read = std::fs::read_to_string(file)
+            .map_err(|e| format!("{}: {e}", file.display()))
+            .and_then(|text| {
+                let secret = text.trim();
+                if secret.is_empty() {
+                    return Err(format!("{} is empty", file.display()));
+                }
+                signer(settings, secret)
+            });
+        match read {
+            Ok(s) => slot.store(Arc::new(s)),
+            Err(e) => problems.push(format!("origins.{name}.sigv4: {e}")),
+        }
+    }
+    problems
+}
+
+/// The SigV4 secret key files of every origin (watched for rotations).
+pub fn sigv4_files(config: &BTreeMap<String, Origin>) -> Vec<std::path::PathBuf> {
+    config
+        .values()
+        .filter_map(|o| o.sigv4.as_ref()?.secret_access_key_file.clone())
+        .collect()
 }
 
 impl OriginRuntime {
@@ -130,17 +185,9 @@ pub fn prepare(
         };
         let sigv4 = match &o.sigv4 {
             None => None,
-            Some(s) => {
-                let err =
-                    |e: crate::sigv4::SigV4Error| OriginError::SigV4(name.clone(), e.to_string());
-                let creds = crate::sigv4::SigV4Credentials::new(
-                    &s.access_key_id,
-                    &s.secret_access_key,
-                    s.session_token.as_deref(),
-                )
-                .map_err(err)?;
-                Some(crate::sigv4::SigV4Signer::new(creds, &s.region, &s.service).map_err(err)?)
-            }
+            Some(s) => Some(arc_swap::ArcSwap::from_pointee(
+                signer(s, &s.secret_access_key).map_err(|e| OriginError::SigV4(name.clone(), e))?,
+            )),
         };
         origins.insert(
             name.clone(),

@@ -379,7 +379,7 @@ impl ProxyHttp for TollgateProxy {
         let proto = if ctx.viewer.https { "https" } else { "http" };
         upstream_request.insert_header("x-forwarded-proto", proto)?;
         if let Some(signer) = &origin.sigv4 {
-            sign_origin_request(signer, &origin.host_header, upstream_request)?;
+            sign_origin_request(&signer.load(), &origin.host_header, upstream_request)?;
         }
         Ok(())
     }
@@ -426,6 +426,24 @@ impl ProxyHttp for TollgateProxy {
             }
         }
         upstream_response.remove_header(VARIANT_HEADER);
+        let signed_origin = ctx.shield_peer.is_none()
+            && ctx
+                .route(&self.edge)
+                .and_then(|r| self.edge.origins.get(&r.origin))
+                .is_some_and(|o| o.sigv4.is_some());
+        if signed_origin && matches!(upstream_response.status.as_u16(), 401 | 403) {
+            // A private bucket refusing the edge's own signature is the edge's problem, not
+            // the reader's: a bad gateway, never cached, the bucket's error body not passed on.
+            log::error!(
+                "origin refused the edge's SigV4 signature ({}): check the origin's sigv4 \
+                 credentials",
+                upstream_response.status
+            );
+            return Error::e_explain(
+                ErrorType::HTTPStatus(502),
+                "origin refused the edge's SigV4 signature",
+            );
+        }
         if let (Some(peer), Some(shield)) = (&ctx.shield_peer, &self.edge.shield) {
             let hit = upstream_response
                 .headers

@@ -244,6 +244,10 @@ fn validate_sigv4(
             None
         }
     };
+    let secret_file = raw
+        .secret_access_key_file
+        .as_ref()
+        .map(|f| super::problems::resolve(base_dir, f));
     let secret_access_key = match (raw.secret_access_key_file, raw.secret_access_key_env) {
         (Some(file), None) => read_secret_file(&file, &key("secret_access_key_file"), base_dir, p),
         (None, Some(var)) => read_secret_env(&var, &key("secret_access_key_env"), env, p),
@@ -265,6 +269,7 @@ fn validate_sigv4(
         access_key_id: access_key_id?,
         secret_access_key: secret_access_key?,
         session_token,
+        secret_access_key_file: secret_file,
     })
 }
 

@@ -281,6 +281,9 @@ pub struct SigV4Settings {
     pub secret_access_key: String,
     /// Session token for temporary credentials. Never logged.
     pub session_token: Option<String>,
+    /// The file the secret key was read from (`secret_access_key_file`), read again when it
+    /// changes (a rotation needs no restart).
+    pub secret_access_key_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for SigV4Settings {
