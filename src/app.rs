@@ -133,8 +133,14 @@ pub fn build(edge: Arc<Edge>, flags: RunFlags) -> anyhow::Result<Server> {
             crate::fleet::FleetService(f.clone()),
         ))
     });
-    if let Some(dns) = crate::origins::dns::OriginDns::new(edge.clone())? {
-        server.add_service(background_service("origin dns", dns));
+    if let Some(errors) = crate::origins::dns::errors_metric(&edge.origins, &edge.metrics)? {
+        server.add_service(background_service(
+            "origin dns",
+            OriginDns {
+                edge: edge.clone(),
+                errors,
+            },
+        ));
     }
     if let Some(shield) = &edge.shield {
         // health checks of the shield ring's peers (a peer found down is skipped)
@@ -225,6 +231,26 @@ pub fn build(edge: Arc<Edge>, flags: RunFlags) -> anyhow::Result<Server> {
 struct Housekeeping {
     edge: Arc<Edge>,
     interval: Duration,
+}
+
+/// Looks origin names up again as their records expire ([`crate::origins::dns`]).
+struct OriginDns {
+    edge: Arc<Edge>,
+    errors: prometheus::IntCounterVec,
+}
+
+#[async_trait]
+impl BackgroundService for OriginDns {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let edge = &self.edge;
+        crate::origins::dns::keep_fresh(
+            &edge.origins,
+            &edge.config.resolver,
+            &self.errors,
+            &mut shutdown,
+        )
+        .await;
+    }
 }
 
 /// A cheap fingerprint of files: modification times and sizes.

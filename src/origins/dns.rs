@@ -4,19 +4,17 @@
 //! the last good address and tries again after `min_ttl`. Lookups use `hickory-resolver`, with
 //! `resolver.servers` or the system's configuration.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::TokioResolver;
 use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
 
+use super::OriginRuntime;
 use crate::config::ResolverSettings;
-use crate::edge::Edge;
 
 /// A resolver asking `servers` (UDP, then TCP), or the system's name servers when empty.
 fn resolver(servers: &[SocketAddr]) -> Result<TokioResolver, String> {
@@ -79,89 +77,83 @@ fn next_wait(valid: Duration, settings: &ResolverSettings) -> Duration {
     valid.clamp(settings.min_ttl, settings.max_ttl)
 }
 
-/// The background service that keeps every named origin's address fresh.
-pub struct OriginDns {
-    edge: Arc<Edge>,
-    errors: prometheus::IntCounterVec,
-}
-
-impl OriginDns {
-    /// The service, or `None` when every origin is an IP literal.
-    pub fn new(edge: Arc<Edge>) -> anyhow::Result<Option<OriginDns>> {
-        if edge.origins.values().all(|o| o.lookup.is_none()) {
-            return Ok(None);
-        }
-        let errors = prometheus::IntCounterVec::new(
-            prometheus::Opts::new(
-                "tollgate_origin_resolve_errors_total",
-                "Failed lookups of an origin's name; the last good address stays in use.",
-            ),
-            &["origin"],
-        )?;
-        for (name, o) in &edge.origins {
-            if o.lookup.is_some() {
-                errors.with_label_values(&[name]);
-            }
-        }
-        edge.metrics.register(Box::new(errors.clone()))?;
-        Ok(Some(OriginDns { edge, errors }))
+/// `tollgate_origin_resolve_errors_total{origin}`, registered in `metrics`; `None` when every
+/// origin is an IP literal (nothing to look up again).
+pub fn errors_metric(
+    origins: &HashMap<String, OriginRuntime>,
+    metrics: &crate::metrics::Metrics,
+) -> prometheus::Result<Option<prometheus::IntCounterVec>> {
+    if origins.values().all(|o| o.lookup.is_none()) {
+        return Ok(None);
     }
+    let errors = prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "tollgate_origin_resolve_errors_total",
+            "Failed lookups of an origin's name; the last good address stays in use.",
+        ),
+        &["origin"],
+    )?;
+    for (name, o) in origins {
+        if o.lookup.is_some() {
+            errors.with_label_values(&[name]);
+        }
+    }
+    metrics.register(Box::new(errors.clone()))?;
+    Ok(Some(errors))
 }
 
-#[async_trait]
-impl BackgroundService for OriginDns {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let settings = &self.edge.config.resolver;
-        let resolver = match resolver(&settings.servers) {
-            Ok(r) => r,
-            Err(e) => {
-                log::error!("origin names will not be looked up again: {e}");
-                return;
-            }
+/// Keep every named origin's address fresh until `shutdown` (a background service's body).
+pub async fn keep_fresh(
+    origins: &HashMap<String, OriginRuntime>,
+    settings: &ResolverSettings,
+    errors: &prometheus::IntCounterVec,
+    shutdown: &mut ShutdownWatch,
+) {
+    let resolver = match resolver(&settings.servers) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("origin names will not be looked up again: {e}");
+            return;
+        }
+    };
+    // the start-up lookup said nothing of the TTL: look again after min_ttl
+    let mut due: Vec<(&str, Instant)> = origins
+        .iter()
+        .filter(|(_, o)| o.lookup.is_some())
+        .map(|(name, _)| (name.as_str(), Instant::now() + settings.min_ttl))
+        .collect();
+    loop {
+        let Some(next) = due.iter().map(|(_, at)| *at).min() else {
+            return;
         };
-        // the start-up lookup said nothing of the TTL: look again after min_ttl
-        let mut due: Vec<(&str, Instant)> = self
-            .edge
-            .origins
-            .iter()
-            .filter(|(_, o)| o.lookup.is_some())
-            .map(|(name, _)| (name.as_str(), Instant::now() + settings.min_ttl))
-            .collect();
-        loop {
-            let Some(next) = due.iter().map(|(_, at)| *at).min() else {
-                return;
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = Instant::now();
+        for (name, at) in due.iter_mut().filter(|(_, at)| *at <= now) {
+            let Some(origin) = origins.get(*name) else {
+                continue;
             };
-            tokio::select! {
-                _ = tokio::time::sleep_until(next.into()) => {}
-                _ = shutdown.changed() => return,
-            }
-            let now = Instant::now();
-            for (name, at) in due.iter_mut().filter(|(_, at)| *at <= now) {
-                let Some(origin) = self.edge.origins.get(*name) else {
-                    continue;
-                };
-                let Some((host, port)) = &origin.lookup else {
-                    continue;
-                };
-                match lookup(&resolver, host, *port).await {
-                    Ok((addr, valid)) => {
-                        let old = origin.addr();
-                        if old != addr {
-                            log::info!(
-                                "origin '{name}': {host} now resolves to {addr} (was {old})"
-                            );
-                            origin.set_addr(addr);
-                        }
-                        *at = Instant::now() + next_wait(valid, settings);
+            let Some((host, port)) = &origin.lookup else {
+                continue;
+            };
+            match lookup(&resolver, host, *port).await {
+                Ok((addr, valid)) => {
+                    let old = origin.addr();
+                    if old != addr {
+                        log::info!("origin '{name}': {host} now resolves to {addr} (was {old})");
+                        origin.set_addr(addr);
                     }
-                    Err(e) => {
-                        log::warn!(
-                            "origin '{name}': looking up {host} failed ({e}); keeping {}",
-                            origin.addr()
-                        );
-                        self.errors.with_label_values(&[name]).inc();
-                        *at = Instant::now() + settings.min_ttl;
-                    }
+                    *at = Instant::now() + next_wait(valid, settings);
+                }
+                Err(e) => {
+                    log::warn!(
+                        "origin '{name}': looking up {host} failed ({e}); keeping {}",
+                        origin.addr()
+                    );
+                    errors.with_label_values(&[name]).inc();
+                    *at = Instant::now() + settings.min_ttl;
                 }
             }
         }
