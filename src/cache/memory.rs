@@ -348,54 +348,6 @@ impl MemoryStore {
     }
 }
 
-impl MemoryStore {
-    /// The object under `hash` if it is fresh at `now` and has no `Vary` secondary key: what
-    /// the connection-level hit path may serve without asking anything else. Counts nothing.
-    pub fn fresh(&self, hash: &HashBinary, now: SystemTime) -> Option<FreshObject> {
-        let stored = self.get(hash)?;
-        let m = &stored.meta;
-        (m.times.variance.is_none() && m.times.fresh_until >= now).then_some(FreshObject(stored))
-    }
-}
-
-/// A fresh stored object, shared (no copy of head or body).
-pub struct FreshObject(Arc<Stored>);
-
-impl FreshObject {
-    /// The stored status code.
-    pub fn status(&self) -> u16 {
-        self.0.meta.head.status()
-    }
-
-    /// The whole body.
-    pub fn body(&self) -> &Bytes {
-        &self.0.body
-    }
-
-    /// The sealed file holding the body, if it is kept in one (large bodies).
-    pub fn file(&self) -> Option<&Arc<BodyFile>> {
-        self.0.file.as_ref()
-    }
-
-    /// Seconds since the object was stored or last revalidated, as pingora's `Age` counts.
-    pub fn age(&self, now: SystemTime) -> u64 {
-        let m = &self.0.meta;
-        now.duration_since(m.times.epoch_override.unwrap_or(m.times.updated))
-            .map_or(0, |d| d.as_secs())
-    }
-
-    /// The head the connection-level hit path writes for this object, if it may answer with
-    /// it (see [`StoredHead::sendable`]). Stored once, at fill time; a hit copies nothing.
-    pub fn sendable_head(&self) -> Option<Bytes> {
-        self.0.meta.head.sendable()
-    }
-
-    /// The same head as a [`ResponseHeader`], for a hit answered over HTTP/2.
-    pub fn sendable_header(&self) -> Option<ResponseHeader> {
-        self.0.meta.head.sendable_header()
-    }
-}
-
 fn key_path(key: &CacheKey) -> Arc<str> {
     Arc::from(super::key::path_of(key.primary_key()).unwrap_or(""))
 }
@@ -607,6 +559,9 @@ impl HandleMiss for MemoryMiss {
         Ok(MissFinishType::Created(body_len))
     }
 }
+
+mod fresh;
+pub use fresh::FreshObject;
 
 #[cfg(test)]
 #[path = "memory_tests.rs"]
