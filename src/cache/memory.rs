@@ -334,6 +334,11 @@ impl MemoryStore {
         self.insert(Stored::new(hash, path, meta, body, file));
     }
 
+    /// Drop the object under `hash`, if any.
+    pub fn forget(&self, hash: &HashBinary) {
+        self.remove_hash(hash);
+    }
+
     /// Whether an object (fresh or not) is stored under `hash`.
     pub fn fresh_or_stale_present(&self, hash: &HashBinary) -> bool {
         self.get(hash).is_some()

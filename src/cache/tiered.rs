@@ -43,6 +43,10 @@ pub struct TieredStore {
     memory: &'static MemoryStore,
     disk: Option<&'static DiskStore>,
     lookups: Option<LookupMetrics>,
+    /// Incremented as each purge or invalidation starts and ends (odd: one is running): an
+    /// object loaded from the hot set while one ran is dropped again, so a purge can never be
+    /// undone by the warm-up reading the object just before its file was removed.
+    purges: std::sync::atomic::AtomicU64,
 }
 
 fn internal(msg: &'static str) -> Box<Error> {
@@ -66,6 +70,7 @@ impl TieredStore {
             memory,
             disk,
             lookups,
+            purges: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -94,6 +99,15 @@ impl TieredStore {
 
     /// Purge every variant of exact paths and prefixes from both tiers.
     pub async fn purge(&'static self, paths: Vec<String>, prefixes: Vec<String>) -> usize {
+        self.purges
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let n = self.purge_tiers(paths, prefixes).await;
+        self.purges
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        n
+    }
+
+    async fn purge_tiers(&'static self, paths: Vec<String>, prefixes: Vec<String>) -> usize {
         let mut n = paths
             .iter()
             .map(|p| self.memory.purge_path(p))
@@ -120,6 +134,15 @@ impl TieredStore {
     /// every variant) leave the disk at once; objects the scan has not indexed yet are removed
     /// by a background task once it has. Returns the objects removed now.
     pub async fn invalidate(&'static self, paths: Vec<String>, keys: Vec<HashBinary>) -> usize {
+        self.purges
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let n = self.invalidate_tiers(paths, keys).await;
+        self.purges
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        n
+    }
+
+    async fn invalidate_tiers(&'static self, paths: Vec<String>, keys: Vec<HashBinary>) -> usize {
         let mut n = paths
             .iter()
             .map(|p| self.memory.purge_path(p))
@@ -147,72 +170,6 @@ impl TieredStore {
             });
         }
         n
-    }
-
-    /// Write the memory tier's objects (their keys, at most [`HOT_SET_MAX`]) beside the disk
-    /// tier, for the next process to load back ([`TieredStore::warm_from_hot_set`]): an upgrade
-    /// or restart then starts with a warm memory tier, not only a warm disk. Blocking.
-    pub fn save_hot_set(&self) -> std::io::Result<usize> {
-        let Some(disk) = self.disk else {
-            return Ok(0);
-        };
-        let set = self.memory.hot_set(HOT_SET_MAX);
-        let mut text = String::with_capacity(set.len() * 36);
-        for (hash, private) in &set {
-            for b in hash {
-                text.push_str(&format!("{b:02x}"));
-            }
-            text.push_str(if *private { " s\n" } else { " p\n" });
-        }
-        let file = disk.hot_set_file();
-        let tmp = file.with_extension("tmp");
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, &file)?;
-        Ok(set.len())
-    }
-
-    /// Load the objects the previous process had in memory (its hot set) from the disk tier
-    /// into the memory tier; returns how many. Blocking.
-    pub fn warm_from_hot_set(&self) -> usize {
-        let Some(disk) = self.disk else {
-            return 0;
-        };
-        let Ok(text) = std::fs::read_to_string(disk.hot_set_file()) else {
-            return 0;
-        };
-        let mut warmed = 0;
-        for line in text.lines().take(HOT_SET_MAX) {
-            let Some((hex, kind)) = line.split_once(' ') else {
-                continue;
-            };
-            let mut hash: HashBinary = [0; 16];
-            if hex.len() != 32
-                || !hash.iter_mut().enumerate().all(|(i, b)| {
-                    u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-                        .map(|v| *b = v)
-                        .is_ok()
-                })
-            {
-                continue;
-            }
-            if self.memory.fresh_or_stale_present(&hash) {
-                continue;
-            }
-            let Some((path, meta, body)) = disk.read_whole(&hash) else {
-                continue; // purged or evicted since
-            };
-            if body.len() as u64 > self.memory.max_object_size() {
-                continue;
-            }
-            let variant = if kind == "s" {
-                Variant::Subscriber
-            } else {
-                Variant::Public
-            };
-            self.memory.admit(hash, path, variant, &meta, body);
-            warmed += 1;
-        }
-        warmed
     }
 
     /// Count a memory hit served without [`Storage::lookup`] (the connection-level hit path).
@@ -365,9 +322,6 @@ impl Storage for TieredStore {
         self
     }
 }
-
-/// Most objects in a hot set.
-pub const HOT_SET_MAX: usize = 100_000;
 
 /// What a complete disk read promotes into memory.
 struct Promote {
@@ -588,3 +542,6 @@ impl HandleMiss for TieredMiss {
         }
     }
 }
+
+mod hot_set;
+pub use hot_set::HOT_SET_MAX;
