@@ -202,6 +202,7 @@ fn parse_raw_collecting(yaml: &str) -> Result<(raw::RawConfig, Vec<Problem>), Co
                 let message = err.into_inner().to_string();
                 let at = match path.to_string() {
                     root if root == "." => "(top level)".to_string(),
+                    empty if empty.is_empty() => "\"\" (an empty key)".to_string(),
                     key => key,
                 };
                 let line = unknown_key_line(yaml, &message)
