@@ -49,15 +49,6 @@ fn hits_under(origin: &Origin, paths: &[String]) -> usize {
 }
 
 /// Flip one bit of the byte at `offset` in `file`.
-/// Restart without the hot set: the new process's memory tier starts cold, so what follows
-/// exercises the disk tier itself (the hot set has its own test,
-/// `a_restarted_node_starts_with_a_warm_memory_tier`).
-fn restart_cold(edge: &mut Edge, cache_dir: &Path) {
-    edge.stop();
-    let _ = std::fs::remove_file(cache_dir.join("hot-set"));
-    edge.start_again();
-}
-
 fn flip_byte(file: &Path, offset: usize) {
     let mut data = std::fs::read(file).expect("read object file");
     data[offset] ^= 0x01;
@@ -130,7 +121,7 @@ async fn objects_survive_a_clean_restart_disk_hit_first_then_memory() {
     );
     let origin_before = origin.total();
 
-    restart_cold(&mut edge, cache_dir.path());
+    edge.restart_cold(cache_dir.path());
 
     let (v, ok) = edge
         .poll_metric(OBJECTS, &[("tier", "disk")], Duration::from_secs(5), |v| {
@@ -737,7 +728,7 @@ async fn purge_removes_objects_from_memory_and_disk() {
         "both variants of {premium} and the two objects under /news/pp/"
     );
     wait_files(1, "after the purge only /news/keep stays on disk").await;
-    restart_cold(&mut edge, cache_dir.path());
+    edge.restart_cold(cache_dir.path());
     fill_purge_set(&edge, &sub, premium, &public, &bodies).await;
     let r = get_bin(&edge, keep, &[]).await;
     assert_eq!(r.cache_status(), DISK_HIT, "{keep}: not purged");
@@ -746,7 +737,7 @@ async fn purge_removes_objects_from_memory_and_disk() {
 
     // 2. Stored on disk only (memory cold after a restart), purged: misses, files gone.
     wait_disk_objects(&edge, 5, Duration::from_secs(10)).await;
-    restart_cold(&mut edge, cache_dir.path());
+    edge.restart_cold(cache_dir.path());
     assert_eq!(
         edge.purge_ok(purge).await,
         4,

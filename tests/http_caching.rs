@@ -355,7 +355,7 @@ async fn a_304_updates_the_stored_headers_in_both_tiers() {
     assert_eq!(hit.header("x-test"), Some("b"));
     assert!(age(&hit) < 5, "{}", age(&hit));
 
-    edge.restart();
+    edge.restart_cold(dir.path());
     let from_disk = get(&edge, "/news/r", Tok::None).await;
     assert_eq!(from_disk.cache_status(), "tollgate; hit; detail=disk");
     assert_eq!(
@@ -391,7 +391,7 @@ async fn unsafe_requests_invalidate_every_variant_in_both_tiers() {
         )
         .await;
     assert!(on_disk);
-    edge.restart();
+    edge.restart_cold(dir.path());
     let b = get(&edge, "/premium/b", Tok::None).await;
     assert_eq!(
         b.cache_status(),

@@ -713,6 +713,15 @@ impl Edge {
         self.start_again();
     }
 
+    /// [`Edge::restart`] without the memory tier's hot set (removed from `disk_dir` between
+    /// the two processes): the new process starts with a cold memory tier, so what follows
+    /// exercises the disk tier itself.
+    pub fn restart_cold(&mut self, disk_dir: &Path) {
+        self.stop();
+        let _ = std::fs::remove_file(disk_dir.join("hot-set"));
+        self.start_again();
+    }
+
     /// Poll `/metrics` (every 50 ms, up to `timeout`) until `ok(value)` holds for the series;
     /// returns the last value and whether it held. A family not exported yet is waited for as
     /// in [`Edge::wait_metric`].
