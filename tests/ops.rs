@@ -2,6 +2,8 @@
 //! SIGUSR1) and graceful shutdown (SIGTERM drains in-flight requests; an idle kept-alive
 //! connection gets one more answer, with `Connection: close`, instead of being dropped).
 //!
+//! A graceful upgrade logs nothing above INFO, and a failed one still logs ERROR.
+//!
 //! The wrk-driven graceful-upgrade check and the real-Prometheus scrape are scripts
 //! (`tests/upgrade.sh`, `tests/prometheus.sh`): they need `wrk` and `prometheus`.
 
@@ -10,6 +12,7 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -557,4 +560,183 @@ async fn refused_http1_requests_are_logged_and_timed_too() {
         )
         .await;
     assert_eq!(after, durations + 2.0, "both refusals timed");
+}
+
+/// The lines of an env_logger log (`[2026-05-04T09:12:03Z ERROR module] message`) at WARN or
+/// ERROR.
+fn warnings_and_errors(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| {
+            l.strip_prefix('[')
+                .and_then(|rest| rest.split_whitespace().nth(1))
+                .is_some_and(|level| level == "ERROR" || level == "WARN")
+        })
+        .collect()
+}
+
+/// A `tollgate -u` process (the new side of a graceful upgrade), killed on drop.
+struct Upgrader {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Upgrader {
+    /// `tollgate -u -c <the edge's config>`, its stderr in `log`, without `RUST_LOG`: as under
+    /// the unit, the config's `logging.level` applies (default `info`).
+    fn start(edge: &Edge, log: PathBuf) -> Upgrader {
+        let _ = std::fs::remove_file(edge.dir().join("upgrade.sock"));
+        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("-u")
+            .arg("-c")
+            .arg(&edge.config_path)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn tollgate -u");
+        Upgrader { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait (up to `within`) for the process to exit.
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tollgate -u did not exit within {within:?}; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Upgrader {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Poll (every 20 ms, up to `within`) until `ok()`; false if it never held.
+fn eventually(within: Duration, ok: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// A graceful upgrade as `systemctl reload` does it (a new process with `-u`, then SIGQUIT to
+/// the old one once the new one waits for the listeners) logs nothing above INFO, in either
+/// process: an operator's alerting fires on ERROR, and a reload is routine. Pingora logs the
+/// new process's first, always empty, poll of the upgrade socket at ERROR ("No incoming socket
+/// transfer"); `tollgate::logger` logs it at INFO.
+#[tokio::test]
+async fn a_graceful_upgrade_logs_nothing_above_info() {
+    let cache_dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start();
+    let edge = Edge::start_with(
+        &origin,
+        &[],
+        support::disk_options("64MiB", cache_dir.path(), "1GiB", "16MiB"),
+    );
+    assert_eq!(get(&edge, "/news/before", Tok::None).await.status, 200);
+    let old = edge.pid();
+
+    let mut new = Upgrader::start(&edge, edge.dir().join("upgrade.log"));
+    // The new process is up and waits on the upgrade socket for the old one's listeners; the
+    // unit's `kill -QUIT $MAINPID` comes after that (when `tollgate -d -u` has returned).
+    let sock = edge.dir().join("upgrade.sock");
+    assert!(
+        eventually(Duration::from_secs(20), || sock.exists()),
+        "the new process never bound {}; its log:\n{}",
+        sock.display(),
+        new.log()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    signal(old, rustix::process::Signal::QUIT);
+
+    // The old process hands over, drains (grace 1 s) and exits cleanly; the new one serves.
+    let status = loop {
+        if let Some(st) = edge.exit_status() {
+            break st;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "the old process exited with {status}");
+    let r = get(&edge, "/news/before", Tok::None).await;
+    assert_eq!(r.status, 200, "after the upgrade: {r:?}\n{}", new.log());
+    assert_eq!(
+        r.headers.get("cache-status").and_then(|v| v.to_str().ok()),
+        Some("tollgate; hit; detail=disk"),
+        "the new process answers from the shared disk tier"
+    );
+    support::send_signal(new.child.id(), rustix::process::Signal::TERM);
+    assert!(new.wait_exit(Duration::from_secs(20)).success());
+
+    let new_log = new.log();
+    assert!(
+        new_log.contains("Bootstrap done") && new_log.contains("No incoming socket transfer"),
+        "the new process logs at INFO, its wait for the listeners included:\n{new_log}"
+    );
+    let bad = warnings_and_errors(&new_log);
+    assert!(
+        bad.is_empty(),
+        "a normal upgrade logged above INFO in the new process:\n{}",
+        bad.join("\n")
+    );
+    let old_log = edge.stderr();
+    let bad = warnings_and_errors(&old_log);
+    assert!(
+        bad.is_empty(),
+        "a normal upgrade logged above INFO in the old process:\n{}",
+        bad.join("\n")
+    );
+}
+
+/// A real failure still logs ERROR: a new process whose old process never hands the listeners
+/// over gives up after Pingora's retries (about 6 s) with ERROR lines and exit status 1; its
+/// retries are there at INFO; the old process goes on serving.
+#[tokio::test]
+async fn a_failed_upgrade_still_logs_errors() {
+    let origin = Origin::start();
+    let edge = Edge::start_with(&origin, &[], EdgeOptions::default());
+    let mut new = Upgrader::start(&edge, edge.dir().join("upgrade.log"));
+    // no SIGQUIT: the old process never sends its listeners
+    let status = new.wait_exit(Duration::from_secs(30));
+    let log = new.log();
+    assert!(
+        !status.success(),
+        "a failed upgrade exited with {status}:\n{log}"
+    );
+    let errors: Vec<&str> = warnings_and_errors(&log)
+        .into_iter()
+        .filter(|l| l.contains(" ERROR "))
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|l| l.contains("Giving up reading socket"))
+            && errors.iter().any(|l| l.contains("Bootstrap failed")),
+        "the failure is logged at ERROR:\n{log}"
+    );
+    let retries = log
+        .lines()
+        .filter(|l| l.contains(" INFO ") && l.contains("No incoming socket transfer"))
+        .count();
+    assert!(retries >= 5, "each retry logged at INFO:\n{log}");
+    edge.assert_running();
+    assert_eq!(get(&edge, "/news/still", Tok::None).await.status, 200);
 }
