@@ -264,6 +264,9 @@ fn run(conf: &Path, flags: RunFlags) -> anyhow::Result<()> {
     init_logger(&config.logging.level);
     let edge = tollgate::edge::Edge::new(config)?;
     let server = tollgate::app::build(edge, flags)?;
+    if server.configuration.daemon {
+        tollgate::app::exit_launcher_on_readiness_signal();
+    }
     server.run_forever()
 }
 

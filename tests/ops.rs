@@ -2,7 +2,8 @@
 //! SIGUSR1) and graceful shutdown (SIGTERM drains in-flight requests; an idle kept-alive
 //! connection gets one more answer, with `Connection: close`, instead of being dropped).
 //!
-//! A graceful upgrade logs nothing above INFO, and a failed one still logs ERROR.
+//! A graceful upgrade logs nothing above INFO, and a failed one still logs ERROR. `tollgate -d`
+//! exits 0 when its daemon is ready, even if the daemon is ready first.
 //!
 //! The wrk-driven graceful-upgrade check and the real-Prometheus scrape are scripts
 //! (`tests/upgrade.sh`, `tests/prometheus.sh`): they need `wrk` and `prometheus`.
@@ -739,4 +740,106 @@ async fn a_failed_upgrade_still_logs_errors() {
     assert!(retries >= 5, "each retry logged at INFO:\n{log}");
     edge.assert_running();
     assert_eq!(get(&edge, "/news/still", Tok::None).await.status, 200);
+}
+
+/// `tollgate -d` (the unit's ExecStart= and ExecReload=) exits 0 once its daemon is ready, even
+/// when the daemon signals readiness before the launching process listens for it. strace holds
+/// the launcher in its `fork` for 3 s (`-e inject=clone:delay_exit=`), so the daemon, which is
+/// not held, is ready first: Pingora's launcher used to die of that SIGUSR1 (status 138), which
+/// systemd takes for a failed start or reload. Needs strace (`.ci/deps`).
+#[test]
+fn the_daemon_launcher_exits_0_when_the_daemon_is_ready_first() {
+    assert!(
+        Command::new("sh")
+            .args(["-c", "command -v strace"])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success()),
+        "strace is not installed: run .ci/deps"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let [port, admin] = support::free_ports::<2>();
+    let pid_file = dir.path().join("tollgate.pid");
+    let conf = dir.path().join("tollgate.yaml");
+    std::fs::write(
+        &conf,
+        format!(
+            "pingora: {{ threads: 1, pid_file: {pid}, upgrade_sock: {sock}, error_log: {log}, \
+             grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }}\n\
+             listeners: [ {{ addr: \"127.0.0.1:{port}\" }} ]\n\
+             admin: {{ addr: \"127.0.0.1:{admin}\" }}\n\
+             origins: {{ o: {{ url: \"http://127.0.0.1:9\" }} }}\n\
+             routes: [ {{ match: \"/*\", origin: o, access: public }} ]\n",
+            pid = pid_file.display(),
+            sock = dir.path().join("upgrade.sock").display(),
+            log = dir.path().join("error.log").display(),
+        ),
+    )
+    .unwrap();
+    struct Cleanup(Child, PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            if let Some(pid) = std::fs::read_to_string(&self.1)
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok())
+            {
+                let _ = rustix::process::kill_process(
+                    rustix::process::Pid::from_raw(pid as i32).unwrap(),
+                    rustix::process::Signal::KILL,
+                );
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let launcher = Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=clone"])
+        .args(["-e", "inject=clone:delay_exit=3000000", "--"])
+        .arg(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("-d")
+        .arg("-c")
+        .arg(&conf)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("launcher.log")).unwrap())
+        .spawn()
+        .expect("spawn strace");
+    let mut guard = Cleanup(launcher, pid_file.clone());
+    let up = eventually(Duration::from_secs(20), || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|p| !p.trim().is_empty())
+            && TcpStream::connect(("127.0.0.1", admin)).is_ok()
+    });
+    let launcher_log = || std::fs::read_to_string(dir.path().join("launcher.log")).unwrap();
+    assert!(
+        up,
+        "the daemon never came up; launcher:\n{}",
+        launcher_log()
+    );
+    // strace exits with the launcher's status once every process it follows is gone
+    let daemon: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3)); // the held fork returns
+    signal(daemon, rustix::process::Signal::TERM);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = guard.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.success(),
+        "tollgate -d exited with {status} (138 = killed by SIGUSR1: the daemon's readiness \
+         signal came before the launcher listened); launcher:\n{}\nerror log:\n{}",
+        launcher_log(),
+        std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+    );
 }
