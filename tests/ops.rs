@@ -3,7 +3,8 @@
 //! connection gets one more answer, with `Connection: close`, instead of being dropped).
 //!
 //! A graceful upgrade logs nothing above INFO, and a failed one still logs ERROR. `tollgate -d`
-//! exits 0 when its daemon is ready, even if the daemon is ready first.
+//! exits 0 when its daemon is ready, even if the daemon is ready first. The unit's system call
+//! filter allows every call of a full run (`tests/ops/syscalls.sh`, under strace).
 //!
 //! The wrk-driven graceful-upgrade check and the real-Prometheus scrape are scripts
 //! (`tests/upgrade.sh`, `tests/prometheus.sh`): they need `wrk` and `prometheus`.
@@ -740,6 +741,59 @@ async fn a_failed_upgrade_still_logs_errors() {
     assert!(retries >= 5, "each retry logged at INFO:\n{log}");
     edge.assert_running();
     assert_eq!(get(&edge, "/news/still", Tok::None).await.status, 200);
+}
+
+/// `tests/ops/syscalls.sh`: a full run (start, wrk over the memory and disk tiers and the
+/// paywall, purge, key reload, log rotation, a graceful upgrade, SIGTERM) under `strace -f`,
+/// every system call checked against `systemd/tollgate.service`'s SystemCallFilter= (and the
+/// socket families against RestrictAddressFamilies=). Needs strace, wrk, systemd-analyze,
+/// openssl and curl: `.ci/deps` installs them; without them this fails.
+#[test]
+fn the_unit_allows_every_syscall_the_binary_makes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let missing: Vec<&str> = [
+        "strace",
+        "wrk",
+        "systemd-analyze",
+        "openssl",
+        "curl",
+        "python3",
+    ]
+    .into_iter()
+    .filter(|tool| {
+        !Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+    .collect();
+    assert!(
+        missing.is_empty(),
+        "{missing:?} not installed: run .ci/deps (Debian packages strace, wrk, systemd, openssl, \
+         curl)"
+    );
+    let out = Command::new("timeout")
+        .arg("180")
+        .arg("bash")
+        .arg(root.join("tests/ops/syscalls.sh"))
+        .arg(root.join("systemd/tollgate.service"))
+        .env("TOLLGATE_BIN", env!("CARGO_BIN_EXE_tollgate"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tests/ops/syscalls.sh");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "tests/ops/syscalls.sh failed ({}):\n{text}",
+        out.status
+    );
+    assert!(text.contains("\nPASS"), "{text}");
 }
 
 /// `tollgate -d` (the unit's ExecStart= and ExecReload=) exits 0 once its daemon is ready, even
