@@ -106,6 +106,45 @@ fn server_conf(config: &Config, flags: RunFlags) -> ServerConf {
     conf
 }
 
+/// With `-d`, make the launching process exit 0 on the daemon's readiness `SIGUSR1` whenever it
+/// comes. Call before `run_forever` (which forks).
+///
+/// Pingora 0.9's `daemonize` starts listening for that signal in the launching process only
+/// after the fork, once it has waited for the intermediate child and built a runtime; a daemon
+/// that is ready first (a loaded machine, a quick start) signals a process that still has
+/// SIGUSR1's default action, and the launcher dies of it (exit status 138). systemd then sees
+/// `ExecStart=` or `ExecReload=` fail (`status=10/USR1`): a failed start with the daemon
+/// running, or a reload that stops before `kill -QUIT`, so the new process gives up on the
+/// listeners. This handler, installed before the fork, gives the early signal the meaning
+/// Pingora gives it ("ready": exit 0). Pingora's own listener, when it comes, keeps it as its
+/// previous handler and runs it first, so the launcher exits 0 either way. In the daemon (any
+/// other pid) the handler does nothing, and Tollgate's own SIGUSR1 use (reopening the access
+/// log) chains to it the same way.
+pub fn exit_launcher_on_readiness_signal() {
+    use std::sync::atomic::{AtomicI32, Ordering};
+    static LAUNCHER: AtomicI32 = AtomicI32::new(0);
+    extern "C" fn on_sigusr1(_: libc::c_int) {
+        // async-signal-safe calls only
+        if unsafe { libc::getpid() } == LAUNCHER.load(Ordering::Relaxed) {
+            unsafe { libc::_exit(0) }
+        }
+    }
+    LAUNCHER.store(std::process::id() as i32, Ordering::Relaxed);
+    // SAFETY: a plain sigaction with a handler that only calls getpid and _exit.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_sigusr1 as *const () as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()) != 0 {
+            log::warn!(
+                "cannot install the SIGUSR1 handler for -d: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 /// Build the server with every service; `run_forever` it to serve.
 pub fn build(edge: Arc<Edge>, flags: RunFlags) -> anyhow::Result<Server> {
     let config = edge.config.clone();

@@ -264,16 +264,17 @@ fn run(conf: &Path, flags: RunFlags) -> anyhow::Result<()> {
     init_logger(&config.logging.level);
     let edge = tollgate::edge::Edge::new(config)?;
     let server = tollgate::app::build(edge, flags)?;
+    if server.configuration.daemon {
+        tollgate::app::exit_launcher_on_readiness_signal();
+    }
     server.run_forever()
 }
 
 /// The log filter: `RUST_LOG` if set, else `level` (from `logging.level` when running a config).
-/// Pingora's cache-metadata chatter stays at error unless asked for.
+/// Pingora's routine graceful-upgrade retries are logged at INFO, not ERROR/WARN (see
+/// [`tollgate::logger`]: a normal upgrade logs nothing above INFO, a failed one still ERROR).
 fn init_logger(level: &str) {
-    let _ = env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or(format!("{level},pingora_cache::meta=error")),
-    )
-    .try_init();
+    tollgate::logger::init(level);
 }
 
 fn main() -> ExitCode {

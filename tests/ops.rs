@@ -2,6 +2,10 @@
 //! SIGUSR1) and graceful shutdown (SIGTERM drains in-flight requests; an idle kept-alive
 //! connection gets one more answer, with `Connection: close`, instead of being dropped).
 //!
+//! A graceful upgrade logs nothing above INFO, and a failed one still logs ERROR. `tollgate -d`
+//! exits 0 when its daemon is ready, even if the daemon is ready first. The unit's system call
+//! filter allows every call of a full run (`tests/ops/syscalls.sh`, under strace).
+//!
 //! The wrk-driven graceful-upgrade check and the real-Prometheus scrape are scripts
 //! (`tests/upgrade.sh`, `tests/prometheus.sh`): they need `wrk` and `prometheus`.
 
@@ -10,6 +14,7 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -557,4 +562,338 @@ async fn refused_http1_requests_are_logged_and_timed_too() {
         )
         .await;
     assert_eq!(after, durations + 2.0, "both refusals timed");
+}
+
+/// The lines of an env_logger log (`[2026-05-04T09:12:03Z ERROR module] message`) at WARN or
+/// ERROR.
+fn warnings_and_errors(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| {
+            l.strip_prefix('[')
+                .and_then(|rest| rest.split_whitespace().nth(1))
+                .is_some_and(|level| level == "ERROR" || level == "WARN")
+        })
+        .collect()
+}
+
+/// A `tollgate -u` process (the new side of a graceful upgrade), killed on drop.
+struct Upgrader {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Upgrader {
+    /// `tollgate -u -c <the edge's config>`, its stderr in `log`, without `RUST_LOG`: as under
+    /// the unit, the config's `logging.level` applies (default `info`).
+    fn start(edge: &Edge, log: PathBuf) -> Upgrader {
+        let _ = std::fs::remove_file(edge.dir().join("upgrade.sock"));
+        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("-u")
+            .arg("-c")
+            .arg(&edge.config_path)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn tollgate -u");
+        Upgrader { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait (up to `within`) for the process to exit.
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tollgate -u did not exit within {within:?}; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Upgrader {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Poll (every 20 ms, up to `within`) until `ok()`; false if it never held.
+fn eventually(within: Duration, ok: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// A graceful upgrade as `systemctl reload` does it (a new process with `-u`, then SIGQUIT to
+/// the old one once the new one waits for the listeners) logs nothing above INFO, in either
+/// process: an operator's alerting fires on ERROR, and a reload is routine. Pingora logs the
+/// new process's first, always empty, poll of the upgrade socket at ERROR ("No incoming socket
+/// transfer"); `tollgate::logger` logs it at INFO.
+#[tokio::test]
+async fn a_graceful_upgrade_logs_nothing_above_info() {
+    let cache_dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start();
+    let edge = Edge::start_with(
+        &origin,
+        &[],
+        support::disk_options("64MiB", cache_dir.path(), "1GiB", "16MiB"),
+    );
+    assert_eq!(get(&edge, "/news/before", Tok::None).await.status, 200);
+    let old = edge.pid();
+
+    let mut new = Upgrader::start(&edge, edge.dir().join("upgrade.log"));
+    // The new process is up and waits on the upgrade socket for the old one's listeners; the
+    // unit's `kill -QUIT $MAINPID` comes after that (when `tollgate -d -u` has returned).
+    let sock = edge.dir().join("upgrade.sock");
+    assert!(
+        eventually(Duration::from_secs(20), || sock.exists()),
+        "the new process never bound {}; its log:\n{}",
+        sock.display(),
+        new.log()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    signal(old, rustix::process::Signal::QUIT);
+
+    // The old process hands over, drains (grace 1 s) and exits cleanly; the new one serves.
+    let status = loop {
+        if let Some(st) = edge.exit_status() {
+            break st;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "the old process exited with {status}");
+    let r = get(&edge, "/news/before", Tok::None).await;
+    assert_eq!(r.status, 200, "after the upgrade: {r:?}\n{}", new.log());
+    assert_eq!(
+        r.headers.get("cache-status").and_then(|v| v.to_str().ok()),
+        Some("tollgate; hit; detail=disk"),
+        "the new process answers from the shared disk tier"
+    );
+    support::send_signal(new.child.id(), rustix::process::Signal::TERM);
+    assert!(new.wait_exit(Duration::from_secs(20)).success());
+
+    let new_log = new.log();
+    assert!(
+        new_log.contains("Bootstrap done") && new_log.contains("No incoming socket transfer"),
+        "the new process logs at INFO, its wait for the listeners included:\n{new_log}"
+    );
+    let bad = warnings_and_errors(&new_log);
+    assert!(
+        bad.is_empty(),
+        "a normal upgrade logged above INFO in the new process:\n{}",
+        bad.join("\n")
+    );
+    let old_log = edge.stderr();
+    let bad = warnings_and_errors(&old_log);
+    assert!(
+        bad.is_empty(),
+        "a normal upgrade logged above INFO in the old process:\n{}",
+        bad.join("\n")
+    );
+}
+
+/// A real failure still logs ERROR: a new process whose old process never hands the listeners
+/// over gives up after Pingora's retries (about 6 s) with ERROR lines and exit status 1; its
+/// retries are there at INFO; the old process goes on serving.
+#[tokio::test]
+async fn a_failed_upgrade_still_logs_errors() {
+    let origin = Origin::start();
+    let edge = Edge::start_with(&origin, &[], EdgeOptions::default());
+    let mut new = Upgrader::start(&edge, edge.dir().join("upgrade.log"));
+    // no SIGQUIT: the old process never sends its listeners
+    let status = new.wait_exit(Duration::from_secs(30));
+    let log = new.log();
+    assert!(
+        !status.success(),
+        "a failed upgrade exited with {status}:\n{log}"
+    );
+    let errors: Vec<&str> = warnings_and_errors(&log)
+        .into_iter()
+        .filter(|l| l.contains(" ERROR "))
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|l| l.contains("Giving up reading socket"))
+            && errors.iter().any(|l| l.contains("Bootstrap failed")),
+        "the failure is logged at ERROR:\n{log}"
+    );
+    let retries = log
+        .lines()
+        .filter(|l| l.contains(" INFO ") && l.contains("No incoming socket transfer"))
+        .count();
+    assert!(retries >= 5, "each retry logged at INFO:\n{log}");
+    edge.assert_running();
+    assert_eq!(get(&edge, "/news/still", Tok::None).await.status, 200);
+}
+
+/// `tests/ops/syscalls.sh`: a full run (start, wrk over the memory and disk tiers and the
+/// paywall, purge, key reload, log rotation, a graceful upgrade, SIGTERM) under `strace -f`,
+/// every system call checked against `systemd/tollgate.service`'s SystemCallFilter= (and the
+/// socket families against RestrictAddressFamilies=). Needs strace, wrk, systemd-analyze,
+/// openssl and curl: `.ci/deps` installs them; without them this fails.
+#[test]
+fn the_unit_allows_every_syscall_the_binary_makes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let missing: Vec<&str> = [
+        "strace",
+        "wrk",
+        "systemd-analyze",
+        "openssl",
+        "curl",
+        "python3",
+    ]
+    .into_iter()
+    .filter(|tool| {
+        !Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+    .collect();
+    assert!(
+        missing.is_empty(),
+        "{missing:?} not installed: run .ci/deps (Debian packages strace, wrk, systemd, openssl, \
+         curl)"
+    );
+    let out = Command::new("timeout")
+        .arg("180")
+        .arg("bash")
+        .arg(root.join("tests/ops/syscalls.sh"))
+        .arg(root.join("systemd/tollgate.service"))
+        .env("TOLLGATE_BIN", env!("CARGO_BIN_EXE_tollgate"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tests/ops/syscalls.sh");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "tests/ops/syscalls.sh failed ({}):\n{text}",
+        out.status
+    );
+    assert!(text.contains("\nPASS"), "{text}");
+}
+
+/// `tollgate -d` (the unit's ExecStart= and ExecReload=) exits 0 once its daemon is ready, even
+/// when the daemon signals readiness before the launching process listens for it. strace holds
+/// the launcher in its `fork` for 3 s (`-e inject=clone:delay_exit=`), so the daemon, which is
+/// not held, is ready first: Pingora's launcher used to die of that SIGUSR1 (status 138), which
+/// systemd takes for a failed start or reload. Needs strace (`.ci/deps`).
+#[test]
+fn the_daemon_launcher_exits_0_when_the_daemon_is_ready_first() {
+    assert!(
+        Command::new("sh")
+            .args(["-c", "command -v strace"])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success()),
+        "strace is not installed: run .ci/deps"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let [port, admin] = support::free_ports::<2>();
+    let pid_file = dir.path().join("tollgate.pid");
+    let conf = dir.path().join("tollgate.yaml");
+    std::fs::write(
+        &conf,
+        format!(
+            "pingora: {{ threads: 1, pid_file: {pid}, upgrade_sock: {sock}, error_log: {log}, \
+             grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }}\n\
+             listeners: [ {{ addr: \"127.0.0.1:{port}\" }} ]\n\
+             admin: {{ addr: \"127.0.0.1:{admin}\" }}\n\
+             origins: {{ o: {{ url: \"http://127.0.0.1:9\" }} }}\n\
+             routes: [ {{ match: \"/*\", origin: o, access: public }} ]\n",
+            pid = pid_file.display(),
+            sock = dir.path().join("upgrade.sock").display(),
+            log = dir.path().join("error.log").display(),
+        ),
+    )
+    .unwrap();
+    struct Cleanup(Child, PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            if let Some(pid) = std::fs::read_to_string(&self.1)
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok())
+            {
+                let _ = rustix::process::kill_process(
+                    rustix::process::Pid::from_raw(pid as i32).unwrap(),
+                    rustix::process::Signal::KILL,
+                );
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let launcher = Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=clone"])
+        .args(["-e", "inject=clone:delay_exit=3000000", "--"])
+        .arg(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("-d")
+        .arg("-c")
+        .arg(&conf)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("launcher.log")).unwrap())
+        .spawn()
+        .expect("spawn strace");
+    let mut guard = Cleanup(launcher, pid_file.clone());
+    let up = eventually(Duration::from_secs(20), || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|p| !p.trim().is_empty())
+            && TcpStream::connect(("127.0.0.1", admin)).is_ok()
+    });
+    let launcher_log = || std::fs::read_to_string(dir.path().join("launcher.log")).unwrap();
+    assert!(
+        up,
+        "the daemon never came up; launcher:\n{}",
+        launcher_log()
+    );
+    // strace exits with the launcher's status once every process it follows is gone
+    let daemon: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3)); // the held fork returns
+    signal(daemon, rustix::process::Signal::TERM);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = guard.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.success(),
+        "tollgate -d exited with {status} (138 = killed by SIGUSR1: the daemon's readiness \
+         signal came before the launcher listened); launcher:\n{}\nerror log:\n{}",
+        launcher_log(),
+        std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+    );
 }

@@ -16,7 +16,9 @@
 #    the objects during the run (the disk tier outlives each process, and each new process
 #    loads the old one's hot set into memory before it serves: at least 99 % memory hits); afterwards
 #    every object is a memory hit; the new route is live; old processes are gone; the pid file
-#    names the newest process; the access log has a line for every answered request.
+#    names the newest process; the access log has a line for every answered request; the
+#    error log (every process's diagnostics, RUST_LOG=warn) has no WARN or ERROR line: a
+#    routine reload must not page anyone.
 # 4. SIGTERM drain: 8 requests that take the origin 2 s are in flight when the node gets
 #    SIGTERM; each must complete with 200, and the node must exit within its grace period.
 #
@@ -32,6 +34,8 @@ WORK=$(mktemp -d)
 ORIGIN_PID=""
 SEEN_PIDS=()
 cleanup() {
+  # and the daemon the pid file names, in case a failed reload left one unrecorded
+  [ -s "$WORK/tollgate.pid" ] && SEEN_PIDS+=("$(cat "$WORK/tollgate.pid")")
   for p in "${SEEN_PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   if [ -n "$ORIGIN_PID" ]; then kill "$ORIGIN_PID" 2>/dev/null || true; wait "$ORIGIN_PID" 2>/dev/null || true; fi
   [ -n "${KEEP_WORK:-}" ] && echo "work dir kept: $WORK" || rm -rf "$WORK"
@@ -176,6 +180,12 @@ for n,l in enumerate(open('$WORK/access.log')):
     json.loads(l)
 " || fail "a torn or invalid access log line"
 echo "access log: $lines JSON lines for >= $expected answered requests, none torn"
+
+# Nothing above INFO in the diagnostics of three processes and two reloads.
+above_info=$(grep -E '^\[[^ ]+ (WARN|ERROR) ' "$WORK/error.log" || true)
+[ -z "$above_info" ] || fail "the reloads logged above INFO:
+$above_info"
+echo "error log: no WARN or ERROR line across both reloads"
 
 # SIGTERM drain: slow requests in flight complete.
 echo "drain: 8 requests of 2 s in flight, then SIGTERM"

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""A small origin for tests/upgrade.sh and tests/prometheus.sh.
+"""A small origin for tests/upgrade.sh, tests/prometheus.sh and tests/ops/syscalls.sh.
 
   origin.py PORT
 
 GET /obj/<name>     200, 4 KiB body, Cache-Control: public, max-age=3600 (cacheable)
+GET /big/<bytes>    200, a body of <bytes> bytes, Cache-Control: public, max-age=3600 (large
+                    objects: sealed memory files and sendfile, disk-tier block reads)
 GET /slow/<ms>      200 after <ms> milliseconds, Cache-Control: no-store
 GET /__stats        {"total": N, "paths": {"/obj/a": n, ...}}: requests received (not counting
                     /__stats itself), so a script can tell a cache hit from an origin fetch.
@@ -44,6 +46,11 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/obj/"):
             name = path[len("/obj/"):].encode()
             body = (name + b":" + b"x" * 4096)[:4096]
+            return self.send(200, body, "public, max-age=3600")
+        if path.startswith("/big/"):
+            size = int(path[len("/big/"):] or "0")
+            block = bytes(range(256)) * 4096
+            body = (block * (size // len(block) + 1))[:size]
             return self.send(200, body, "public, max-age=3600")
         if path.startswith("/slow/"):
             ms = int(path[len("/slow/"):] or "0")
