@@ -20,12 +20,13 @@ fleet, all on loopback; everything is stopped at the end (by pid).
    for the first node polled (the second is usually done by the time it is polled).
 2. Hit cost under control traffic. Node a is pinned to CPU 0, wrk (-t1 -c50, 1 KiB public
    hit) and everything else to CPU 1. R rounds of S seconds, alternating: quiet (no events),
-   busy (100 purges/s of an unrelated path posted to node b, applied by every node, a
-   included). Reported per condition: median req/s and node a's CPU time per request (µs,
-   from /proc/<pid>/stat), and busy/quiet ratios. The poster, NATS and nodes b and c share
-   CPU 1 with wrk, so in busy rounds wrk has less CPU: the throughput ratio bounds the cost from
-   below. What applying an event costs node a itself is measured apart: its CPU time over 10 s
-   idle and over 10 s of 100 events/s, per event.
+   busy (100 purges/s of an unrelated path published straight to NATS with the NATS protocol,
+   applied by node a; nodes b and c are stopped for these rounds, so the event source takes
+   next to nothing from wrk's core; NATS, which stores and delivers them, still runs there).
+   Reported per condition: median req/s and node a's CPU time per request (µs, from
+   /proc/<pid>/stat), and busy/quiet ratios. What applying an event costs node a itself is
+   measured apart: its CPU time over 10 s idle and over 10 s of 100 events/s (posted to node b's
+   admin API, all three nodes up), per event.
 """
 
 import argparse
@@ -192,6 +193,22 @@ def propagation(a, others, events, tokens):
     report("  first", revoke_samples[0::2])
 
 
+class RawPublisher:
+    """Publishes control events with the NATS protocol itself (`PUB subject len`): JetStream
+    stores whatever is published on the stream's subjects, so this is an event source that
+    costs almost nothing — unlike the admin API of another node, whose CPU would be taken from
+    the client on the shared core."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.recv(4096)  # INFO
+        self.sock.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
+
+    def post(self, _path, _body):
+        payload = b'{"kind":"purge","paths":["/public/unrelated"]}'
+        self.sock.sendall(b"PUB tollgate.control.purge %d\r\n%s\r\n" % (len(payload), payload))
+
+
 def wrk_round(a, seconds, busy, poster):
     stop = threading.Event()
     posted = [0]
@@ -308,12 +325,26 @@ def main():
             f"node a CPU over 10 s: idle {idle / CLK_TCK * 1e3:.0f} ms, "
             f"{count[0]} events {busy / CLK_TCK * 1e3:.0f} ms → {per_event:.0f} µs per event applied"
         )
+        # the hit rounds: only node a, NATS and the raw publisher; b and c stop, so that busy
+        # rounds take next to nothing from wrk's core
+        for n in (b, c):
+            n.proc.send_signal(signal.SIGKILL)
+            n.proc.wait(5)
+        raw = RawPublisher(nats_port)
         results = {"quiet": [], "busy": []}
         for r in range(args.rounds):
             for cond in ("quiet", "busy"):
-                rps, cpu, rate = wrk_round(a, args.seconds, cond == "busy", b)
+                rps, cpu, rate = wrk_round(a, args.seconds, cond == "busy", raw)
                 results[cond].append((rps, cpu))
                 print(f"round {r} {cond:<5} {rps:10.0f} req/s  {cpu:6.2f} µs CPU/req  events {rate:5.1f}/s")
+        a.admin_http.request("GET", "/metrics")
+        metrics = a.admin_http.getresponse().read().decode()
+        applied = next(
+            (l.split()[-1] for l in metrics.splitlines()
+             if l.startswith('tollgate_fleet_events_applied_total{kind="purge"}')),
+            "?",
+        )
+        print(f"node a applied {applied} purge events in all (the busy rounds' included)")
         med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in results.items()}
         print(
             f"hits: quiet {med['quiet'][0]:.0f} req/s {med['quiet'][1]:.2f} µs; "
