@@ -175,33 +175,15 @@ fn shield_owner<'e>(edge: &'e Edge, ctx: &Ctx) -> Option<&'e crate::config::Peer
     }
 }
 
-/// The request to a shield peer: the client's host and token-free target, the route's
-/// forwarding policy, the variant this node decided and its signature (never the origin's
-/// secret: the owner adds its own).
-fn to_shield_peer(edge: &Edge, req: &mut pingora_http::RequestHeader, ctx: &Ctx) -> Result<()> {
-    let shield = edge
-        .shield
-        .as_ref()
-        .ok_or_else(|| Error::explain(ErrorType::InternalError, "no shield"))?;
+/// What every upstream request carries, to the origin or to a shield peer: the route's
+/// forwarding policy, the variant this node decided, and the viewer as resolved (never what the
+/// client claimed).
+fn forward_decided(edge: &Edge, req: &mut pingora_http::RequestHeader, ctx: &Ctx) -> Result<()> {
     if let Some(route) = ctx.route(edge) {
         let b = &route.behaviour;
         session::apply_forwarding(req, &b.forward_headers, &b.forward_cookies);
     }
-    req.insert_header(http::header::HOST, ctx.host.as_str())?;
     req.insert_header(VARIANT_HEADER, ctx.variant.as_str())?;
-    let target = req
-        .uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_owned();
-    let signature = shield.sign(
-        req.method.as_str(),
-        &ctx.host,
-        &target,
-        ctx.variant,
-        crate::edge::unix_now(),
-    );
-    req.insert_header(crate::shield::SHIELD_HEADER, signature)?;
     match ctx.viewer.addr {
         Some(addr) => req.insert_header("x-forwarded-for", addr.to_string())?,
         None => {
@@ -210,6 +192,26 @@ fn to_shield_peer(edge: &Edge, req: &mut pingora_http::RequestHeader, ctx: &Ctx)
     }
     let proto = if ctx.viewer.https { "https" } else { "http" };
     req.insert_header("x-forwarded-proto", proto)?;
+    Ok(())
+}
+
+/// The request to a shield peer: the client's host and token-free target and the signature of
+/// the variant this node decided (never the origin's secret: the owner adds its own).
+fn to_shield_peer(edge: &Edge, req: &mut pingora_http::RequestHeader, ctx: &Ctx) -> Result<()> {
+    let shield = edge
+        .shield
+        .as_ref()
+        .ok_or_else(|| Error::explain(ErrorType::InternalError, "no shield"))?;
+    forward_decided(edge, req, ctx)?;
+    req.insert_header(http::header::HOST, ctx.host.as_str())?;
+    let signature = shield.sign(
+        req.method.as_str(),
+        &ctx.host,
+        req.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        ctx.variant,
+        crate::edge::unix_now(),
+    );
+    req.insert_header(crate::shield::SHIELD_HEADER, signature)?;
     Ok(())
 }
 
@@ -357,10 +359,7 @@ impl ProxyHttp for TollgateProxy {
             .route(&self.edge)
             .and_then(|r| self.edge.origins.get(&r.origin))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no origin"))?;
-        if let Some(route) = ctx.route(&self.edge) {
-            let b = &route.behaviour;
-            session::apply_forwarding(upstream_request, &b.forward_headers, &b.forward_cookies);
-        }
+        forward_decided(&self.edge, upstream_request, ctx)?;
         if !ctx.host.is_empty() {
             upstream_request.insert_header("x-forwarded-host", ctx.host.as_str())?;
         }
@@ -368,16 +367,6 @@ impl ProxyHttp for TollgateProxy {
         if let Some((name, value)) = &origin.secret {
             upstream_request.insert_header(name.clone(), value.clone())?;
         }
-        upstream_request.insert_header(VARIANT_HEADER, ctx.variant.as_str())?;
-        // the viewer as resolved, never what the client claimed
-        match ctx.viewer.addr {
-            Some(addr) => upstream_request.insert_header("x-forwarded-for", addr.to_string())?,
-            None => {
-                upstream_request.remove_header("x-forwarded-for");
-            }
-        }
-        let proto = if ctx.viewer.https { "https" } else { "http" };
-        upstream_request.insert_header("x-forwarded-proto", proto)?;
         if let Some(signer) = &origin.sigv4 {
             sign_origin_request(&signer.load(), &origin.host_header, upstream_request)?;
         }
@@ -402,11 +391,11 @@ impl ProxyHttp for TollgateProxy {
                 .with_label_values(&[origin])
                 .observe(ctx.origin_time.unwrap_or_default().as_secs_f64());
         }
-        // Never store or return the origin secret, whatever header the origin echoes it in.
-        if let Some(origin) = ctx
+        let origin = ctx
             .route(&self.edge)
-            .and_then(|r| self.edge.origins.get(&r.origin))
-        {
+            .and_then(|r| self.edge.origins.get(&r.origin));
+        // Never store or return the origin secret, whatever header the origin echoes it in.
+        if let Some(origin) = origin {
             if let Some((name, value)) = &origin.secret {
                 upstream_response.remove_header(name);
                 let leaking: Vec<http::HeaderName> = upstream_response
@@ -426,11 +415,8 @@ impl ProxyHttp for TollgateProxy {
             }
         }
         upstream_response.remove_header(VARIANT_HEADER);
-        let signed_origin = ctx.shield_peer.is_none()
-            && ctx
-                .route(&self.edge)
-                .and_then(|r| self.edge.origins.get(&r.origin))
-                .is_some_and(|o| o.sigv4.is_some());
+        // (a shield peer answered instead of the origin: its refusals are its own)
+        let signed_origin = ctx.shield_peer.is_none() && origin.is_some_and(|o| o.sigv4.is_some());
         if signed_origin && matches!(upstream_response.status.as_u16(), 401 | 403) {
             // A private bucket refusing the edge's own signature is the edge's problem, not
             // the reader's: a bad gateway, never cached, the bucket's error body not passed on.

@@ -46,7 +46,7 @@ const MAX_COOKIE_HEADERS: usize = 8;
 /// (A miss forwarded by a peer of the shield ring, `x-tollgate-shield`, is answered by the proxy
 /// too: without `Cache-Control: private`, and from the origin on a miss.)
 const PROXY_ONLY: [&str; 12] = [
-    "x-tollgate-shield",
+    crate::shield::SHIELD_HEADER,
     "expect",
     "upgrade",
     "range",
