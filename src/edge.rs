@@ -409,6 +409,30 @@ impl Edge {
         n
     }
 
+    /// Revoke `sid` automatically (a `revocation.auto` limit crossed, on this node or across
+    /// the fleet) until its token expires (`token_exp`), and at least `revocation.default_ttl`;
+    /// shared with the fleet when this node is in one, and counted. Returns the expiry.
+    pub fn revoke_automatically(&self, sid: &str, token_exp: u64, now: u64) -> u64 {
+        let default_ttl = self.config.revocation.default_ttl.as_secs();
+        let until = token_exp.max(now.saturating_add(default_ttl));
+        let until = self
+            .revocations
+            .revoke_until(sid, until, "auto", now)
+            .unwrap_or_else(|e| {
+                // in force in memory; the next save retries
+                log::error!("saving revocations: {e}");
+                until
+            });
+        if let Some(auto) = &self.auto_revoker {
+            auto.share_revocation(sid, until);
+        }
+        self.metrics.auto_revocations.inc();
+        self.metrics
+            .revoked_sessions
+            .set(self.revocations.len() as i64);
+        until
+    }
+
     /// Purge every variant of the given exact paths and path prefixes from every tier;
     /// returns objects removed.
     pub async fn purge(&self, paths: Vec<String>, prefixes: Vec<String>) -> usize {

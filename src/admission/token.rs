@@ -5,7 +5,6 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::{Headers, RequestFacts};
 use crate::access::{self, AuthResult, Decision};
@@ -216,21 +215,8 @@ fn watch_session(
     let Some(trip) = auto.observe(sid, client, user_agent, claims.exp, now) else {
         return decision;
     };
-    let ttl =
-        Duration::from_secs(claims.exp.saturating_sub(now)).max(edge.config.revocation.default_ttl);
     log::warn!("session {sid:?} revoked automatically: {trip:?} inside the window");
-    let expires_at = edge
-        .revocations
-        .revoke(sid, ttl, "auto", now)
-        .unwrap_or_else(|e| {
-            log::error!("saving revocations: {e}");
-            now.saturating_add(ttl.as_secs())
-        });
-    auto.share_revocation(sid, expires_at);
-    edge.metrics.auto_revocations.inc();
-    edge.metrics
-        .revoked_sessions
-        .set(edge.revocations.len() as i64);
+    edge.revoke_automatically(sid, claims.exp, now);
     Decision {
         // paywall readers fall back to the teaser, media viewers are refused
         variant: (mode == AccessMode::Paywall).then_some(Variant::Anonymous),

@@ -112,23 +112,10 @@ pub(super) async fn receive(fleet: Arc<Fleet>, subscription: Option<Subscriber>)
         if edge.revocations.is_revoked(&s.sid, now) {
             continue;
         }
-        let ttl = edge.config.revocation.default_ttl.as_secs();
-        let until = s.exp.max(now.saturating_add(ttl));
         log::warn!(
             "session {:?} revoked automatically: {trip:?} across the fleet",
             s.sid
         );
-        let until = edge
-            .revocations
-            .revoke_until(&s.sid, until, "auto", now)
-            .unwrap_or_else(|e| {
-                log::error!("saving revocations: {e}");
-                until
-            });
-        edge.metrics.auto_revocations.inc();
-        edge.metrics
-            .revoked_sessions
-            .set(edge.revocations.len() as i64);
-        auto.share_revocation(&s.sid, until);
+        edge.revoke_automatically(&s.sid, s.exp, now);
     }
 }
