@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::problems::{duration_or, existing_file, Problems};
+use super::problems::{duration_or, existing_file, read_secret_file, Problems};
 use super::raw::{RawFleet, DEFAULT_FLEET_REPLAY_TIMEOUT_SECONDS, DEFAULT_FLEET_RETENTION_DAYS};
 use super::types::{Fleet, FleetNats, Peer};
 
@@ -114,21 +114,7 @@ pub(super) fn validate_fleet(
         )
     });
     let token = raw_nats.token_file.and_then(|f| {
-        let path = existing_file(base_dir, &f, "fleet.nats.token_file", "NATS token file", p)?;
-        match std::fs::read_to_string(&path) {
-            Ok(t) if !t.trim().is_empty() => Some(t.trim().to_owned()),
-            Ok(_) => {
-                p.add(
-                    "fleet.nats.token_file",
-                    format!("{} is empty. Fix: write the token into it", path.display()),
-                );
-                None
-            }
-            Err(e) => {
-                p.add("fleet.nats.token_file", format!("{}: {e}", path.display()));
-                None
-            }
-        }
+        read_secret_file(&f, "fleet.nats.token_file", "NATS token file", base_dir, p)
     });
     let ca_file = raw_nats.tls.and_then(|t| t.ca_file).and_then(|f| {
         existing_file(

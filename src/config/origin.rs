@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use super::problems::{existing_file, Problems};
+use super::problems::{check_secret, existing_file, read_secret_file, Problems};
 use super::raw::{RawOrigin, RawSigV4};
 use super::types::{is_tchar, Origin, SigV4Settings};
 
@@ -118,7 +118,9 @@ fn validate_origin(
             );
             None
         }
-        (Some(file), None) => read_secret_file(&file, &at("secret_file"), base_dir, p),
+        (Some(file), None) => {
+            read_secret_file(&file, &at("secret_file"), "origin secret file", base_dir, p)
+        }
         (None, Some(var)) => read_secret_env(&var, &at("secret_env"), env, p),
         (None, None) => {
             if header_given {
@@ -249,7 +251,13 @@ fn validate_sigv4(
         .as_ref()
         .map(|f| super::problems::resolve(base_dir, f));
     let secret_access_key = match (raw.secret_access_key_file, raw.secret_access_key_env) {
-        (Some(file), None) => read_secret_file(&file, &key("secret_access_key_file"), base_dir, p),
+        (Some(file), None) => read_secret_file(
+            &file,
+            &key("secret_access_key_file"),
+            "origin secret file",
+            base_dir,
+            p,
+        ),
         (None, Some(var)) => read_secret_env(&var, &key("secret_access_key_env"), env, p),
         _ => {
             p.add(
@@ -275,46 +283,6 @@ fn validate_sigv4(
 
 /// Checks a secret is non-empty and can be sent as a header value (visible ASCII, inner
 /// spaces allowed).
-fn check_secret(secret: &str, key: &str, source: &str, p: &mut Problems) -> bool {
-    let fix = "Fix: use printable ASCII, e.g. the output of openssl rand -hex 32";
-    if secret.is_empty() {
-        p.add(key, format!("{source} is empty. {fix}"));
-        false
-    } else if secret.trim() != secret || !secret.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
-        p.add(
-            key,
-            format!(
-                "the secret in {source} contains control, non-ASCII or surrounding whitespace \
-                 characters and cannot be sent in an HTTP header. {fix}"
-            ),
-        );
-        false
-    } else {
-        true
-    }
-}
-
-fn read_secret_file(file: &Path, key: &str, base_dir: &Path, p: &mut Problems) -> Option<String> {
-    let full = existing_file(base_dir, file, key, "origin secret file", p)?;
-    match std::fs::read_to_string(&full) {
-        Ok(text) => {
-            // Editors and `echo` add a trailing newline; it is never part of the secret.
-            let secret = text.trim_end_matches(['\n', '\r']).to_owned();
-            check_secret(&secret, key, &full.display().to_string(), p).then_some(secret)
-        }
-        Err(err) => {
-            p.add(
-                key,
-                format!(
-                    "cannot read {}: {err}. Fix: make it readable by the service user",
-                    full.display()
-                ),
-            );
-            None
-        }
-    }
-}
-
 fn read_secret_env(
     var: &str,
     key: &str,

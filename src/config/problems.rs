@@ -67,6 +67,54 @@ pub(super) fn existing_file(
     }
 }
 
+/// Whether `secret` can be sent in an HTTP header (printable ASCII, no surrounding space).
+pub(super) fn check_secret(secret: &str, key: &str, source: &str, p: &mut Problems) -> bool {
+    let fix = "Fix: use printable ASCII, e.g. the output of openssl rand -hex 32";
+    if secret.is_empty() {
+        p.add(key, format!("{source} is empty. {fix}"));
+        false
+    } else if secret.trim() != secret || !secret.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+        p.add(
+            key,
+            format!(
+                "the secret in {source} contains control, non-ASCII or surrounding whitespace \
+                 characters and cannot be sent in an HTTP header. {fix}"
+            ),
+        );
+        false
+    } else {
+        true
+    }
+}
+
+/// A secret read from `file` (its trailing newline dropped), checked by [`check_secret`].
+pub(super) fn read_secret_file(
+    file: &Path,
+    key: &str,
+    what: &str,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<String> {
+    let full = existing_file(base_dir, file, key, what, p)?;
+    match std::fs::read_to_string(&full) {
+        Ok(text) => {
+            // Editors and `echo` add a trailing newline; it is never part of the secret.
+            let secret = text.trim_end_matches(['\n', '\r']).to_owned();
+            check_secret(&secret, key, &full.display().to_string(), p).then_some(secret)
+        }
+        Err(err) => {
+            p.add(
+                key,
+                format!(
+                    "cannot read {}: {err}. Fix: make it readable by the service user",
+                    full.display()
+                ),
+            );
+            None
+        }
+    }
+}
+
 /// A duration in the config's units, or `default` when the key is absent.
 pub(super) fn duration_or(
     value: Option<UnitValue>,
