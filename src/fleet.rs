@@ -29,7 +29,6 @@ mod progress;
 mod sightings;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -167,7 +166,6 @@ pub struct Fleet {
     applied: tokio::sync::watch::Sender<u64>,
     /// What the last events did here, for the admin answers.
     recent: parking_lot::Mutex<VecDeque<(u64, Applied)>>,
-    replayed: AtomicBool,
 }
 
 impl Fleet {
@@ -199,7 +197,6 @@ impl Fleet {
             link: OnceLock::new(),
             applied: tokio::sync::watch::channel(applied).0,
             recent: parking_lot::Mutex::new(VecDeque::with_capacity(RECENT)),
-            replayed: AtomicBool::new(false),
             edge,
         };
         fleet.load_saved_keys();
@@ -260,7 +257,7 @@ impl Fleet {
             },
             "last_applied_sequence": *self.applied.borrow(),
             "stream_last_sequence": stream_last,
-            "replay_complete": self.replayed.load(Ordering::Relaxed),
+            "replay_complete": self.metrics.replay_complete.get() == 1,
             "stream": self.names.stream,
             "key_bucket": self.names.bucket,
         })
@@ -451,14 +448,15 @@ async fn consume(
     }
     let replay_to = state.last_sequence;
     let mark_replayed = |applied: u64| {
-        if applied >= replay_to && !fleet.replayed.swap(true, Ordering::Relaxed) {
+        if applied < replay_to {
+            return;
+        }
+        if fleet.metrics.replay_complete.get() == 0 {
             fleet.metrics.replay_complete.set(1);
             log::info!("fleet: replay complete at sequence {applied}");
         }
-        if applied >= replay_to {
-            if let Some(r) = ready.lock().take() {
-                r.notify_ready();
-            }
+        if let Some(r) = ready.lock().take() {
+            r.notify_ready();
         }
     };
     mark_replayed(applied);
