@@ -47,6 +47,9 @@ pub struct TieredStore {
     /// object loaded from the hot set while one ran is dropped again, so a purge can never be
     /// undone by the warm-up reading the object just before its file was removed.
     purges: std::sync::atomic::AtomicU64,
+    /// Length and CRC of the hot set last written (0: none), so an unchanged set is not
+    /// written again every few seconds.
+    hot_set_written: std::sync::atomic::AtomicU64,
 }
 
 fn internal(msg: &'static str) -> Box<Error> {
@@ -71,6 +74,7 @@ impl TieredStore {
             disk,
             lookups,
             purges: std::sync::atomic::AtomicU64::new(0),
+            hot_set_written: std::sync::atomic::AtomicU64::new(0),
         }
     }
 

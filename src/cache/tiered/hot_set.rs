@@ -12,24 +12,33 @@ pub const HOT_SET_MAX: usize = 100_000;
 impl TieredStore {
     /// Write the memory tier's objects (their keys, at most [`HOT_SET_MAX`]) beside the disk
     /// tier, for the next process to load back ([`TieredStore::warm_from_hot_set`]): an upgrade
-    /// or restart then starts with a warm memory tier, not only a warm disk. Blocking.
+    /// or restart then starts with a warm memory tier, not only a warm disk. A set unchanged
+    /// since the last write is not written again. Blocking.
     pub fn save_hot_set(&self) -> std::io::Result<usize> {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering;
         let Some(disk) = self.disk else {
             return Ok(0);
         };
         let set = self.memory.hot_set(HOT_SET_MAX);
-        let mut text = String::with_capacity(set.len() * 36);
+        let mut text = String::with_capacity(set.len() * 35);
         for (hash, private) in &set {
             for b in hash {
-                text.push_str(&format!("{b:02x}"));
+                let _ = write!(text, "{b:02x}");
             }
             text.push_str(if *private { " s\n" } else { " p\n" });
         }
+        let stamp = (text.len() as u64) << 32 | u64::from(crc32fast::hash(text.as_bytes()));
+        if self.hot_set_written.swap(stamp, Ordering::Relaxed) == stamp {
+            return Ok(set.len());
+        }
         let file = disk.hot_set_file();
         let tmp = file.with_extension("tmp");
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, &file)?;
-        Ok(set.len())
+        let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &file));
+        if written.is_err() {
+            self.hot_set_written.store(0, Ordering::Relaxed); // try again next time
+        }
+        written.map(|()| set.len())
     }
 
     /// Load the objects the previous process had in memory (its hot set) from the disk tier
