@@ -43,28 +43,9 @@ import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.environ.get("TOLLGATE_BIN", os.path.join(ROOT, "target/release/tollgate"))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from loopback import BIN, ROOT, free_port, percentile, start_nats, wait_port  # noqa: E402
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, what, proc, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"{what} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"{what} not listening on {port} within {timeout} s")
 
 
 def cpu_ticks(pid):
@@ -128,11 +109,6 @@ fleet: {{ node_id: {name}, nats: {{ url: ["{nats_url}"] }} }}
         if r.status != 200:
             sys.exit(f"{path} on {self.name}: {r.status} {text!r}")
         return json.loads(text)
-
-
-def percentile(values, p):
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
 def report(kind, samples):
@@ -252,18 +228,11 @@ def main():
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is needed")
-    nats_bin = next(p for p in ("/usr/sbin/nats-server", shutil.which("nats-server")) if p and os.path.exists(p))
     work = tempfile.mkdtemp(prefix="tollgate-fleet-bench-")
     procs = []
     try:
-        nats_port = free_port()
-        nats = subprocess.Popen(
-            ["taskset", "-c", "1", nats_bin, "-js", "-a", "127.0.0.1", "-p", str(nats_port),
-             "-sd", os.path.join(work, "js")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        nats, nats_port, nats_bin = start_nats(os.path.join(work, "js"), cpu=1)
         procs.append(nats)
-        wait_port(nats_port, "nats-server", nats)
         origin_port = free_port()
         origin = subprocess.Popen(
             ["taskset", "-c", "1", sys.executable, os.path.join(ROOT, "benches/peers/origin.py"), str(origin_port)],

@@ -34,8 +34,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.environ.get("TOLLGATE_BIN", os.path.join(ROOT, "target/release/tollgate"))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from loopback import BIN, ROOT, free_port, percentile, start_nats, wait_port  # noqa: E402
 HOST = "news.example"
 COUNT = {"n": 0}
 LOCK = threading.Lock()
@@ -61,25 +61,6 @@ class Origin(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, what, proc, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc is not None and proc.poll() is not None:
-            sys.exit(f"{what} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"{what} not listening on {port} within {timeout} s")
 
 
 def start_nodes(work, phase, shield, nats_url, origin_port, secret):
@@ -132,8 +113,8 @@ def ask(conn, path):
 
 
 def pct(values, p):
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] * 1000 if s else float("nan")
+    """A percentile in ms."""
+    return percentile(values, p) * 1000
 
 
 def phase(name, shield, args, work, nats_url, origin_port, secret):
@@ -166,16 +147,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--objects", type=int, default=1000)
     args = ap.parse_args()
-    nats_bin = next(p for p in ("/usr/sbin/nats-server", shutil.which("nats-server")) if p and os.path.exists(p))
     work = tempfile.mkdtemp(prefix="tollgate-shield-bench-")
     nats = None
     try:
-        nats_port = free_port()
-        nats = subprocess.Popen(
-            [nats_bin, "-js", "-a", "127.0.0.1", "-p", str(nats_port), "-sd", os.path.join(work, "js")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_port(nats_port, "nats-server", nats)
+        nats, nats_port, _ = start_nats(os.path.join(work, "js"))
         server = ThreadingHTTPServer(("127.0.0.1", 0), Origin)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         secret = os.path.join(work, "fleet.secret")
