@@ -273,7 +273,7 @@ async fn nats_down_serving_goes_on_and_every_event_is_applied_once_it_is_back() 
 
     fleet.nats.kill();
     for node in &fleet.nodes {
-        node.poll_metric(
+        node.expect_metric(
             "tollgate_fleet_connected",
             &[],
             Duration::from_secs(5),
@@ -304,7 +304,7 @@ async fn nats_down_serving_goes_on_and_every_event_is_applied_once_it_is_back() 
 
     fleet.nats.start_again();
     for node in &fleet.nodes {
-        node.poll_metric(
+        node.expect_metric(
             "tollgate_fleet_connected",
             &[],
             Duration::from_secs(10),
@@ -466,7 +466,7 @@ async fn a_key_set_published_once_verifies_on_every_node_and_survives_a_restart_
     let kv = js.get_key_value("tollgate-keys").await.unwrap();
     kv.put("jwks", "{not a key set".into()).await.unwrap();
     for node in &fleet.nodes {
-        node.poll_metric(
+        node.expect_metric(
             "tollgate_fleet_events_rejected_total",
             &[],
             Duration::from_secs(2),
@@ -514,7 +514,7 @@ async fn a_bad_control_event_is_skipped_and_counted_and_the_next_one_applies() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["seq"], 4, "{answer}");
     for node in &fleet.nodes {
-        node.poll_metric(
+        node.expect_metric(
             "tollgate_fleet_last_applied_sequence",
             &[],
             Duration::from_secs(2),

@@ -722,6 +722,23 @@ impl Edge {
         self.start_again();
     }
 
+    /// [`Edge::poll_metric`] for a series that must come to satisfy `ok` within `timeout`:
+    /// panics with the last value (and the node's log tail) when it does not.
+    pub async fn expect_metric(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        timeout: Duration,
+        ok: impl Fn(f64) -> bool,
+    ) {
+        let (v, held) = self.poll_metric(name, labels, timeout, ok).await;
+        assert!(
+            held,
+            "{name}{labels:?} = {v} after {timeout:?}; stderr tail:\n{}",
+            self.stderr_tail(20)
+        );
+    }
+
     /// Poll `/metrics` (every 50 ms, up to `timeout`) until `ok(value)` holds for the series;
     /// returns the last value and whether it held. A family not exported yet is waited for as
     /// in [`Edge::wait_metric`].
