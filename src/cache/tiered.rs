@@ -44,8 +44,8 @@ pub struct TieredStore {
     disk: Option<&'static DiskStore>,
     lookups: Option<LookupMetrics>,
     /// Incremented as each purge or invalidation starts and ends (odd: one is running): an
-    /// object loaded from the hot set while one ran is dropped again, so a purge can never be
-    /// undone by the warm-up reading the object just before its file was removed.
+    /// object read from disk while one ran is not promoted to memory ([`TieredStore::promote`]),
+    /// so a purge can never be undone by a disk read that began just before the file went.
     purges: std::sync::atomic::AtomicU64,
     /// Length and CRC of the hot set last written (0: none), so an unchanged set is not
     /// written again every few seconds.
@@ -176,6 +176,34 @@ impl TieredStore {
         n
     }
 
+    /// The purge epoch now, or `None` while a purge or invalidation runs (what the disk tier
+    /// returns then may be an object it is removing: not to be promoted).
+    fn purge_epoch(&self) -> Option<u64> {
+        let epoch = self.purges.load(std::sync::atomic::Ordering::SeqCst);
+        (epoch % 2 == 0).then_some(epoch)
+    }
+
+    /// Store an object read from the disk tier in memory (a complete disk hit, or the hot set
+    /// of the previous process), unless a purge or invalidation started since `epoch` (taken
+    /// before the read): the promotion could otherwise put back what the purge removed.
+    /// Returns whether the object stayed.
+    fn promote(
+        &self,
+        epoch: u64,
+        hash: HashBinary,
+        path: Arc<str>,
+        variant: Variant,
+        meta: &CacheMeta,
+        body: Bytes,
+    ) -> bool {
+        self.memory.admit(hash, path, variant, meta, body);
+        if self.purges.load(std::sync::atomic::Ordering::SeqCst) != epoch {
+            self.memory.forget(&hash);
+            return false;
+        }
+        true
+    }
+
     /// Count a memory hit served without [`Storage::lookup`] (the connection-level hit path).
     pub fn count_memory_hit(&self) {
         self.count(|m| &m.memory_hit);
@@ -204,6 +232,8 @@ impl Storage for TieredStore {
             return Ok(None);
         };
         let hash = key.combined_bin();
+        // taken before the disk read: a purge that starts meanwhile cancels the promotion
+        let epoch = self.purge_epoch();
         let opened = match disk.open_object_nonblocking(&hash) {
             Some(hot) => Some(hot),
             None => blocking(move || disk.open_object(&hash)).await?,
@@ -222,13 +252,16 @@ impl Storage for TieredStore {
             table,
             body,
         } = opened;
-        let promote = (fixed.body_len <= self.memory.max_object_size()).then(|| Promote {
-            memory: self.memory,
-            hash,
-            path,
-            variant: super::key::variant_of(key.primary_key()).unwrap_or(Variant::Public),
-            meta: raw_meta,
-        });
+        let promote = epoch
+            .filter(|_| fixed.body_len <= self.memory.max_object_size())
+            .map(|epoch| Promote {
+                store: self,
+                epoch,
+                hash,
+                path,
+                variant: super::key::variant_of(key.primary_key()).unwrap_or(Variant::Public),
+                meta: raw_meta,
+            });
         let hit = DiskHit {
             disk,
             file,
@@ -327,9 +360,11 @@ impl Storage for TieredStore {
     }
 }
 
-/// What a complete disk read promotes into memory.
+/// What a complete disk read promotes into memory ([`TieredStore::promote`]).
 struct Promote {
-    memory: &'static MemoryStore,
+    store: &'static TieredStore,
+    /// The purge epoch when the read began.
+    epoch: u64,
     hash: HashBinary,
     path: Arc<str>,
     variant: Variant,
@@ -368,7 +403,8 @@ impl DiskHit {
             return;
         }
         if let Some(meta) = p.meta.to_meta() {
-            p.memory.admit(p.hash, p.path, p.variant, &meta, body);
+            p.store
+                .promote(p.epoch, p.hash, p.path, p.variant, &meta, body);
         }
     }
 }

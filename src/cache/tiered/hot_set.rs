@@ -68,10 +68,9 @@ impl TieredStore {
             if self.memory.fresh_or_stale_present(&hash) {
                 continue;
             }
-            let epoch = self.purges.load(std::sync::atomic::Ordering::SeqCst);
-            if epoch % 2 == 1 {
+            let Some(epoch) = self.purge_epoch() else {
                 continue; // a purge is running: leave this one to the disk tier
-            }
+            };
             let Some((path, meta, body)) = disk.read_whole(&hash) else {
                 continue; // purged or evicted since
             };
@@ -83,9 +82,7 @@ impl TieredStore {
             } else {
                 Variant::Public
             };
-            self.memory.admit(hash, path, variant, &meta, body);
-            if self.purges.load(std::sync::atomic::Ordering::SeqCst) != epoch {
-                self.memory.forget(&hash);
+            if !self.promote(epoch, hash, path, variant, &meta, body) {
                 continue;
             }
             warmed += 1;
