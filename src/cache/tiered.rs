@@ -180,7 +180,7 @@ impl TieredStore {
     /// returns then may be an object it is removing: not to be promoted).
     fn purge_epoch(&self) -> Option<u64> {
         let epoch = self.purges.load(std::sync::atomic::Ordering::SeqCst);
-        (epoch % 2 == 0).then_some(epoch)
+        epoch.is_multiple_of(2).then_some(epoch)
     }
 
     /// Store an object read from the disk tier in memory (a complete disk hit, or the hot set
