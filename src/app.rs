@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 mod drain;
 mod front;
+mod h2;
 pub mod proxy_protocol;
 
 use anyhow::Context;

@@ -45,6 +45,7 @@ pub mod demo;
 pub mod edge;
 pub mod fleet;
 pub mod http1;
+pub mod http2;
 pub mod logger;
 pub mod metrics;
 pub mod origins;

@@ -17,6 +17,7 @@ mod caching;
 pub mod fast;
 mod finish;
 pub mod freshness;
+pub mod handovers;
 pub mod invalidate;
 pub mod respond;
 pub mod session;
@@ -46,6 +47,8 @@ use finish::Finished;
 pub struct TollgateProxy {
     edge: Arc<Edge>,
     access_log: Option<AccessLog>,
+    /// Decisions the HTTP/2 loop hands to the proxy (shared by every clone).
+    handovers: Arc<handovers::Handovers>,
 }
 
 impl TollgateProxy {
@@ -54,7 +57,13 @@ impl TollgateProxy {
         TollgateProxy {
             edge,
             access_log: None,
+            handovers: Arc::default(),
         }
+    }
+
+    /// Decisions the HTTP/2 loop leaves for the proxy ([`handovers`]).
+    pub fn handovers(&self) -> &handovers::Handovers {
+        &self.handovers
     }
 
     /// The edge state this proxy serves from.
@@ -249,7 +258,7 @@ impl ProxyHttp for TollgateProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         match self.admit(session, ctx).await {
-            None => self.hit_in_filter(session, ctx).await,
+            None => Ok(false),
             Some(answer) => {
                 ctx.local_status = Some(answer.status());
                 respond::answer(session, &answer).await?;

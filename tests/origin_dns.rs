@@ -65,9 +65,17 @@ fn name_server(answer: Answer) -> u16 {
 #[tokio::test]
 async fn a_moved_origin_is_followed_and_a_failing_name_server_keeps_the_last_address() {
     let key = tokens::es256("k1");
-    let first = Origin::start();
+    // two origins on one port, at 127.0.0.1 and 127.0.0.2: a port free on the first address
+    // may be taken on the second (by another test), so a few are tried
+    let (first, moved) = (0..20)
+        .find_map(|_| {
+            let first = Origin::start();
+            let port = first.addr.port();
+            let moved = Origin::try_start_at(&format!("127.0.0.2:{port}")).ok()?;
+            Some((first, moved))
+        })
+        .expect("a port free on both 127.0.0.1 and 127.0.0.2");
     let port = first.addr.port();
-    let moved = Origin::start_at(&format!("127.0.0.2:{port}"));
     let answer: Answer = Arc::new(Mutex::new(Some((Ipv4Addr::new(127, 0, 0, 1), 1))));
     let dns = name_server(answer.clone());
     let edge = Edge::start_with(

@@ -48,8 +48,8 @@ const KEPT_ANSWER_BUFFER: usize = 4096;
 
 /// The edge's listening app: the hit path in front of `inner` (the proxy).
 pub struct Front<A> {
-    inner: Arc<A>,
-    fast: TollgateProxy,
+    pub(super) inner: Arc<A>,
+    pub(super) fast: TollgateProxy,
     linger: Duration,
     /// Plain connections start with a PROXY header (TLS ones had it read before the handshake).
     proxy_protocol: bool,
@@ -489,6 +489,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
         if h2c || !h1 {
             if !buf.is_empty() {
                 // bytes after a PROXY header would be lost to Pingora's own HTTP/2 reader
+                return None;
+            }
+            if !h2c && self.fast.fast_hits() {
+                super::h2::serve(self, stream, shutdown).await;
                 return None;
             }
             return self.inner.process_new(stream, shutdown).await;

@@ -15,7 +15,9 @@
 //! thing the proxy still needs from the origin's head, its `Cache-Control` for the freshness
 //! rules, is kept beside the bytes when it was replaced.
 
-use bytes::{BufMut, Bytes};
+use std::sync::OnceLock;
+
+use bytes::{BufMut, Bytes, BytesMut};
 use pingora_http::ResponseHeader;
 
 use super::key::Variant;
@@ -25,6 +27,19 @@ const PER_ANSWER: [http::HeaderName; 3] = [
     http::header::AGE,
     http::header::DATE,
     http::header::CONNECTION,
+];
+
+/// Fields a stored head's HTTP/2 block leaves out: those HTTP/2 forbids (Pingora's HTTP/2
+/// writer drops them), and those a hit answers per request.
+const H2_DROPPED: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "age",
+    "date",
+    "cache-status",
 ];
 
 /// The most fields a stored head is parsed back with (as many as a request head may carry).
@@ -42,6 +57,9 @@ pub struct StoredHead {
     origin_cache_control: Option<Bytes>,
     /// Subscriber content (`bytes` says `Cache-Control: private`).
     private: bool,
+    /// The sendable head as an HTTP/2 header block ([`StoredHead::sendable_h2`]), encoded on
+    /// the first HTTP/2 hit.
+    h2: OnceLock<Option<Bytes>>,
 }
 
 impl StoredHead {
@@ -100,6 +118,7 @@ impl StoredHead {
             sendable,
             origin_cache_control: (!origin_cc.is_empty()).then(|| Bytes::from(origin_cc)),
             private,
+            h2: OnceLock::new(),
         }
     }
 
@@ -147,6 +166,31 @@ impl StoredHead {
     /// on subscriber content included.
     pub fn sendable_header(&self) -> Option<ResponseHeader> {
         self.sendable.then(|| self.parsed(None)).flatten()
+    }
+
+    /// The sendable head ([`StoredHead::sendable_header`]) as an HTTP/2 header block of
+    /// literals ([`crate::http2::hpack`]): `:status`, then the fields in the order Pingora's
+    /// HTTP/2 writer sends that header, without those HTTP/2 forbids (which that writer drops)
+    /// and without a stored `Cache-Status` (the hit's own replaces it). The hit path adds
+    /// `age`, `cache-status` and `date` per answer. Encoded once, on the first HTTP/2 hit.
+    pub fn sendable_h2(&self) -> Option<&Bytes> {
+        self.h2
+            .get_or_init(|| {
+                let header = self.sendable_header()?;
+                let mut out = BytesMut::with_capacity(self.bytes.len());
+                crate::http2::hpack::put_status(&mut out, header.status.as_u16());
+                for (name, value) in header.headers.iter() {
+                    if !H2_DROPPED.contains(&name.as_str()) {
+                        crate::http2::hpack::put_field(
+                            &mut out,
+                            name.as_str().as_bytes(),
+                            value.as_bytes(),
+                        );
+                    }
+                }
+                Some(out.freeze())
+            })
+            .as_ref()
     }
 
     /// The stored fields, with `origin_cc` (the origin's `Cache-Control` lines) in place of the

@@ -10,6 +10,7 @@ use http::HeaderValue;
 use pingora_proxy::Session;
 
 use super::respond::Answer;
+use super::handovers::{Handovers, HANDOVER_HEADER};
 use super::session;
 use super::{Ctx, TollgateProxy};
 use crate::admission::{self, Handover, Headers, RequestFacts};
@@ -66,8 +67,14 @@ fn request_host(req: &pingora_http::RequestHeader) -> &str {
         .unwrap_or("")
 }
 
-/// The admission the connection loop decided for this request, if it did.
-fn handed_over(session: &Session) -> Option<Handover> {
+/// The admission a connection loop decided for this request, if one did: inside the stream
+/// (HTTP/1), or left in `handovers` under the nonce the request names (HTTP/2). The nonce
+/// field is removed from every request, whichever way it came.
+fn handed_over(session: &mut Session, handovers: &Handovers) -> Option<Handover> {
+    let nonce = session.req_header_mut().remove_header(HANDOVER_HEADER);
+    if session.as_downstream().is_http2() {
+        return handovers.take(nonce?.as_bytes());
+    }
     session
         .downstream_session
         .stream()?
@@ -92,7 +99,7 @@ impl TollgateProxy {
             }
             return Some(Answer::Status(refusal.status()));
         }
-        let outcome = match handed_over(session) {
+        let outcome = match handed_over(session, &self.handovers) {
             Some(decided) => *decided,
             None => {
                 let req = session.req_header();

@@ -1,6 +1,5 @@
-//! The hit path: fresh memory hits answered without Pingora's proxy phases — by the connection
-//! loop (`app::front`) for HTTP/1, and from `request_filter` for HTTP/2
-//! ([`TollgateProxy::hit_in_filter`]).
+//! The hit path: fresh memory hits answered without Pingora's proxy phases, by the connection
+//! loops in front of the proxy — `app::front` for HTTP/1, `app::h2` for HTTP/2.
 //!
 //! Why: on a warm hit, Pingora's HTTP/1 session and proxy state machine cost about twice what
 //! the answer itself costs — the request is parsed into a header map, a cache key, a `CacheMeta`
@@ -20,15 +19,13 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pingora_cache::key::CacheHashKey;
-use pingora_core::Result;
-use pingora_proxy::Session;
 
 use super::respond::{self, Answer};
-use super::{Ctx, TollgateProxy};
+use super::TollgateProxy;
 use crate::access::AuthResult;
-use crate::admission::{self, Handover, Headers, RequestFacts};
+use crate::admission::{self, Handover, Headers, Refused, RequestFacts};
 use crate::auth::Claims;
 use crate::cache::body_file::BodyFile;
 use crate::cache::memory::FreshObject;
@@ -208,6 +205,140 @@ fn hit_request<'a>(req: &httparse::Request<'_, 'a>) -> Option<HitRequest<'a>> {
     (!out.host.is_empty()).then_some(out)
 }
 
+/// A byte HTTP/2's `:path` may carry for this path to answer: what every URI parser reads alike
+/// (RFC 3986 unreserved, sub-delims, `:@/?%`). Others go to the proxy, which refuses what
+/// Pingora's HTTP/2 session refuses.
+fn plain_path_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
+}
+
+/// A header name HTTP/2 allows: a token, in lower case.
+fn h2_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.iter().all(|&b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
+        })
+}
+
+/// A header value `http::HeaderValue` takes as it is.
+fn h2_value(value: &[u8]) -> bool {
+    value.iter().all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
+}
+
+/// Fields HTTP/2 forbids, or that make a request more than a stored object's answer: the
+/// proxy answers a request with one (and Pingora's HTTP/2 session refuses what it refuses).
+const H2_PROXY_ONLY: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "content-length",
+];
+
+/// The request of an HTTP/2 header block that ended its stream (`fields` decoded, in order,
+/// names as sent), as this path needs it, if it is one this path may answer: pseudo-header
+/// fields first and once each, `GET` or `HEAD`, an `http`/`https` scheme, an origin-form
+/// `:path`, valid lower-case names and values, and the same fields as over HTTP/1 (one
+/// `Authorization`, at most [`MAX_COOKIE_HEADERS`] `Cookie`s, none of [`PROXY_ONLY`]).
+/// `Host`, else `:authority`, is the host, as the proxy reads it.
+pub fn hit_request_h2<'a>(fields: &[(&'a [u8], &'a [u8])]) -> Option<HitRequest<'a>> {
+    let (mut method, mut scheme, mut target, mut authority) = (None, None, None, None);
+    let mut pseudo = 0;
+    for &(name, value) in fields {
+        let Some(which) = name.strip_prefix(b":") else {
+            break;
+        };
+        let slot = match which {
+            b"method" => &mut method,
+            b"scheme" => &mut scheme,
+            b"path" => &mut target,
+            b"authority" => &mut authority,
+            _ => return None,
+        };
+        if slot.replace(value).is_some() {
+            return None;
+        }
+        pseudo += 1;
+    }
+    let head = match method? {
+        b"GET" => false,
+        b"HEAD" => true,
+        _ => return None,
+    };
+    if !matches!(scheme?, b"http" | b"https") {
+        return None;
+    }
+    let target = target?;
+    if target.first() != Some(&b'/') || !target.iter().all(|&b| plain_path_byte(b)) {
+        return None;
+    }
+    let target = std::str::from_utf8(target).ok()?;
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut out = HitRequest {
+        head,
+        target,
+        path,
+        query,
+        host: "",
+        headers: Vec::with_capacity(fields.len() - pseudo),
+        forwarded_for: None,
+        forwarded_proto: None,
+        close: false,
+    };
+    let (mut host, mut authorization, mut cookies) = (None, 0, 0);
+    for &(name, value) in &fields[pseudo..] {
+        if !h2_name(name) || !h2_value(value) {
+            return None;
+        }
+        // ASCII, checked just above
+        let name = std::str::from_utf8(name).ok()?;
+        out.headers.push((name, value));
+        match name {
+            "host" => {
+                if host.replace(value).is_some() {
+                    return None;
+                }
+            }
+            "authorization" => {
+                authorization += 1;
+                if authorization > 1 {
+                    return None;
+                }
+            }
+            "cookie" => {
+                cookies += 1;
+                if cookies > MAX_COOKIE_HEADERS {
+                    return None;
+                }
+            }
+            "x-forwarded-for" => {
+                if out.forwarded_for.replace(value).is_some() {
+                    return None;
+                }
+            }
+            "x-forwarded-proto" => {
+                if out.forwarded_proto.replace(value).is_some() {
+                    return None;
+                }
+            }
+            _ if name.starts_with(':')
+                || PROXY_ONLY.contains(&name)
+                || H2_PROXY_ONLY.contains(&name) =>
+            {
+                return None;
+            }
+            _ => {}
+        }
+    }
+    let host = host.or(authority)?;
+    if !http1::valid_host(host) {
+        return None;
+    }
+    out.host = std::str::from_utf8(host).ok()?;
+    Some(out)
+}
+
 /// What the connection loop does with a request it parsed.
 pub enum Fast {
     /// Answer this fresh memory hit.
@@ -224,6 +355,8 @@ pub enum Fast {
 
 /// A `429` about to be written, and what its access-log line and metrics need.
 pub struct Throttled {
+    /// The admission's refusal, for a loop that has the proxy answer it ([`Throttled::handover`]).
+    pub(super) refused: Refused,
     pub(super) start: Instant,
     pub(super) route: usize,
     pub(super) result: AuthResult,
@@ -234,6 +367,13 @@ pub struct Throttled {
     pub(super) query: String,
     /// The request was a HEAD (no body in the answer).
     pub head_only: bool,
+}
+
+impl Throttled {
+    /// The refusal, for the proxy to answer without deciding again ([`crate::admission`]).
+    pub fn handover(self) -> Handover {
+        Box::new(Err(self.refused))
+    }
 }
 
 /// A hit about to be written, and what its access-log line and metrics need afterwards.
@@ -282,6 +422,29 @@ impl FastHit {
         out.extend_from_slice(self.inline_body());
     }
 
+    /// The response as an HTTP/2 header block into `out` (appended): the stored head's block
+    /// ([`crate::cache::head::StoredHead::sendable_h2`]), then `age`, `cache-status` and
+    /// `date`, as the proxy's HTTP/2 answer to a hit has them. `false` if the stored head has
+    /// no such block (it always has one when it has an HTTP/1 head to send).
+    pub fn write_h2_head(&self, out: &mut BytesMut) -> bool {
+        use crate::http2::hpack;
+        let Some(block) = self.object.sendable_h2() else {
+            return false;
+        };
+        out.extend_from_slice(block);
+        let mut digits = [0u8; 20];
+        hpack::put_field(out, b"age", decimal(self.age, &mut digits));
+        hpack::put_field(out, b"cache-status", respond::HIT.as_bytes());
+        let date = pingora_core::protocols::http::date::get_cached_date();
+        hpack::put_field(out, b"date", date.as_bytes());
+        true
+    }
+
+    /// The body to send, if any (none for HEAD).
+    pub fn body_to_send(&self) -> Option<&Bytes> {
+        self.body()
+    }
+
     /// A body small enough to copy behind the head (one write); empty otherwise.
     fn inline_body(&self) -> &[u8] {
         match self.body() {
@@ -319,6 +482,19 @@ impl FastHit {
 
     fn body(&self) -> Option<&Bytes> {
         (!self.head_only).then(|| self.object.body())
+    }
+}
+
+/// `n` in decimal, written at the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
     }
 }
 
@@ -368,21 +544,25 @@ impl TollgateProxy {
         let admitted = match admission::admit(edge, &facts).await {
             Ok(admitted) => admitted,
             Err(refused) => {
-                return match (&refused.answer, refused.route, refused.auth) {
-                    (Answer::Throttled(retry_after), Some(route), Some(result)) => {
-                        Fast::Throttled(Box::new(Throttled {
-                            start,
-                            route,
-                            result,
-                            retry_after: *retry_after,
-                            host: req.host.to_ascii_lowercase(),
-                            path: self.token_free_path(req.path),
-                            query: strip_query_params(req.query, &edge.query_token_names)
-                                .into_owned(),
-                            head_only: req.head,
-                        }))
+                let throttled = match (&refused.answer, refused.route, refused.auth) {
+                    (&Answer::Throttled(retry_after), Some(route), Some(result)) => {
+                        Some((retry_after, route, result))
                     }
-                    _ => Fast::Proxy(Box::new(Err(refused))),
+                    _ => None,
+                };
+                return match throttled {
+                    Some((retry_after, route, result)) => Fast::Throttled(Box::new(Throttled {
+                        refused,
+                        start,
+                        route,
+                        result,
+                        retry_after,
+                        host: req.host.to_ascii_lowercase(),
+                        path: self.token_free_path(req.path),
+                        query: strip_query_params(req.query, &edge.query_token_names).into_owned(),
+                        head_only: req.head,
+                    })),
+                    None => Fast::Proxy(Box::new(Err(refused))),
                 };
             }
         };
@@ -421,53 +601,6 @@ impl TollgateProxy {
             stored_head,
             slow,
         })
-    }
-
-    /// A fresh memory hit on a request the connection loop does not read (HTTP/2), answered
-    /// from `request_filter` after admission, without the rest of the proxy's pipeline: the
-    /// same stored head as the loop writes, `Age`, `Cache-Status`, `Date`. Counted as the
-    /// loop counts its hits; `logging` writes the request's record. `Ok(false)`: not such a
-    /// hit, the proxy goes on.
-    pub(super) async fn hit_in_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let edge = &*self.edge;
-        if !self.fast_hits() || !session.as_downstream().is_http2() || ctx.from_peer {
-            return Ok(false);
-        }
-        let Some(route) = ctx.route.and_then(|i| edge.config.routes.get(i)) else {
-            return Ok(false);
-        };
-        let req = session.req_header();
-        let head_only = match req.method {
-            http::Method::GET => false,
-            http::Method::HEAD => true,
-            _ => return Ok(false),
-        };
-        if !route.cache.enabled || req.headers.keys().any(|k| PROXY_ONLY.contains(&k.as_str())) {
-            return Ok(false);
-        }
-        let now = SystemTime::now();
-        let key = cache_key(&ctx.host, &ctx.path, &ctx.query, ctx.variant);
-        let Some(object) = edge.store.memory().fresh(&key.combined_bin(), now) else {
-            return Ok(false);
-        };
-        let Some(mut resp) = object.sendable_header() else {
-            return Ok(false);
-        };
-        resp.insert_header(http::header::AGE, object.age(now))?;
-        resp.insert_header("cache-status", respond::HIT)?;
-        let date = pingora_core::protocols::http::date::get_cached_date();
-        resp.insert_header(http::header::DATE, date)?;
-        ctx.memory_hit = true;
-        edge.store.count_memory_hit();
-        edge.metrics.fast_served.inc();
-        session
-            .write_response_header(Box::new(resp), head_only)
-            .await?;
-        if !head_only {
-            let body = object.body().clone();
-            session.write_response_body(Some(body), true).await?;
-        }
-        Ok(true)
     }
 }
 

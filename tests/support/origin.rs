@@ -344,7 +344,12 @@ impl Origin {
     /// Start an origin on `addr` (e.g. `127.0.0.2:<the port of another origin>`, to stand for
     /// the same name at a new address).
     pub fn start_at(addr: &str) -> Origin {
-        let listener = TcpListener::bind(addr).expect("bind origin");
+        Origin::try_start_at(addr).expect("bind origin")
+    }
+
+    /// [`Origin::start_at`], or the error binding `addr` (its port may be taken on that address).
+    pub fn try_start_at(addr: &str) -> std::io::Result<Origin> {
+        let listener = TcpListener::bind(addr)?;
         listener
             .set_nonblocking(true)
             .expect("nonblocking origin listener");
@@ -384,12 +389,12 @@ impl Origin {
                 rt.shutdown_background();
             })
             .expect("spawn origin thread");
-        Origin {
+        Ok(Origin {
             addr,
             state,
             shutdown: Some(tx),
             thread: Some(thread),
-        }
+        })
     }
 
     /// Pad every premium body to at least `n` bytes (to fill a small cache).

@@ -6,7 +6,6 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use pingora_cache::key::HashBinary;
-use pingora_http::ResponseHeader;
 
 use super::{MemoryStore, Stored};
 use crate::cache::body_file::BodyFile;
@@ -55,8 +54,8 @@ impl FreshObject {
         self.0.meta.head.sendable()
     }
 
-    /// The same head as a [`ResponseHeader`], for a hit answered over HTTP/2.
-    pub fn sendable_header(&self) -> Option<ResponseHeader> {
-        self.0.meta.head.sendable_header()
+    /// The same head as an HTTP/2 header block ([`StoredHead::sendable_h2`]).
+    pub fn sendable_h2(&self) -> Option<&Bytes> {
+        self.0.meta.head.sendable_h2()
     }
 }
