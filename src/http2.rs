@@ -1,12 +1,12 @@
 //! HTTP/2 framing as the connection-level hit path needs it (RFC 9113): frame heads, the
-//! frames a server writes, SETTINGS, and HPACK literals (RFC 7541).
+//! frames a server writes, SETTINGS, and HPACK (RFC 7541).
 //!
 //! Header blocks this edge writes never touch the peer's dynamic table: every field is a
 //! literal without indexing (a static-table name where one exists). Such a block means the
 //! same whatever was sent before it on the connection, so blocks from two writers — the hit
 //! path's own and those of Pingora's HTTP/2 session behind it (`app::h2`) — can share one
-//! connection. Decoding the client's blocks, which do use the dynamic table, is
-//! `loona-hpack`'s.
+//! connection. The client's blocks, which do use the dynamic table, are decoded by
+//! [`hpack::Decoder`] (with the Huffman code of [`huffman`]).
 //!
 //! Ground floor: imports nothing from the crate.
 
@@ -190,112 +190,8 @@ pub fn unpadded(head: &Head, payload: &[u8]) -> Option<core::ops::Range<usize>> 
     (start <= end).then_some(start..end)
 }
 
-/// HPACK: literals without indexing (RFC 7541 §6.2.2), never Huffman-coded.
-pub mod hpack {
-    use bytes::{BufMut, BytesMut};
-
-    /// An integer with an `n`-bit prefix whose high bits are `first`.
-    pub fn put_int(out: &mut BytesMut, first: u8, n: u32, mut value: usize) {
-        let max = (1usize << n) - 1;
-        if value < max {
-            out.put_u8(first | value as u8);
-            return;
-        }
-        out.put_u8(first | max as u8);
-        value -= max;
-        while value >= 128 {
-            out.put_u8((value % 128) as u8 | 0x80);
-            value /= 128;
-        }
-        out.put_u8(value as u8);
-    }
-
-    fn put_string(out: &mut BytesMut, s: &[u8]) {
-        put_int(out, 0, 7, s.len());
-        out.put_slice(s);
-    }
-
-    /// A field whose name is entry `index` of the static table.
-    pub fn put_indexed_name(out: &mut BytesMut, index: usize, value: &[u8]) {
-        put_int(out, 0, 4, index);
-        put_string(out, value);
-    }
-
-    /// A field with a literal name (lower-case, as HTTP/2 requires).
-    pub fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-        match static_name(name) {
-            Some(index) => put_indexed_name(out, index, value),
-            None => {
-                out.put_u8(0);
-                put_string(out, name);
-                put_string(out, value);
-            }
-        }
-    }
-
-    /// `:status`: the static table's entry for the common ones, else a literal.
-    pub fn put_status(out: &mut BytesMut, status: u16) {
-        let indexed = match status {
-            200 => 8,
-            204 => 9,
-            206 => 10,
-            304 => 11,
-            400 => 12,
-            404 => 13,
-            500 => 14,
-            _ => 0,
-        };
-        if indexed != 0 {
-            out.put_u8(0x80 | indexed);
-        } else {
-            let digits = [
-                b'0' + (status / 100 % 10) as u8,
-                b'0' + (status / 10 % 10) as u8,
-                b'0' + (status % 10) as u8,
-            ];
-            put_indexed_name(out, 8, &digits);
-        }
-    }
-
-    /// The static table's names (RFC 7541 Appendix A) a response is likely to carry, with
-    /// their first index.
-    const STATIC_NAMES: [(&[u8], usize); 27] = [
-        (b"accept-ranges", 18),
-        (b"access-control-allow-origin", 20),
-        (b"age", 21),
-        (b"allow", 22),
-        (b"cache-control", 24),
-        (b"content-disposition", 25),
-        (b"content-encoding", 26),
-        (b"content-language", 27),
-        (b"content-length", 28),
-        (b"content-location", 29),
-        (b"content-range", 30),
-        (b"content-type", 31),
-        (b"date", 33),
-        (b"etag", 34),
-        (b"expires", 36),
-        (b"last-modified", 44),
-        (b"link", 45),
-        (b"location", 46),
-        (b"refresh", 52),
-        (b"retry-after", 53),
-        (b"server", 54),
-        (b"set-cookie", 55),
-        (b"strict-transport-security", 56),
-        (b"transfer-encoding", 57),
-        (b"vary", 59),
-        (b"via", 60),
-        (b"www-authenticate", 61),
-    ];
-
-    fn static_name(name: &[u8]) -> Option<usize> {
-        STATIC_NAMES
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|&(_, i)| i)
-    }
-}
+pub mod hpack;
+mod huffman;
 
 #[cfg(test)]
 mod tests {

@@ -116,7 +116,7 @@ struct Conn<'f, A> {
     preface: bool,
     out: BytesMut,
     unflushed: bool,
-    decoder: loona_hpack::Decoder<'static>,
+    decoder: hpack::Decoder,
     /// Decoded fields of the current block: bytes, and (name, value) spans into them.
     arena: Vec<u8>,
     spans: Vec<(Range<usize>, Range<usize>)>,
@@ -161,7 +161,7 @@ where
         preface: false,
         out: BytesMut::with_capacity(16 * 1024),
         unflushed: false,
-        decoder: loona_hpack::Decoder::new(),
+        decoder: hpack::Decoder::new(http2::DEFAULT_TABLE_SIZE),
         arena: Vec::new(),
         spans: Vec::new(),
         scratch: BytesMut::new(),
@@ -181,8 +181,6 @@ where
         last_active: now,
         last_written: now,
     };
-    conn.decoder
-        .set_max_allowed_table_size(http2::DEFAULT_TABLE_SIZE);
     conn.run().await;
     conn.end().await;
 }
@@ -655,7 +653,7 @@ where
 
     /// A complete header block from the client: a request, or a bridged stream's trailers.
     async fn on_block(&mut self, s: u32, end_stream: bool, block: &[u8]) -> Result<(), ConnError> {
-        self.decode(block)?;
+        let whole = self.decode(block)?;
         if let Some(open) = self.streams.get_mut(&s) {
             if !open.bridged || open.client_done || !end_stream {
                 return Err(ConnError(code::PROTOCOL_ERROR));
@@ -673,24 +671,43 @@ where
             http2::put_rst(&mut self.out, s, code::REFUSED_STREAM);
             return Ok(());
         }
+        if !whole {
+            // as Pingora's session (`h2`) answers it: 431, and the stream reset if still open
+            self.scratch.clear();
+            hpack::put_status(&mut self.scratch, 431);
+            http2::put_headers(&mut self.out, s, &self.scratch, true, self.peer_max_frame);
+            if !end_stream {
+                http2::put_rst(&mut self.out, s, code::PROTOCOL_ERROR);
+            }
+            return Ok(());
+        }
         self.on_request(s, end_stream).await;
         Ok(())
     }
 
-    /// Decode a header block into `arena`/`spans`.
-    fn decode(&mut self, block: &[u8]) -> Result<(), ConnError> {
+    /// Decode a header block into `arena`/`spans`; `false` if its fields are larger than
+    /// [`MAX_HEADER_LIST`] (as HTTP/2 counts them; nothing of them is kept then).
+    fn decode(&mut self, block: &[u8]) -> Result<bool, ConnError> {
         self.arena.clear();
         self.spans.clear();
         let (arena, spans) = (&mut self.arena, &mut self.spans);
+        let mut size = 0;
         self.decoder
-            .decode_with_cb(block, |name, value| {
-                let n = arena.len()..arena.len() + name.len();
-                arena.extend_from_slice(&name);
-                let v = arena.len()..arena.len() + value.len();
-                arena.extend_from_slice(&value);
-                spans.push((n, v));
+            .decode(block, |name, value| {
+                size += name.len() + value.len() + 32;
+                if size <= MAX_HEADER_LIST as usize {
+                    let n = arena.len()..arena.len() + name.len();
+                    arena.extend_from_slice(name);
+                    let v = arena.len()..arena.len() + value.len();
+                    arena.extend_from_slice(value);
+                    spans.push((n, v));
+                }
             })
-            .map_err(|_| ConnError(code::COMPRESSION_ERROR))
+            .map_err(|e| {
+                log::debug!("HTTP/2 header block refused: {}", e.0);
+                ConnError(code::COMPRESSION_ERROR)
+            })?;
+        Ok(size <= MAX_HEADER_LIST as usize)
     }
 
     /// A new stream's request (decoded in `arena`/`spans`): answered here if it is a fresh
