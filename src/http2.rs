@@ -113,7 +113,13 @@ pub fn put_frame(out: &mut BytesMut, kind: u8, flags: u8, stream: u32, payload: 
 }
 
 /// Append a header block as HEADERS (and CONTINUATION frames past `max_frame` bytes).
-pub fn put_headers(out: &mut BytesMut, stream: u32, block: &[u8], end_stream: bool, max_frame: usize) {
+pub fn put_headers(
+    out: &mut BytesMut,
+    stream: u32,
+    block: &[u8],
+    end_stream: bool,
+    max_frame: usize,
+) {
     let mut chunks = block.chunks(max_frame.max(1));
     let first = chunks.next().unwrap_or_default();
     let rest = chunks.len();
@@ -135,7 +141,13 @@ pub fn put_rst(out: &mut BytesMut, stream: u32, error: u32) {
 
 /// Append WINDOW_UPDATE.
 pub fn put_window_update(out: &mut BytesMut, stream: u32, increment: u32) {
-    put_frame(out, kind::WINDOW_UPDATE, 0, stream, &increment.to_be_bytes());
+    put_frame(
+        out,
+        kind::WINDOW_UPDATE,
+        0,
+        stream,
+        &increment.to_be_bytes(),
+    );
 }
 
 /// Append GOAWAY.
@@ -191,7 +203,7 @@ pub fn unpadded(head: &Head, payload: &[u8]) -> Option<core::ops::Range<usize>> 
 }
 
 pub mod hpack;
-mod huffman;
+pub mod huffman;
 
 #[cfg(test)]
 mod tests {
@@ -238,11 +250,17 @@ mod tests {
         let mut out = BytesMut::new();
         put_headers(&mut out, 3, &[7u8; 40], true, 16);
         let h = Head::parse(&out).unwrap();
-        assert_eq!((h.len, h.kind, h.flags, h.stream), (16, kind::HEADERS, flag::END_STREAM, 3));
+        assert_eq!(
+            (h.len, h.kind, h.flags, h.stream),
+            (16, kind::HEADERS, flag::END_STREAM, 3)
+        );
         let c = Head::parse(&out[9 + 16..]).unwrap();
         assert_eq!((c.kind, c.flags), (kind::CONTINUATION, 0));
         let last = Head::parse(&out[2 * (9 + 16)..]).unwrap();
-        assert_eq!((last.len, last.kind, last.flags), (8, kind::CONTINUATION, flag::END_HEADERS));
+        assert_eq!(
+            (last.len, last.kind, last.flags),
+            (8, kind::CONTINUATION, flag::END_HEADERS)
+        );
         let mut s = BytesMut::new();
         put_settings(&mut s, &[(setting::MAX_CONCURRENT_STREAMS, 100)]);
         let v: Vec<_> = settings(&s[9..]).unwrap().collect();
@@ -252,11 +270,21 @@ mod tests {
 
     #[test]
     fn padding_and_priority_are_taken_off_and_bad_padding_is_refused() {
-        let head = Head { len: 10, kind: kind::HEADERS, flags: flag::PADDED | flag::PRIORITY, stream: 1 };
+        let head = Head {
+            len: 10,
+            kind: kind::HEADERS,
+            flags: flag::PADDED | flag::PRIORITY,
+            stream: 1,
+        };
         let payload = [2u8, 0, 0, 0, 1, 16, b'a', b'b', 0, 0];
         assert_eq!(unpadded(&head, &payload), Some(6..8));
         assert_eq!(unpadded(&head, &[9u8, 1, 2]), None);
-        let data = Head { len: 3, kind: kind::DATA, flags: 0, stream: 1 };
+        let data = Head {
+            len: 3,
+            kind: kind::DATA,
+            flags: 0,
+            stream: 1,
+        };
         assert_eq!(unpadded(&data, b"abc"), Some(0..3));
     }
 }

@@ -961,9 +961,12 @@ async fn a_session_seen_from_too_many_addresses_or_players_revokes_itself() {
         );
     }
     // (counted before the refusal is answered; polled, as a scrape under load can come late)
-    edge.expect_metric("tollgate_auto_revocations_total", &[], Duration::from_secs(5), |v| {
-        v >= 1.0
-    })
+    edge.expect_metric(
+        "tollgate_auto_revocations_total",
+        &[],
+        Duration::from_secs(5),
+        |v| v >= 1.0,
+    )
     .await;
     let list = edge.revocations().await;
     let e = list

@@ -70,7 +70,11 @@ enum Out {
     /// Frames that are not flow-controlled (a whole header block); `end`: they end the stream.
     Frames { bytes: Bytes, end: bool },
     /// A body part; `credit`: the session behind sent it, and is credited once it is written.
-    Data { bytes: Bytes, end: bool, credit: u32 },
+    Data {
+        bytes: Bytes,
+        end: bool,
+        credit: u32,
+    },
 }
 
 /// A stream that is still open: answered by the session behind, or with output waiting.
@@ -443,7 +447,8 @@ where
                 if s == 0 || s % 2 == 0 {
                     return Err(ConnError(code::PROTOCOL_ERROR));
                 }
-                let part = http2::unpadded(&head, payload).ok_or(ConnError(code::PROTOCOL_ERROR))?;
+                let part =
+                    http2::unpadded(&head, payload).ok_or(ConnError(code::PROTOCOL_ERROR))?;
                 let end_stream = head.has(flag::END_STREAM);
                 if head.has(flag::END_HEADERS) {
                     self.on_block(s, end_stream, &payload[part]).await
@@ -776,7 +781,11 @@ where
         }
         if let Some(nonce) = nonce {
             let value = format!("{nonce:x}");
-            hpack::put_field(&mut self.scratch, HANDOVER_HEADER.as_bytes(), value.as_bytes());
+            hpack::put_field(
+                &mut self.scratch,
+                HANDOVER_HEADER.as_bytes(),
+                value.as_bytes(),
+            );
         }
         let max = http2::DEFAULT_MAX_FRAME as usize;
         http2::put_headers(&mut inner.out, s, &self.scratch, end_stream, max);
@@ -918,8 +927,8 @@ where
                     }
                 }
                 kind::DATA => {
-                    let part = http2::unpadded(&head, payload)
-                        .ok_or(ConnError(code::INTERNAL_ERROR))?;
+                    let part =
+                        http2::unpadded(&head, payload).ok_or(ConnError(code::INTERNAL_ERROR))?;
                     let credit = head.len as u32;
                     let out = Out::Data {
                         bytes: frame.slice(HEAD_LEN + part.start..HEAD_LEN + part.end),
@@ -933,9 +942,9 @@ where
                     }
                 }
                 kind::GOAWAY => {
-                    let error = payload
-                        .get(4..8)
-                        .map_or(code::INTERNAL_ERROR, |c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+                    let error = payload.get(4..8).map_or(code::INTERNAL_ERROR, |c| {
+                        u32::from_be_bytes([c[0], c[1], c[2], c[3]])
+                    });
                     if error == code::NO_ERROR {
                         self.go_away();
                     } else {

@@ -304,7 +304,11 @@ impl Decoder {
         if !huffman {
             return Ok(Str::Raw(start, end));
         }
-        let buf = if name { &mut self.name } else { &mut self.value };
+        let buf = if name {
+            &mut self.name
+        } else {
+            &mut self.value
+        };
         buf.clear();
         huffman::decode(&block[start..end], buf).map_err(|_| Invalid("a bad Huffman string"))?;
         Ok(Str::Decoded)
@@ -374,7 +378,9 @@ mod tests {
     }
 
     fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     /// RFC 7541 Appendix C.4: three requests, Huffman-coded, sharing the dynamic table.
@@ -394,7 +400,9 @@ mod tests {
                 (":authority", "www.example.com")
             ])
         );
-        let c42 = [0x82, 0x86, 0x84, 0xbe, 0x58, 0x86, 0xa8, 0xeb, 0x10, 0x64, 0x9c, 0xbf];
+        let c42 = [
+            0x82, 0x86, 0x84, 0xbe, 0x58, 0x86, 0xa8, 0xeb, 0x10, 0x64, 0x9c, 0xbf,
+        ];
         assert_eq!(
             decode_all(&mut d, &c42).unwrap(),
             pairs(&[
@@ -438,7 +446,10 @@ mod tests {
             let want: Vec<(String, String)> = headers
                 .iter()
                 .map(|(n, v)| {
-                    (String::from_utf8_lossy(n).into_owned(), String::from_utf8_lossy(v).into_owned())
+                    (
+                        String::from_utf8_lossy(n).into_owned(),
+                        String::from_utf8_lossy(v).into_owned(),
+                    )
                 })
                 .collect();
             assert_eq!(got, want);
@@ -455,19 +466,20 @@ mod tests {
     fn bad_blocks_are_refused() {
         let mut d = Decoder::new(4096);
         for block in [
-            &[0x80][..],             // index 0
-            &[0xff, 0x80, 0x01],     // an index past the table
-            &[0x41],                 // a truncated string
-            &[0x40, 0x85, 0x61],     // a string past the block
-            &[0x3f, 0xe1, 0x7f],     // a table size over the allowed (4096 + ...)
-            &[0x82, 0x20],           // a size update after a field
+            &[0x80][..],                           // index 0
+            &[0xff, 0x80, 0x01],                   // an index past the table
+            &[0x41],                               // a truncated string
+            &[0x40, 0x85, 0x61],                   // a string past the block
+            &[0x3f, 0xe1, 0x7f],                   // a table size over the allowed (4096 + ...)
+            &[0x82, 0x20],                         // a size update after a field
             &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff], // an integer too large
         ] {
             assert!(d.decode(block, |_, _| {}).is_err(), "{block:02x?}");
         }
         // a size update to 0 empties the table; its entries are gone
         let mut d = Decoder::new(4096);
-        d.decode(&[0x40, 0x01, b'a', 0x01, b'b'], |_, _| {}).unwrap();
+        d.decode(&[0x40, 0x01, b'a', 0x01, b'b'], |_, _| {})
+            .unwrap();
         assert!(d.decode(&[0xbe], |_, _| {}).is_ok());
         d.decode(&[0x20], |_, _| {}).unwrap();
         assert!(d.decode(&[0xbe], |_, _| {}).is_err());

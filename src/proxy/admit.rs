@@ -9,8 +9,8 @@ use std::time::Duration;
 use http::HeaderValue;
 use pingora_proxy::Session;
 
-use super::respond::Answer;
 use super::handovers::{Handovers, HANDOVER_HEADER};
+use super::respond::Answer;
 use super::session;
 use super::{Ctx, TollgateProxy};
 use crate::admission::{self, Handover, Headers, RequestFacts};

@@ -222,7 +222,9 @@ fn h2_name(name: &[u8]) -> bool {
 
 /// A header value `http::HeaderValue` takes as it is.
 fn h2_value(value: &[u8]) -> bool {
-    value.iter().all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
+    value
+        .iter()
+        .all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
 }
 
 /// Fields HTTP/2 forbids, or that make a request more than a stored object's answer: the

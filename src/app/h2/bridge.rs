@@ -117,4 +117,3 @@ impl GetSocketDigest for Bridged {
 
 #[async_trait]
 impl Peek for Bridged {}
-
