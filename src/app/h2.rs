@@ -300,6 +300,11 @@ where
                 Poll::Pending => {}
             }
         }
+        if wrote && self.out.is_empty() {
+            // everything left: the connection may be over, and what it waits for next (its
+            // deadline) is no longer the write
+            return Poll::Ready(Woke::Io);
+        }
         if let Some(inner) = &mut self.inner {
             while !inner.out.is_empty() {
                 match Pin::new(&mut inner.io).poll_write(cx, &inner.out) {
