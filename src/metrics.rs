@@ -54,8 +54,8 @@ pub struct Metrics {
     /// `tollgate_access_log_dropped_total{reason}`
     pub access_log_dropped: IntCounterVec,
     /// `tollgate_fast_path_total{outcome}`: fresh memory hits the hit path answered, any
-    /// protocol (`served`), and HTTP/1 requests the connection loop handed to the proxy
-    /// (`proxied`).
+    /// protocol (`served`), and requests a connection loop (HTTP/1 or HTTP/2) handed to the
+    /// proxy (`proxied`).
     pub fast_path: IntCounterVec,
     /// `tollgate_fast_path_total{outcome="served"}`
     pub fast_served: IntCounter,
@@ -185,8 +185,8 @@ impl Metrics {
         let fast_path = IntCounterVec::new(
             Opts::new(
                 "tollgate_fast_path_total",
-                "Fresh memory hits answered by the hit path, any protocol (served), and HTTP/1.1 \
-                 requests the connection loop handed to the proxy (proxied).",
+                "Fresh memory hits answered by the hit path, any protocol (served), and requests \
+                 a connection loop (HTTP/1.1 or HTTP/2) handed to the proxy (proxied).",
             ),
             &["outcome"],
         )?;

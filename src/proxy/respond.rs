@@ -27,7 +27,7 @@ fn body_for(status: u16) -> &'static str {
 }
 
 /// `Cache-Status` of a fresh hit, on every path that serves one (the proxy's phases, the
-/// connection loop, HTTP/2 hits from `request_filter`).
+/// HTTP/1 and HTTP/2 connection loops).
 pub const HIT: &str = "tollgate; hit";
 
 /// Answer from the edge without asking the origin.
