@@ -366,13 +366,20 @@ where
         }
     }
 
-    /// The session behind closed: its open streams are reset.
+    /// The session behind closed: its streams that were not answered in full are reset (those
+    /// whose end is queued, waiting for the client's windows, still go out).
     fn inner_closed(&mut self) {
         self.inner = None;
+        let ends = |o: &Open| {
+            o.answered
+                || o.queue.iter().any(|q| match q {
+                    Out::Frames { end, .. } | Out::Data { end, .. } => *end,
+                })
+        };
         let gone: Vec<u32> = self
             .streams
             .iter()
-            .filter(|(_, o)| o.bridged)
+            .filter(|(_, o)| o.bridged && !ends(o))
             .map(|(&s, _)| s)
             .collect();
         for s in gone {
