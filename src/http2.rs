@@ -170,7 +170,7 @@ pub fn put_settings(out: &mut BytesMut, settings: &[(u16, u32)]) {
 /// The (identifier, value) pairs of a SETTINGS payload; `None` if its length is not a
 /// multiple of six.
 pub fn settings(payload: &[u8]) -> Option<impl Iterator<Item = (u16, u32)> + '_> {
-    (payload.len() % 6 == 0).then(|| {
+    payload.len().is_multiple_of(6).then(|| {
         payload.chunks_exact(6).map(|s| {
             (
                 u16::from_be_bytes([s[0], s[1]]),

@@ -288,7 +288,7 @@ pub fn hit_request_h2<'a>(fields: &[(&'a [u8], &'a [u8])]) -> Option<HitRequest<
         forwarded_proto: None,
         close: false,
     };
-    let (mut host, mut authorization, mut cookies) = (None, 0, 0);
+    let (mut host, mut authorization, mut cookies, mut repeated) = (None, 0, 0, false);
     for &(name, value) in &fields[pseudo..] {
         if !h2_name(name) || !h2_value(value) {
             return None;
@@ -297,33 +297,11 @@ pub fn hit_request_h2<'a>(fields: &[(&'a [u8], &'a [u8])]) -> Option<HitRequest<
         let name = std::str::from_utf8(name).ok()?;
         out.headers.push((name, value));
         match name {
-            "host" => {
-                if host.replace(value).is_some() {
-                    return None;
-                }
-            }
-            "authorization" => {
-                authorization += 1;
-                if authorization > 1 {
-                    return None;
-                }
-            }
-            "cookie" => {
-                cookies += 1;
-                if cookies > MAX_COOKIE_HEADERS {
-                    return None;
-                }
-            }
-            "x-forwarded-for" => {
-                if out.forwarded_for.replace(value).is_some() {
-                    return None;
-                }
-            }
-            "x-forwarded-proto" => {
-                if out.forwarded_proto.replace(value).is_some() {
-                    return None;
-                }
-            }
+            "host" => repeated |= host.replace(value).is_some(),
+            "authorization" => authorization += 1,
+            "cookie" => cookies += 1,
+            "x-forwarded-for" => repeated |= out.forwarded_for.replace(value).is_some(),
+            "x-forwarded-proto" => repeated |= out.forwarded_proto.replace(value).is_some(),
             _ if name.starts_with(':')
                 || PROXY_ONLY.contains(&name)
                 || H2_PROXY_ONLY.contains(&name) =>
@@ -332,6 +310,9 @@ pub fn hit_request_h2<'a>(fields: &[(&'a [u8], &'a [u8])]) -> Option<HitRequest<
             }
             _ => {}
         }
+    }
+    if repeated || authorization > 1 || cookies > MAX_COOKIE_HEADERS {
+        return None;
     }
     let host = host.or(authority)?;
     if !http1::valid_host(host) {
