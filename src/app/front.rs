@@ -48,8 +48,8 @@ const KEPT_ANSWER_BUFFER: usize = 4096;
 
 /// The edge's listening app: the hit path in front of `inner` (the proxy).
 pub struct Front<A> {
-    pub(super) inner: Arc<A>,
-    pub(super) fast: TollgateProxy,
+    inner: Arc<A>,
+    fast: TollgateProxy,
     linger: Duration,
     /// Plain connections start with a PROXY header (TLS ones had it read before the handshake).
     proxy_protocol: bool,
@@ -492,7 +492,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
                 return None;
             }
             if !h2c && self.fast.fast_hits() {
-                super::h2::serve(self, stream, shutdown).await;
+                super::h2::serve(&self.fast, &self.inner, stream, shutdown).await;
                 return None;
             }
             return self.inner.process_new(stream, shutdown).await;

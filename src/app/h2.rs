@@ -34,6 +34,7 @@ use std::future::poll_fn;
 use std::net::IpAddr;
 use std::ops::Range;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -45,8 +46,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::time::Instant;
 use tokio_util::io::poll_read_buf;
 
-use super::front::Front;
 use crate::http2::{self, code, hpack, setting};
+use crate::proxy::TollgateProxy;
 
 /// Streams open at once, as Pingora's HTTP/2 session allows (pingora-core's
 /// `DEFAULT_MAX_CONCURRENT_STREAMS`).
@@ -112,7 +113,10 @@ enum Woke {
 }
 
 struct Conn<'f, A> {
-    front: &'f Front<A>,
+    /// The proxy's hit path (admission, answers, finishing).
+    fast: &'f TollgateProxy,
+    /// The proxy app, for the session behind the loop.
+    app: &'f Arc<A>,
     shutdown: ShutdownWatch,
     io: Stream,
     peer: Option<IpAddr>,
@@ -148,8 +152,12 @@ struct Conn<'f, A> {
 }
 
 /// Serve an HTTP/2 connection (its preface not read yet) until it closes.
-pub(super) async fn serve<A>(front: &Front<A>, io: Stream, shutdown: &ShutdownWatch)
-where
+pub(super) async fn serve<A>(
+    fast: &TollgateProxy,
+    app: &Arc<A>,
+    io: Stream,
+    shutdown: &ShutdownWatch,
+) where
     A: HttpServerApp + Send + Sync + 'static,
 {
     let peer = io
@@ -157,7 +165,8 @@ where
         .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
     let now = Instant::now();
     let mut conn = Conn {
-        front,
+        fast,
+        app,
         shutdown: shutdown.clone(),
         tls: io.get_ssl_digest().is_some(),
         io,
@@ -207,7 +216,7 @@ where
         if !watching {
             self.go_away();
         }
-        let idle_timeout = self.front.fast.edge().config.limits.idle_timeout;
+        let idle_timeout = self.fast.edge().config.limits.idle_timeout;
         loop {
             if let Err(ConnError(code)) = self.on_client_frames().await {
                 self.fail(code);
@@ -269,7 +278,7 @@ where
     async fn end(&mut self) {
         for open in self.streams.values() {
             if let Some(nonce) = open.nonce {
-                self.front.fast.handovers().forget(nonce);
+                self.fast.handovers().forget(nonce);
             }
         }
         self.inner = None;

@@ -19,7 +19,7 @@ where
         }
         let (ours, theirs) = tokio::io::duplex(PIPE);
         let io: Stream = Box::new(bridge::Bridged::new(theirs, &self.io));
-        let app = self.front.inner.clone();
+        let app = self.app.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             ServerApp::process_new(&app, io, &shutdown).await;

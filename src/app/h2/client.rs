@@ -346,8 +346,7 @@ where
     /// A new stream's request (decoded in `arena`/`spans`): answered here if it is a fresh
     /// memory hit, else handed to the session behind with its admission, if one was decided.
     pub(super) async fn on_request(&mut self, s: u32, end_stream: bool) {
-        let front = self.front;
-        let fast = &front.fast;
+        let fast = self.fast;
         let mut handover = None;
         let decided = if end_stream {
             let fields: Vec<(&[u8], &[u8])> = self
@@ -465,6 +464,6 @@ where
             );
             self.ready.push_back(s);
         }
-        self.front.fast.fast_done(hit, len, 0, client);
+        self.fast.fast_done(hit, len, 0, client);
     }
 }

@@ -98,7 +98,7 @@ where
             return;
         };
         if let Some(nonce) = open.nonce {
-            self.front.fast.handovers().forget(nonce);
+            self.fast.handovers().forget(nonce);
         }
         let credit: u32 = open
             .queue
