@@ -19,9 +19,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pingora::lb::health_check::TcpHealthCheck;
+use async_trait::async_trait;
+use pingora::lb::health_check::{HealthObserve, TcpHealthCheck};
 use pingora::lb::selection::consistent::KetamaHashing;
-use pingora::lb::LoadBalancer;
+use pingora::lb::{Backend, LoadBalancer};
 use ring::hmac;
 
 use crate::cache::Variant;
@@ -41,6 +42,26 @@ pub enum Owner<'a> {
     Me,
     /// Another node.
     Peer(&'a Peer),
+}
+
+/// Keeps `tollgate_shield_peer_up` as the health checks see the peers.
+struct PeerUp {
+    up: prometheus::IntGaugeVec,
+    peers: Vec<(SocketAddr, String)>,
+}
+
+#[async_trait]
+impl HealthObserve for PeerUp {
+    async fn observe(&self, target: &Backend, healthy: bool) {
+        let addr = target.addr.as_inet().copied();
+        if let Some((_, id)) = self.peers.iter().find(|(a, _)| Some(*a) == addr) {
+            log::info!(
+                "shield peer {id} is {}",
+                if healthy { "up" } else { "down" }
+            );
+            self.up.with_label_values(&[id]).set(i64::from(healthy));
+        }
+    }
 }
 
 /// This node's view of the shield ring.
@@ -77,6 +98,28 @@ impl Shield {
         let mut check = TcpHealthCheck::new();
         // two failed connects in a row take a peer out, one success brings it back
         check.consecutive_failure = 2;
+        let up = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "tollgate_shield_peer_up",
+                "Whether this node's health checks count the shield peer as up (1; a peer not \
+                 checked yet counts as up) or down (0, its misses go elsewhere).",
+            ),
+            &["peer"],
+        )
+        .map_err(|e| e.to_string())?;
+        let others: Vec<(SocketAddr, String)> = fleet
+            .peers
+            .iter()
+            .filter(|p| p.id != fleet.node_id)
+            .map(|p| (p.addr, p.id.clone()))
+            .collect();
+        for (_, id) in &others {
+            up.with_label_values(&[id]).set(1);
+        }
+        metrics
+            .register(Box::new(up.clone()))
+            .map_err(|e| e.to_string())?;
+        check.health_changed_callback = Some(Box::new(PeerUp { up, peers: others }));
         ring.set_health_check(check);
         ring.health_check_frequency = Some(HEALTH_CHECK_EVERY);
         ring.parallel_health_check = true;

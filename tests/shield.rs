@@ -72,6 +72,24 @@ fn start_ring(key: &SigningKey) -> Ring {
     }
 }
 
+impl Ring {
+    /// Wait until every node's health checks count every peer as up: a node started before
+    /// its peers listen finds them down for a while (its misses then go to the origin).
+    async fn ready(&self) {
+        for (node, me) in self.nodes.iter().zip(IDS) {
+            for peer in IDS.iter().filter(|&&p| p != me) {
+                node.expect_metric(
+                    "tollgate_shield_peer_up",
+                    &[("peer", peer)],
+                    Duration::from_secs(10),
+                    |v| v == 1.0,
+                )
+                .await;
+            }
+        }
+    }
+}
+
 async fn get(node: &Edge, path: &str, token: Option<&str>) -> Resp {
     let mut rb = support::client().get(node.url(path)).header("host", HOST);
     if let Some(t) = token {
@@ -92,6 +110,7 @@ async fn shield_requests(node: &Edge, peer: &str, outcome: &str) -> f64 {
 async fn every_object_is_fetched_from_the_origin_once_for_the_whole_ring() {
     let key = tokens::es256("k1");
     let ring = start_ring(&key);
+    ring.ready().await;
     let mut asks: Vec<(usize, usize)> =
         (0..100).flat_map(|o| (0..3).map(move |n| (n, o))).collect();
     asks.shuffle(&mut rand::thread_rng());
@@ -157,6 +176,7 @@ async fn every_object_is_fetched_from_the_origin_once_for_the_whole_ring() {
 async fn each_paywall_variant_is_fetched_once_and_reaches_only_its_readers() {
     let key = tokens::es256("k1");
     let ring = start_ring(&key);
+    ring.ready().await;
     let sub = tokens::subscriber(&key, "alice");
     let mut asks: Vec<(usize, usize, bool)> = (0..30)
         .flat_map(|o| (0..3).flat_map(move |n| [(n, o, false), (n, o, true)]))
@@ -211,6 +231,7 @@ async fn each_paywall_variant_is_fetched_once_and_reaches_only_its_readers() {
 async fn a_client_cannot_claim_a_variant_with_the_peer_headers() {
     let key = tokens::es256("k1");
     let ring = start_ring(&key);
+    ring.ready().await;
     let now = tokens::now();
     for (i, node) in ring.nodes.iter().enumerate() {
         let path = format!("/premium/forged-{i}");
@@ -237,6 +258,7 @@ async fn a_client_cannot_claim_a_variant_with_the_peer_headers() {
 async fn the_owner_going_away_costs_no_request_and_it_takes_its_share_back() {
     let key = tokens::es256("k1");
     let mut ring = start_ring(&key);
+    ring.ready().await;
     // warm the connections between nodes
     for o in 0..30 {
         assert_eq!(
