@@ -16,6 +16,11 @@ use tollgate::auth::mint::SigningKey;
 const HOST: &str = "news.example";
 const IDS: [&str; 3] = ["a", "b", "c"];
 
+/// One ring at a time: four rings of three nodes (and four NATS servers) at once on two cores
+/// starve each other, and a node whose health checks or peer connections run late sends misses
+/// to the origin. Each test holds this while its ring runs.
+static ONE_RING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Ring {
     _nats: Nats,
     origin: Origin,
@@ -73,6 +78,20 @@ fn start_ring(key: &SigningKey) -> Ring {
 }
 
 impl Ring {
+    /// Each node's log lines about the shield (peers found down, peers unreachable).
+    fn shield_log(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .flat_map(|n| {
+                n.stderr()
+                    .lines()
+                    .filter(|l| l.contains("shield"))
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// Wait until every node's health checks count every peer as up: a node started before
     /// its peers listen finds them down for a while (its misses then go to the origin).
     async fn ready(&self) {
@@ -109,6 +128,7 @@ async fn shield_requests(node: &Edge, peer: &str, outcome: &str) -> f64 {
 #[tokio::test]
 async fn every_object_is_fetched_from_the_origin_once_for_the_whole_ring() {
     let key = tokens::es256("k1");
+    let _one = ONE_RING.lock().await;
     let ring = start_ring(&key);
     ring.ready().await;
     let mut asks: Vec<(usize, usize)> =
@@ -175,6 +195,7 @@ async fn every_object_is_fetched_from_the_origin_once_for_the_whole_ring() {
 #[tokio::test]
 async fn each_paywall_variant_is_fetched_once_and_reaches_only_its_readers() {
     let key = tokens::es256("k1");
+    let _one = ONE_RING.lock().await;
     let ring = start_ring(&key);
     ring.ready().await;
     let sub = tokens::subscriber(&key, "alice");
@@ -217,7 +238,12 @@ async fn each_paywall_variant_is_fetched_once_and_reaches_only_its_readers() {
             .collect();
         let mut sorted = seen.clone();
         sorted.sort();
-        assert_eq!(sorted, ["anonymous", "subscriber"], "object {o}: {seen:?}");
+        assert_eq!(
+            sorted,
+            ["anonymous", "subscriber"],
+            "object {o}: {seen:?}; the nodes' shield lines: {:?}",
+            ring.shield_log()
+        );
     }
     // nothing but edges decide variants: no shield signature ever reaches the origin
     assert!(ring
@@ -230,6 +256,7 @@ async fn each_paywall_variant_is_fetched_once_and_reaches_only_its_readers() {
 #[tokio::test]
 async fn a_client_cannot_claim_a_variant_with_the_peer_headers() {
     let key = tokens::es256("k1");
+    let _one = ONE_RING.lock().await;
     let ring = start_ring(&key);
     ring.ready().await;
     let now = tokens::now();
@@ -257,6 +284,7 @@ async fn a_client_cannot_claim_a_variant_with_the_peer_headers() {
 #[tokio::test]
 async fn the_owner_going_away_costs_no_request_and_it_takes_its_share_back() {
     let key = tokens::es256("k1");
+    let _one = ONE_RING.lock().await;
     let mut ring = start_ring(&key);
     ring.ready().await;
     // warm the connections between nodes
