@@ -103,9 +103,16 @@ impl TieredStore {
 
     /// Purge every variant of exact paths and prefixes from both tiers.
     pub async fn purge(&'static self, paths: Vec<String>, prefixes: Vec<String>) -> usize {
+        self.in_purge_epoch(self.purge_tiers(paths, prefixes)).await
+    }
+
+    /// Run a removal with the purge counter moved before and after it, so that a promotion
+    /// that read its object meanwhile sees it and does not undo the removal
+    /// ([`TieredStore::promote`]).
+    async fn in_purge_epoch(&self, removal: impl std::future::Future<Output = usize>) -> usize {
         self.purges
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let n = self.purge_tiers(paths, prefixes).await;
+        let n = removal.await;
         self.purges
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         n
@@ -138,12 +145,8 @@ impl TieredStore {
     /// every variant) leave the disk at once; objects the scan has not indexed yet are removed
     /// by a background task once it has. Returns the objects removed now.
     pub async fn invalidate(&'static self, paths: Vec<String>, keys: Vec<HashBinary>) -> usize {
-        self.purges
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let n = self.invalidate_tiers(paths, keys).await;
-        self.purges
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        n
+        self.in_purge_epoch(self.invalidate_tiers(paths, keys))
+            .await
     }
 
     async fn invalidate_tiers(&'static self, paths: Vec<String>, keys: Vec<HashBinary>) -> usize {
