@@ -65,16 +65,6 @@ impl Handovers {
     pub fn forget(&self, nonce: u64) {
         self.waiting.lock().remove(&nonce);
     }
-
-    /// Decisions waiting.
-    pub fn len(&self) -> usize {
-        self.waiting.lock().len()
-    }
-
-    /// Whether none is waiting.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
@@ -103,6 +93,6 @@ mod tests {
         assert!(h.take(format!("{a:x}").as_bytes()).is_some());
         assert!(h.take(format!("{a:x}").as_bytes()).is_none());
         h.forget(b);
-        assert!(h.is_empty());
+        assert!(h.waiting.lock().is_empty());
     }
 }
