@@ -134,23 +134,18 @@ async fn a_request_body_larger_than_the_windows_reaches_the_origin_whole() {
     let rig = rig("");
     let c = small_window_client(&rig);
     let upload: Vec<u8> = (0..200 * 1024).map(|i| (i % 251) as u8).collect();
-    let r = c
-        .post(url(&rig, "/news/upload"))
-        .body(upload.clone())
-        .send()
-        .await
-        .unwrap();
+    let post = || {
+        c.post(url(&rig, "/news/upload"))
+            .body(upload.clone())
+            .send()
+    };
+    let r = post().await.unwrap();
     assert_eq!(r.status(), 200);
     let seen = rig.origin.last_for("/news/upload").expect("origin asked");
     assert_eq!(seen.body.len(), upload.len());
     assert!(seen.body == upload, "the body the origin received");
     // a second one on the same connection: the windows were given back
-    let r = c
-        .post(url(&rig, "/news/upload"))
-        .body(upload.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = post().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(rig.origin.requests_for("/news/upload").len(), 2);
 }
