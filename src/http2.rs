@@ -10,7 +10,7 @@
 //!
 //! Ground floor: imports nothing from the crate.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// The client connection preface.
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -97,6 +97,26 @@ impl Head {
     pub fn has(&self, f: u8) -> bool {
         self.flags & f != 0
     }
+}
+
+/// A frame whose payload is larger than the receiver allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Oversized;
+
+/// The whole frame at the start of `buf`, taken off it (head and payload, one shared buffer);
+/// `Ok(None)` until all of it is there (room for the rest is reserved).
+pub fn take_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<(Head, Bytes)>, Oversized> {
+    let Some(head) = Head::parse(buf) else {
+        return Ok(None);
+    };
+    if head.len > max_len {
+        return Err(Oversized);
+    }
+    if buf.len() < HEAD_LEN + head.len {
+        buf.reserve(HEAD_LEN + head.len - buf.len());
+        return Ok(None);
+    }
+    Ok(Some((head, buf.split_to(HEAD_LEN + head.len).freeze())))
 }
 
 /// Append a frame head.

@@ -42,7 +42,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use pingora_core::apps::HttpServerApp;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
-use tokio::io::{AsyncWrite, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::time::Instant;
 use tokio_util::io::poll_read_buf;
 
@@ -94,6 +94,21 @@ struct Open {
     ready: bool,
     /// A decision left for the proxy ([`crate::proxy::handovers`]).
     nonce: Option<u64>,
+}
+
+impl Open {
+    /// A stream the client may send `window` bytes on, nothing queued.
+    fn new(window: i64) -> Open {
+        Open {
+            window,
+            queue: VecDeque::new(),
+            bridged: false,
+            client_done: false,
+            answered: false,
+            ready: false,
+            nonce: None,
+        }
+    }
 }
 
 /// The session behind the loop.
@@ -289,17 +304,11 @@ where
     /// was read (or room to write was made for held input), or a side closed.
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Woke> {
         let held = self.out.len() >= OUT_LIMIT;
-        let mut wrote = false;
-        while !self.out.is_empty() {
-            match Pin::new(&mut self.io).poll_write(cx, &self.out) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Woke::Closed),
-                Poll::Ready(Ok(n)) => {
-                    self.out.advance(n);
-                    (wrote, self.unflushed) = (true, true);
-                }
-                Poll::Pending => break,
-            }
-        }
+        let wrote = match poll_drain(&mut self.io, cx, &mut self.out) {
+            Ok(wrote) => wrote,
+            Err(_) => return Poll::Ready(Woke::Closed),
+        };
+        self.unflushed |= wrote;
         if wrote {
             self.last_written = Instant::now();
         }
@@ -316,14 +325,8 @@ where
             return Poll::Ready(Woke::Io);
         }
         if let Some(inner) = &mut self.inner {
-            while !inner.out.is_empty() {
-                match Pin::new(&mut inner.io).poll_write(cx, &inner.out) {
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                        return Poll::Ready(Woke::InnerClosed)
-                    }
-                    Poll::Ready(Ok(n)) => inner.out.advance(n),
-                    Poll::Pending => break,
-                }
+            if poll_drain(&mut inner.io, cx, &mut inner.out).is_err() {
+                return Poll::Ready(Woke::InnerClosed);
             }
         }
         if held {
@@ -336,21 +339,15 @@ where
         if self.closing {
             return Poll::Pending;
         }
-        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
-            self.rbuf.reserve(16 * 1024);
-        }
-        match poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
-            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Woke::Closed),
-            Poll::Ready(Ok(_)) => return Poll::Ready(Woke::Io),
+        match poll_fill(&mut self.io, cx, &mut self.rbuf) {
+            Poll::Ready(true) => return Poll::Ready(Woke::Io),
+            Poll::Ready(false) => return Poll::Ready(Woke::Closed),
             Poll::Pending => {}
         }
         if let Some(inner) = &mut self.inner {
-            if inner.rbuf.capacity() - inner.rbuf.len() < 4096 {
-                inner.rbuf.reserve(16 * 1024);
-            }
-            match poll_read_buf(Pin::new(&mut inner.io), cx, &mut inner.rbuf) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Woke::InnerClosed),
-                Poll::Ready(Ok(_)) => return Poll::Ready(Woke::Io),
+            match poll_fill(&mut inner.io, cx, &mut inner.rbuf) {
+                Poll::Ready(true) => return Poll::Ready(Woke::Io),
+                Poll::Ready(false) => return Poll::Ready(Woke::InnerClosed),
                 Poll::Pending => {}
             }
         }
@@ -374,5 +371,44 @@ where
             http2::put_goaway(&mut self.out, self.last_stream, code, b"");
             self.inner = None;
         }
+    }
+}
+
+/// Write as much of `out` as `io` takes now; whether anything was written. An error, or a
+/// write of nothing, means the other side is gone.
+fn poll_drain<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    cx: &mut Context<'_>,
+    out: &mut BytesMut,
+) -> std::io::Result<bool> {
+    let mut wrote = false;
+    while !out.is_empty() {
+        match Pin::new(&mut *io).poll_write(cx, out) {
+            Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Ready(Ok(n)) => {
+                out.advance(n);
+                wrote = true;
+            }
+            Poll::Pending => break,
+        }
+    }
+    Ok(wrote)
+}
+
+/// Read what `io` has into `buf`: ready with `true` when something came, `false` when the
+/// other side closed or failed.
+fn poll_fill<R: AsyncRead + Unpin>(
+    io: &mut R,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<bool> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16 * 1024);
+    }
+    match poll_read_buf(Pin::new(io), cx, buf) {
+        Poll::Ready(Ok(n)) => Poll::Ready(n > 0),
+        Poll::Ready(Err(_)) => Poll::Ready(false),
+        Poll::Pending => Poll::Pending,
     }
 }

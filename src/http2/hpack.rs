@@ -41,13 +41,22 @@ pub fn put_indexed_name(out: &mut BytesMut, index: usize, value: &[u8]) {
 pub fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     match static_name(name) {
         Some(index) => put_indexed_name(out, index, value),
-        None => {
-            out.put_u8(0);
-            put_string(out, name);
-            put_string(out, value);
-        }
+        None => put_literal(out, name, value),
     }
 }
+
+/// A field with a literal name, not looked up in the static table (a name known not to be
+/// there).
+pub fn put_literal(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_u8(0);
+    put_string(out, name);
+    put_string(out, value);
+}
+
+/// The static table's index of `age`.
+pub const AGE: usize = 21;
+/// The static table's index of `date`.
+pub const DATE: usize = 33;
 
 /// `:status`: the static table's entry for the common ones, else a literal.
 pub fn put_status(out: &mut BytesMut, status: u16) {
@@ -454,6 +463,11 @@ mod tests {
                 .collect();
             assert_eq!(got, want);
         }
+        let mut out = BytesMut::new();
+        put_indexed_name(&mut out, AGE, b"7");
+        put_indexed_name(&mut out, DATE, b"today");
+        let got = decode_all(&mut d, &out).unwrap();
+        assert_eq!(got, pairs(&[("age", "7"), ("date", "today")]));
         let mut out = BytesMut::new();
         put_status(&mut out, 503);
         put_field(&mut out, b"x-long", &[b'v'; 200]);

@@ -85,6 +85,25 @@ pub struct HitRequest<'a> {
     pub close: bool,
 }
 
+impl<'a> HitRequest<'a> {
+    /// A request for `target` (a HEAD if `head`), its fields still to be added (room for
+    /// `fields`).
+    fn new(head: bool, target: &'a str, fields: usize) -> HitRequest<'a> {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        HitRequest {
+            head,
+            target,
+            path,
+            query,
+            host: "",
+            headers: Vec::with_capacity(fields),
+            forwarded_for: None,
+            forwarded_proto: None,
+            close: false,
+        }
+    }
+}
+
 /// What the bytes at the start of a connection's buffer are.
 #[derive(Debug)]
 pub enum Parse<'a> {
@@ -145,18 +164,7 @@ fn hit_request<'a>(req: &httparse::Request<'_, 'a>) -> Option<HitRequest<'a>> {
     if !target.starts_with('/') || !visible_ascii(target.as_bytes()) {
         return None;
     }
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let mut out = HitRequest {
-        head,
-        target,
-        path,
-        query,
-        host: "",
-        headers: Vec::with_capacity(req.headers.len()),
-        forwarded_for: None,
-        forwarded_proto: None,
-        close: false,
-    };
+    let mut out = HitRequest::new(head, target, req.headers.len());
     let (mut authorization, mut cookies, mut keep_alive) = (0, 0, false);
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
@@ -244,10 +252,13 @@ const H2_PROXY_ONLY: [&str; 6] = [
 /// `:path`, valid lower-case names and values, and the same fields as over HTTP/1 (one
 /// `Authorization`, at most [`MAX_COOKIE_HEADERS`] `Cookie`s, none of [`PROXY_ONLY`]).
 /// `Host`, else `:authority`, is the host, as the proxy reads it.
-pub fn hit_request_h2<'a>(fields: &[(&'a [u8], &'a [u8])]) -> Option<HitRequest<'a>> {
+pub fn hit_request_h2<'a, I>(fields: I) -> Option<HitRequest<'a>>
+where
+    I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+{
     let (mut method, mut scheme, mut target, mut authority) = (None, None, None, None);
     let mut pseudo = 0;
-    for &(name, value) in fields {
+    for (name, value) in fields.clone() {
         let Some(which) = name.strip_prefix(b":") else {
             break;
         };
@@ -276,20 +287,9 @@ pub fn hit_request_h2<'a>(fields: &[(&'a [u8], &'a [u8])]) -> Option<HitRequest<
         return None;
     }
     let target = std::str::from_utf8(target).ok()?;
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let mut out = HitRequest {
-        head,
-        target,
-        path,
-        query,
-        host: "",
-        headers: Vec::with_capacity(fields.len() - pseudo),
-        forwarded_for: None,
-        forwarded_proto: None,
-        close: false,
-    };
+    let mut out = HitRequest::new(head, target, fields.size_hint().0.saturating_sub(pseudo));
     let (mut host, mut authorization, mut cookies, mut repeated) = (None, 0, 0, false);
-    for &(name, value) in &fields[pseudo..] {
+    for (name, value) in fields.skip(pseudo) {
         if !h2_name(name) || !h2_value(value) {
             return None;
         }
@@ -416,16 +416,11 @@ impl FastHit {
         };
         out.extend_from_slice(block);
         let mut digits = [0u8; 20];
-        hpack::put_field(out, b"age", decimal(self.age, &mut digits));
-        hpack::put_field(out, b"cache-status", respond::HIT.as_bytes());
+        hpack::put_indexed_name(out, hpack::AGE, decimal(self.age, &mut digits));
+        hpack::put_literal(out, b"cache-status", respond::HIT.as_bytes());
         let date = pingora_core::protocols::http::date::get_cached_date();
-        hpack::put_field(out, b"date", date.as_bytes());
+        hpack::put_indexed_name(out, hpack::DATE, date.as_bytes());
         true
-    }
-
-    /// The body to send, if any (none for HEAD).
-    pub fn body_to_send(&self) -> Option<&Bytes> {
-        self.body()
     }
 
     /// A body small enough to copy behind the head (one write); empty otherwise.
@@ -463,7 +458,8 @@ impl FastHit {
         self.body().map_or(0, Bytes::len)
     }
 
-    fn body(&self) -> Option<&Bytes> {
+    /// The body to send, if any (none for HEAD).
+    pub fn body(&self) -> Option<&Bytes> {
         (!self.head_only).then(|| self.object.body())
     }
 }

@@ -41,17 +41,11 @@ where
     /// Every whole frame the session behind sent.
     pub(super) fn on_inner_frames(&mut self) -> Result<(), ConnError> {
         while let Some(inner) = &mut self.inner {
-            let Some(head) = Head::parse(&inner.rbuf) else {
+            let max = http2::DEFAULT_MAX_FRAME as usize;
+            let taken = http2::take_frame(&mut inner.rbuf, max);
+            let Some((head, frame)) = taken.map_err(|_| ConnError(code::INTERNAL_ERROR))? else {
                 break;
             };
-            if head.len > http2::DEFAULT_MAX_FRAME as usize {
-                return Err(ConnError(code::INTERNAL_ERROR));
-            }
-            if inner.rbuf.len() < HEAD_LEN + head.len {
-                inner.rbuf.reserve(HEAD_LEN + head.len - inner.rbuf.len());
-                break;
-            }
-            let frame = inner.rbuf.split_to(HEAD_LEN + head.len).freeze();
             let s = head.stream;
             if let Some((bs, mut block)) = inner.block.take() {
                 if head.kind != kind::CONTINUATION || bs != s {

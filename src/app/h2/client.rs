@@ -31,18 +31,12 @@ where
         }
         let mut any = false;
         while self.out.len() < OUT_LIMIT && !self.closing {
-            let Some(head) = Head::parse(&self.rbuf) else {
+            let max = http2::DEFAULT_MAX_FRAME as usize;
+            let taken = http2::take_frame(&mut self.rbuf, max);
+            let Some((head, frame)) = taken.map_err(|_| ConnError(code::FRAME_SIZE_ERROR))? else {
                 break;
             };
-            if head.len > http2::DEFAULT_MAX_FRAME as usize {
-                return Err(ConnError(code::FRAME_SIZE_ERROR));
-            }
-            if self.rbuf.len() < HEAD_LEN + head.len {
-                self.rbuf.reserve(HEAD_LEN + head.len - self.rbuf.len());
-                break;
-            }
             any = true;
-            let frame = self.rbuf.split_to(HEAD_LEN + head.len).freeze();
             self.on_client_frame(head, frame).await?;
         }
         if any {
@@ -176,15 +170,7 @@ where
             _ if s > self.last_stream => Err(ConnError(code::PROTOCOL_ERROR)),
             _ => {
                 // a stream that is closed to the client's data: refused, and credited here
-                http2::put_rst(&mut self.out, s, code::STREAM_CLOSED);
-                if let Some(open) = self.streams.get(&s) {
-                    if open.bridged {
-                        if let Some(inner) = &mut self.inner {
-                            http2::put_rst(&mut inner.out, s, code::CANCEL);
-                        }
-                    }
-                    self.close_stream(s);
-                }
+                self.reset_stream(s, code::STREAM_CLOSED);
                 if len > 0 {
                     http2::put_window_update(&mut self.out, 0, len as u32);
                     self.recv_window += len;
@@ -267,14 +253,7 @@ where
             } else {
                 code::FLOW_CONTROL_ERROR
             };
-            let bridged = open.bridged;
-            http2::put_rst(&mut self.out, s, error);
-            if bridged {
-                if let Some(inner) = &mut self.inner {
-                    http2::put_rst(&mut inner.out, s, code::CANCEL);
-                }
-            }
-            self.close_stream(s);
+            self.reset_stream(s, error);
         }
         Ok(())
     }
@@ -349,12 +328,12 @@ where
         let fast = self.fast;
         let mut handover = None;
         let decided = if end_stream {
-            let fields: Vec<(&[u8], &[u8])> = self
+            let arena = &self.arena;
+            let fields = self
                 .spans
                 .iter()
-                .map(|(n, v)| (&self.arena[n.clone()], &self.arena[v.clone()]))
-                .collect();
-            match fast::hit_request_h2(&fields) {
+                .map(|(n, v)| (&arena[n.clone()], &arena[v.clone()]));
+            match fast::hit_request_h2(fields) {
                 Some(req) => {
                     let viewer = fast.edge().trusted_proxies.viewer(
                         self.peer,
@@ -381,13 +360,10 @@ where
         self.streams.insert(
             s,
             Open {
-                window: self.peer_window,
-                queue: VecDeque::new(),
                 bridged: true,
                 client_done: end_stream,
-                answered: false,
-                ready: false,
                 nonce,
+                ..Open::new(self.peer_window)
             },
         );
         self.bridge_block(s, end_stream, nonce);
@@ -426,7 +402,7 @@ where
             http2::put_rst(&mut self.out, s, code::INTERNAL_ERROR);
             return;
         }
-        let body = hit.body_to_send().cloned();
+        let body = hit.body().cloned();
         let len = body.as_ref().map_or(0, Bytes::len);
         let max = self.peer_max_frame;
         let fits = len as i64 <= self.send_window.min(self.peer_window);
@@ -453,13 +429,10 @@ where
             self.streams.insert(
                 s,
                 Open {
-                    window: self.peer_window,
                     queue,
-                    bridged: false,
                     client_done: true,
-                    answered: false,
                     ready: true,
-                    nonce: None,
+                    ..Open::new(self.peer_window)
                 },
             );
             self.ready.push_back(s);

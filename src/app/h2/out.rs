@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 use pingora_core::apps::HttpServerApp;
 
 use super::{Conn, Out};
-use crate::http2::{self, flag, kind};
+use crate::http2::{self, code, flag, kind};
 
 impl<A> Conn<'_, A>
 where
@@ -89,6 +89,18 @@ where
         {
             self.close_stream(s);
         }
+    }
+
+    /// Reset stream `s` for the client with `error`; one the session behind answers is
+    /// cancelled there too. Forgotten either way.
+    pub(super) fn reset_stream(&mut self, s: u32, error: u32) {
+        http2::put_rst(&mut self.out, s, error);
+        if self.streams.get(&s).is_some_and(|o| o.bridged) {
+            if let Some(inner) = &mut self.inner {
+                http2::put_rst(&mut inner.out, s, code::CANCEL);
+            }
+        }
+        self.close_stream(s);
     }
 
     /// Forget stream `s`: a decision left for it, and what it had queued (the session behind
