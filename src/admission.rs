@@ -200,7 +200,7 @@ pub async fn admit(edge: &Edge, facts: &RequestFacts<'_>) -> Result<Admitted, Re
         }
     }
     let client = facts.viewer.addr;
-    let stripped = strip_query_params(facts.query, &edge.query_token_names);
+    let stripped = || strip_query_params(facts.query, &edge.query_token_names);
     let decision: Decision = match (peer_variant, access) {
         (Some(variant), _) => access::decided_by_peer(variant),
         (None, AccessMode::Public) => access::public(),
@@ -212,7 +212,7 @@ pub async fn admit(edge: &Edge, facts: &RequestFacts<'_>) -> Result<Admitted, Re
                 authorization: facts.headers.first("authorization"),
                 cookies: &cookies,
             };
-            token_decision(edge, *access, require, &parts, path, &stripped, facts)
+            token_decision(edge, *access, require, &parts, path, &stripped(), facts)
         }
         (None, AccessMode::Basic) => {
             let realm = realm.as_deref().unwrap_or_default();
@@ -260,12 +260,12 @@ pub async fn admit(edge: &Edge, facts: &RequestFacts<'_>) -> Result<Admitted, Re
         });
     };
     // CloudFront signing parameters are never part of the cache key or the origin request.
-    let query = match access {
+    let query = || match access {
         AccessMode::Signed => {
-            Cow::Owned(crate::auth::cloudfront::strip_signing_params(&stripped).into_owned())
+            Cow::Owned(crate::auth::cloudfront::strip_signing_params(&stripped()).into_owned())
         }
         AccessMode::Public | AccessMode::Paywall | AccessMode::Token | AccessMode::Basic => {
-            stripped
+            stripped()
         }
     };
     Ok(Admitted {
@@ -352,12 +352,16 @@ fn throttled(edge: &Edge, result: AuthResult) -> Option<Answer> {
 
 /// The query the cache key and the origin see under a route's `query` policy, from the query
 /// without token parameters.
-fn policy_query(policy: &crate::config::QueryPolicy, query: Cow<'_, str>) -> String {
+fn policy_query<'a>(
+    policy: &crate::config::QueryPolicy,
+    query: impl FnOnce() -> Cow<'a, str>,
+) -> String {
     use crate::config::QueryPolicy;
     match policy {
-        QueryPolicy::All => query.into_owned(),
+        QueryPolicy::All => query().into_owned(),
+        // nothing to strip from a query that is dropped
         QueryPolicy::None => String::new(),
-        QueryPolicy::Allow(names) => keep_query_params(&query, names),
+        QueryPolicy::Allow(names) => keep_query_params(&query(), names),
     }
 }
 

@@ -43,6 +43,7 @@ use percent_encoding::percent_decode_str;
 mod keys;
 mod policy;
 use crate::cidr::Cidr;
+use keys::RememberedGrant;
 pub use keys::{SignedKey, SignedKeyError, SignedKeyKind, SignedKeys};
 use policy::{canned_policy, parse_policy, wildcard_match};
 
@@ -243,6 +244,50 @@ pub fn verify_gated(
     now: u64,
     may_verify: &dyn Fn() -> bool,
 ) -> Result<SignedGrant, SignedDenial> {
+    // A signed URL granted before: only what depends on when and from where is checked again.
+    let digest = (!req.query.is_empty())
+        .then(|| keys::url_digest([req.scheme, req.host, req.path, req.query]));
+    if let Some(remembered) = digest.as_ref().and_then(|d| keys.granted(d)) {
+        return recheck(remembered, req.client_ip, now);
+    }
+    let (grant, source_ip) = verify_in_full(req, keys, now, may_verify)?;
+    if let (Some(digest), SignedSource::Url) = (digest, grant.source) {
+        let remembered = RememberedGrant {
+            grant: grant.clone(),
+            source_ip,
+        };
+        keys.remember_grant(digest, remembered);
+    }
+    Ok(grant)
+}
+
+/// A remembered grant, checked against the clock and the client address in the order
+/// [`verify_in_full`] checks them, so that a refusal has the same label either way.
+fn recheck(
+    remembered: RememberedGrant,
+    client_ip: Option<IpAddr>,
+    now: u64,
+) -> Result<SignedGrant, SignedDenial> {
+    let RememberedGrant { grant, source_ip } = remembered;
+    if now >= grant.expires {
+        return Err(SignedDenial::Expired);
+    }
+    if grant.not_before.is_some_and(|t| now <= t) {
+        return Err(SignedDenial::NotYetValid);
+    }
+    if source_ip.is_some_and(|cidr| !client_ip.is_some_and(|c| cidr.contains(c))) {
+        return Err(SignedDenial::WrongIp);
+    }
+    Ok(grant)
+}
+
+/// Every check of [`verify_gated`], with the custom policy's `IpAddress` condition.
+fn verify_in_full(
+    req: &SignedRequest<'_>,
+    keys: &SignedKeys,
+    now: u64,
+    may_verify: &dyn Fn() -> bool,
+) -> Result<(SignedGrant, Option<Cidr>), SignedDenial> {
     let remembered = |key, hash, message: &[u8], signature: &[u8]| {
         keys.verify_remembered(key, hash, message, signature, may_verify)
             .ok_or(SignedDenial::Throttled)
@@ -302,7 +347,7 @@ pub fn verify_gated(
         if now >= expires {
             return Err(SignedDenial::Expired);
         }
-        return Ok(grant(expires, None));
+        return Ok((grant(expires, None), None));
     }
     let policy = v[POLICY].ok_or(SignedDenial::Malformed)?;
     let policy = cf_b64_decode(policy, MAX_POLICY_CHARS)?;
@@ -319,18 +364,19 @@ pub fn verify_gated(
     if not_before.is_some_and(|t| now <= t) {
         return Err(SignedDenial::NotYetValid);
     }
-    if let Some(ip) = &cond.ip_address {
-        let cidr = Cidr::parse(&ip.source_ip).ok_or(SignedDenial::Malformed)?;
-        if !req.client_ip.is_some_and(|c| cidr.contains(c)) {
-            return Err(SignedDenial::WrongIp);
-        }
+    let source_ip = match &cond.ip_address {
+        Some(ip) => Some(Cidr::parse(&ip.source_ip).ok_or(SignedDenial::Malformed)?),
+        None => None,
+    };
+    if source_ip.is_some_and(|cidr| !req.client_ip.is_some_and(|c| cidr.contains(c))) {
+        return Err(SignedDenial::WrongIp);
     }
     if let Some(resource) = &statement.resource {
         if !wildcard_match(resource.as_bytes(), url.as_bytes()) {
             return Err(SignedDenial::WrongResource);
         }
     }
-    Ok(grant(expires, not_before))
+    Ok((grant(expires, not_before), source_ip))
 }
 
 /// True if `query` holds any CloudFront signing parameter (then only the URL

@@ -678,3 +678,74 @@ fn stripped_cookie_names(header: &str) -> Vec<String> {
         .filter_map(|c| c.split_once('=').map(|(k, _)| k.trim().to_string()))
         .collect()
 }
+
+#[test]
+fn a_granted_url_is_remembered_and_its_clock_and_address_checked_again() {
+    let v = vectors();
+    let keys = fixture_keys();
+    let case = v["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .find(|c| c["name"] == "custom_date_greater_than_and_ip")
+        .expect("vector");
+    // DateGreaterThan 1_800_000_000, DateLessThan 2_000_000_000, IpAddress 192.0.2.0/24
+    let cookies: Vec<&str> = Vec::new();
+    let req = |ip: &str| SignedRequest {
+        scheme: str_field(case, "scheme"),
+        host: str_field(case, "host"),
+        path: str_field(case, "path"),
+        query: str_field(case, "query"),
+        cookie_headers: &cookies,
+        client_ip: Some(ip.parse().expect("ip")),
+    };
+    let never = || -> bool { panic!("a remembered URL is not verified again") };
+    let outcome = |ip: &str, now: u64| match verify_gated(&req(ip), &keys, now, &never) {
+        Ok(_) => "ok",
+        Err(d) => d.as_str(),
+    };
+    assert!(verify(&req("192.0.2.77"), &keys, 1_900_000_000).is_ok());
+    assert_eq!(keys.granted_urls(), 1);
+    let signatures = keys.remembered();
+    for (ip, now, expect) in [
+        ("192.0.2.78", 1_900_000_000, "ok"),
+        ("198.51.100.1", 1_900_000_000, "wrong_ip"),
+        ("192.0.2.77", 1_800_000_000, "not_yet_valid"),
+        ("192.0.2.77", 2_000_000_000, "expired"),
+    ] {
+        assert_eq!(outcome(ip, now), expect, "{ip} at {now}");
+    }
+    assert_eq!(
+        keys.remembered(),
+        signatures,
+        "answered from the grant alone"
+    );
+    // each part of the URL is in the digest: a changed one is checked in full
+    for (scheme, host, path) in [
+        ("http", str_field(case, "host"), str_field(case, "path")),
+        ("https", "other.example", str_field(case, "path")),
+        ("https", str_field(case, "host"), "/vod/a.m3u8"),
+    ] {
+        let other = SignedRequest {
+            scheme,
+            host,
+            path,
+            ..req("192.0.2.77")
+        };
+        assert_eq!(
+            verify(&other, &keys, 1_900_000_000).err(),
+            Some(SignedDenial::WrongResource),
+            "{scheme}://{host}{path}"
+        );
+    }
+    let mut query = str_field(case, "query").to_string();
+    query.push_str("&x=1");
+    let longer = SignedRequest {
+        query: &query,
+        ..req("192.0.2.77")
+    };
+    assert!(verify(&longer, &keys, 1_900_000_000).is_ok());
+    assert_eq!(keys.granted_urls(), 2, "another query is another entry");
+    // a reloaded key set remembers nothing
+    assert_eq!(fixture_keys().granted_urls(), 0);
+}
