@@ -203,7 +203,18 @@ pub struct Decoder {
     /// Huffman-decoded strings of the current field.
     name: Vec<u8>,
     value: Vec<u8>,
+    /// The last long Huffman-coded values of this connection: (as sent, decoded).
+    repeated: [(Vec<u8>, Vec<u8>); 2],
+    /// The slot of `repeated` the next new value replaces.
+    next_repeated: usize,
 }
+
+/// Shortest Huffman-coded value (in bytes as sent) [`Decoder`] remembers decoded. nghttp2's
+/// clients (`h2load`, curl) send `authorization` never-indexed, as RFC 7541 §7.1.3 advises,
+/// so a returning viewer's bearer token (250 characters) came Huffman-coded on every request
+/// and decoding it was the largest cost of an HTTP/2 token hit (`perf`, issue 20 closing
+/// note); equal bytes on the same connection now cost a comparison and a copy.
+const REPEATED_MIN: usize = 64;
 
 /// Where a decoded string is.
 #[derive(Clone, Copy)]
@@ -224,6 +235,8 @@ impl Decoder {
             allowed,
             name: Vec::new(),
             value: Vec::new(),
+            repeated: Default::default(),
+            next_repeated: 0,
         }
     }
 
@@ -319,7 +332,23 @@ impl Decoder {
             &mut self.value
         };
         buf.clear();
-        huffman::decode(&block[start..end], buf).map_err(|_| Invalid("a bad Huffman string"))?;
+        let sent = &block[start..end];
+        if name || sent.len() < REPEATED_MIN {
+            huffman::decode(sent, buf).map_err(|_| Invalid("a bad Huffman string"))?;
+            return Ok(Str::Decoded);
+        }
+        if let Some((_, decoded)) = self.repeated.iter().find(|(s, _)| s[..] == *sent) {
+            buf.extend_from_slice(decoded);
+            return Ok(Str::Decoded);
+        }
+        huffman::decode(sent, buf).map_err(|_| Invalid("a bad Huffman string"))?;
+        let at = self.next_repeated;
+        self.next_repeated = (at + 1) % self.repeated.len();
+        let slot = &mut self.repeated[at];
+        slot.0.clear();
+        slot.0.extend_from_slice(sent);
+        slot.1.clear();
+        slot.1.extend_from_slice(buf);
         Ok(Str::Decoded)
     }
 
@@ -474,6 +503,39 @@ mod tests {
         let got = decode_all(&mut d, &out).unwrap();
         assert_eq!(got[0], (":status".into(), "503".into()));
         assert_eq!(got[1].1.len(), 200);
+    }
+
+    /// Long Huffman-coded values, repeated and alternating on one connection, as nghttp2 sends
+    /// a bearer token (never indexed): each decodes to its own bytes, whichever slot it is in.
+    #[test]
+    fn repeated_long_values_decode_to_themselves() {
+        let token = |i: usize| format!("Bearer {}.{i}", "eyJhbGciOiJFUzI1NiJ9".repeat(6));
+        let block = |name: &str, value: &str| {
+            let mut out = BytesMut::new();
+            out.extend_from_slice(&[0x10]); // literal never indexed, new name
+            put_int(&mut out, 0x00, 7, name.len());
+            out.extend_from_slice(name.as_bytes());
+            let coded = crate::http2::huffman::encode(value.as_bytes());
+            assert!(coded.len() >= REPEATED_MIN);
+            put_int(&mut out, 0x80, 7, coded.len());
+            out.extend_from_slice(&coded);
+            out
+        };
+        let mut d = Decoder::new(4096);
+        for i in [0, 0, 1, 0, 2, 2, 1, 3, 0, 3, 3] {
+            let value = token(i);
+            let got = decode_all(&mut d, &block("authorization", &value)).unwrap();
+            assert_eq!(got, pairs(&[("authorization", &value)]), "token {i}");
+        }
+        // a value one byte off is decoded afresh, and a bad one is still refused
+        let mut bad = block("authorization", &token(0)).to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x01;
+        assert!(decode_all(&mut d, &bad).is_err());
+        assert!(
+            d.table.is_empty(),
+            "never-indexed fields stay out of the table"
+        );
     }
 
     #[test]
