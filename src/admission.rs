@@ -201,6 +201,8 @@ pub async fn admit(edge: &Edge, facts: &RequestFacts<'_>) -> Result<Admitted, Re
     }
     let client = facts.viewer.addr;
     let stripped = || strip_query_params(facts.query, &edge.query_token_names);
+    // the token modes need it for their decision; the others only if the route keeps a query
+    let mut stripped_once = None;
     let decision: Decision = match (peer_variant, access) {
         (Some(variant), _) => access::decided_by_peer(variant),
         (None, AccessMode::Public) => access::public(),
@@ -212,7 +214,8 @@ pub async fn admit(edge: &Edge, facts: &RequestFacts<'_>) -> Result<Admitted, Re
                 authorization: facts.headers.first("authorization"),
                 cookies: &cookies,
             };
-            token_decision(edge, *access, require, &parts, path, &stripped(), facts)
+            let query = stripped_once.insert(stripped());
+            token_decision(edge, *access, require, &parts, path, query, facts)
         }
         (None, AccessMode::Basic) => {
             let realm = realm.as_deref().unwrap_or_default();
@@ -260,12 +263,15 @@ pub async fn admit(edge: &Edge, facts: &RequestFacts<'_>) -> Result<Admitted, Re
         });
     };
     // CloudFront signing parameters are never part of the cache key or the origin request.
-    let query = || match access {
-        AccessMode::Signed => {
-            Cow::Owned(crate::auth::cloudfront::strip_signing_params(&stripped()).into_owned())
-        }
-        AccessMode::Public | AccessMode::Paywall | AccessMode::Token | AccessMode::Basic => {
-            stripped()
+    let query = || {
+        let stripped = stripped_once.unwrap_or_else(stripped);
+        match access {
+            AccessMode::Signed => {
+                Cow::Owned(crate::auth::cloudfront::strip_signing_params(&stripped).into_owned())
+            }
+            AccessMode::Public | AccessMode::Paywall | AccessMode::Token | AccessMode::Basic => {
+                stripped
+            }
         }
     };
     Ok(Admitted {

@@ -165,7 +165,11 @@ pub fn path_in_scope(path: &str, prefix: &str) -> bool {
 pub fn query_param<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| percent_encoding::percent_decode_str(v).decode_utf8_lossy())
+        // most values have nothing to decode: found by `memchr`, not byte by byte
+        (k == name).then(|| match v.contains('%') {
+            false => Cow::Borrowed(v),
+            true => percent_encoding::percent_decode_str(v).decode_utf8_lossy(),
+        })
     })
 }
 

@@ -213,11 +213,30 @@ fn hit_request<'a>(req: &httparse::Request<'_, 'a>) -> Option<HitRequest<'a>> {
     (!out.host.is_empty()).then_some(out)
 }
 
-/// A byte HTTP/2's `:path` may carry for this path to answer: what every URI parser reads alike
-/// (RFC 3986 unreserved, sub-delims, `:@/?%`). Others go to the proxy, which refuses what
-/// Pingora's HTTP/2 session refuses.
-fn plain_path_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
+/// The bytes HTTP/2's `:path` may carry for this path to answer: what every URI parser reads
+/// alike (RFC 3986 unreserved, sub-delims, `:@/?%`). Others go to the proxy, which refuses
+/// what Pingora's HTTP/2 session refuses.
+const PLAIN_PATH_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let others = b"-._~!$&'()*+,;=:@/?%";
+    let mut i = 0;
+    while i < others.len() {
+        table[others[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
+/// Every byte of `path` is a [`PLAIN_PATH_BYTES`] one. Without branches per byte: a signed or
+/// token-bearing path is 200 bytes and more.
+fn plain_path(path: &[u8]) -> bool {
+    path.iter()
+        .fold(true, |plain, &b| plain & PLAIN_PATH_BYTES[b as usize])
 }
 
 /// A header name HTTP/2 allows: a token, in lower case.
@@ -230,9 +249,10 @@ fn h2_name(name: &[u8]) -> bool {
 
 /// A header value `http::HeaderValue` takes as it is.
 fn h2_value(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
+    // without branches per byte, so that it vectorizes (a bearer token is 250 bytes)
+    value.iter().fold(true, |ok, &b| {
+        ok & ((b >= 0x20) & (b != 0x7f) | (b == b'\t'))
+    })
 }
 
 /// Fields HTTP/2 forbids, or that make a request more than a stored object's answer: the
@@ -283,7 +303,7 @@ where
         return None;
     }
     let target = target?;
-    if target.first() != Some(&b'/') || !target.iter().all(|&b| plain_path_byte(b)) {
+    if target.first() != Some(&b'/') || !plain_path(target) {
         return None;
     }
     let target = std::str::from_utf8(target).ok()?;
