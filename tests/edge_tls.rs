@@ -260,3 +260,65 @@ async fn a_head_over_http2_that_misses_ends_cleanly() {
     assert!(body.contains("/news/h2-head"), "{body}");
     assert_eq!(rig.origin.hits("/news/h2-head"), 1);
 }
+
+/// One HTTP/1.1 response from `tls`: the head, and a body read to its `Content-Length`.
+fn read_response(tls: &mut openssl::ssl::SslStream<TcpStream>) -> (String, Vec<u8>) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tls.read_exact(&mut byte).expect("response head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().expect("length"))
+        })
+        .expect("content-length");
+    let mut body = vec![0u8; len];
+    tls.read_exact(&mut body).expect("response body");
+    (head, body)
+}
+
+/// A keep-alive TLS connection that waits past the point where its OpenSSL buffers are given
+/// back (one second) goes on serving hits and misses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_tls_connection_serves_after_idling_past_its_buffer_release() {
+    let rig = tls_rig(false, "");
+    let tcp = TcpStream::connect(("127.0.0.1", rig.tls_port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut connector = SslConnector::builder(SslMethod::tls()).unwrap();
+    connector.set_ca_file(&rig.ca).unwrap();
+    let mut tls = connector.build().connect("a.test", tcp).expect("handshake");
+    let mut get = |path: &str| {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: a.test\r\n\r\n");
+        tls.write_all(req.as_bytes()).unwrap();
+        read_response(&mut tls)
+    };
+    let (head, first) = get("/news/kept");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (head, _) = get("/news/kept");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("cache-status: tollgate; hit"),
+        "{head}"
+    );
+    for round in 0..2 {
+        std::thread::sleep(Duration::from_millis(1500));
+        let (head, body) = get("/news/kept");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("cache-status: tollgate; hit"),
+            "round {round}: {head}"
+        );
+        assert_eq!(body, first, "round {round}");
+        let (head, body) = get(&format!("/news/kept-miss-{round}"));
+        assert!(head.starts_with("HTTP/1.1 200"), "round {round}: {head}");
+        assert!(!body.is_empty());
+    }
+    assert_eq!(rig.origin.hits("/news/kept"), 1);
+    let _ = &rig.edge;
+}

@@ -73,6 +73,10 @@ impl<A> Front<A> {
     }
 }
 
+/// How long a keep-alive connection waits for its next request before its TLS buffers are
+/// freed ([`crate::tls::free_buffers`]).
+const TLS_BUFFERS_KEPT: Duration = Duration::from_secs(1);
+
 enum Read {
     /// More bytes are in the buffer.
     More,
@@ -83,12 +87,15 @@ enum Read {
 }
 
 /// Read more of the next request into `buf`, waiting at most until `deadline` — or, once
-/// shutdown begins, at most `linger` more.
+/// shutdown begins, at most `linger` more. A connection still waiting at `release_at` gives
+/// back its TLS buffers ([`crate::tls::free_buffers`]): the one timer wakes for both, so a
+/// busy connection pays for no second one.
 async fn read_more(
     stream: &mut Stream,
     buf: &mut BytesMut,
     shutdown: &mut ShutdownWatch,
     mut deadline: Instant,
+    mut release_at: Option<Instant>,
     linger: Duration,
 ) -> Read {
     if *shutdown.borrow() {
@@ -108,7 +115,12 @@ async fn read_more(
                     Ok(_) => Read::More,
                 };
             }
-            () = tokio::time::sleep_until(deadline) => return Read::TimedOut,
+            () = tokio::time::sleep_until(release_at.map_or(deadline, |r| r.min(deadline))) => {
+                match release_at.take() {
+                    Some(r) if r < deadline => crate::tls::free_buffers(stream.get_ssl()),
+                    _ => return Read::TimedOut,
+                }
+            }
             changed = shutdown.changed(), if watching => {
                 if changed.is_err() || *shutdown.borrow() {
                     watching = false;
@@ -233,14 +245,19 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
         // reads no clock, a keep-alive request one (a partial head a second).
         let mut head_started = !buf.is_empty();
         let (mut idle_deadline, mut head_deadline) = (None, None);
+        let mut release_at = None;
         // (the head is parsed once, after the loop: `head_end_seen` tells when it can be)
         while !http1::head_end_seen(buf) {
             let deadline = if head_started {
                 *head_deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout)
             } else {
-                *idle_deadline.get_or_insert_with(|| Instant::now() + limits.idle_timeout)
+                *idle_deadline.get_or_insert_with(|| {
+                    let now = Instant::now();
+                    release_at = Some(now + TLS_BUFFERS_KEPT);
+                    now + limits.idle_timeout
+                })
             };
-            match read_more(stream, buf, watch, deadline, self.linger).await {
+            match read_more(stream, buf, watch, deadline, release_at.take(), self.linger).await {
                 Read::More => head_started = true,
                 Read::TimedOut if head_started && !buf.is_empty() => {
                     let since =
