@@ -89,6 +89,10 @@ fn keep_buffers(ctx: &openssl::ssl::SslContextBuilder) {
     };
 }
 
+/// How long a connection waits with nothing to do (HTTP/1: for its next request; HTTP/2: with
+/// no open stream) before its TLS buffers are freed ([`free_buffers`]).
+pub const BUFFERS_KEPT: std::time::Duration = std::time::Duration::from_secs(1);
+
 extern "C" {
     // libssl >= 1.1.1; not declared by `openssl-sys`
     fn SSL_free_buffers(ssl: *mut openssl_sys::SSL) -> std::os::raw::c_int;

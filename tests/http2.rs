@@ -352,3 +352,39 @@ async fn an_idle_connection_gets_goaway_then_closes() {
         "closed after {waited:?}"
     );
 }
+
+/// A connection with no open stream past the point where its TLS buffers are given back (one
+/// second) answers hits and misses on the same connection (and is not closed before its idle
+/// timeout, 4 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_serves_after_idling_past_its_buffer_release() {
+    let rig = rig("limits: { idle_timeout: 4s }");
+    let warm = small_window_client(&rig)
+        .get(url(&rig, "/news/rested"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(warm.status(), 200);
+    let (ca, port) = (rig.ca.clone(), rig.port);
+    tokio::task::spawn_blocking(move || {
+        let mut raw = Raw::connect(port, &ca);
+        for (stream, path, body) in [
+            (1, "/news/rested", "PUBLIC:/news/rested\n"),
+            (3, "/news/rested", "PUBLIC:/news/rested\n"),
+            (5, "/news/rested-miss", "PUBLIC:/news/rested-miss\n"),
+        ] {
+            std::thread::sleep(Duration::from_millis(1500));
+            let mut out = BytesMut::new();
+            http2::put_headers(&mut out, stream, &request(port, path, &[]), true, 16_384);
+            raw.send(&out);
+            let head = raw.until("HEADERS", |f| f.kind == kind::HEADERS && f.stream == stream);
+            let fields = raw.fields(&head.payload);
+            assert_eq!(field(&fields, ":status"), Some("200"), "stream {stream}");
+            let data = raw.until("DATA", |f| f.kind == kind::DATA && f.stream == stream);
+            assert_eq!(data.payload, body.as_bytes(), "stream {stream}");
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(rig.origin.hits("/news/rested"), 1);
+}

@@ -73,10 +73,6 @@ impl<A> Front<A> {
     }
 }
 
-/// How long a keep-alive connection waits for its next request before its TLS buffers are
-/// freed ([`crate::tls::free_buffers`]).
-const TLS_BUFFERS_KEPT: Duration = Duration::from_secs(1);
-
 enum Read {
     /// More bytes are in the buffer.
     More,
@@ -253,7 +249,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
             } else {
                 *idle_deadline.get_or_insert_with(|| {
                     let now = Instant::now();
-                    release_at = Some(now + TLS_BUFFERS_KEPT);
+                    release_at = Some(now + crate::tls::BUFFERS_KEPT);
                     now + limits.idle_timeout
                 })
             };

@@ -164,6 +164,8 @@ struct Conn<'f, A> {
     inner: Option<Inner>,
     last_active: Instant,
     last_written: Instant,
+    /// The `last_active` at which the client connection's TLS buffers were last freed.
+    buffers_freed: Option<Instant>,
 }
 
 /// Serve an HTTP/2 connection (its preface not read yet) until it closes.
@@ -208,6 +210,7 @@ pub(super) async fn serve<A>(
         closing: false,
         inner: None,
         last_active: now,
+        buffers_freed: None,
         last_written: now,
     };
     conn.run().await;
@@ -246,7 +249,12 @@ where
             let deadline = if !self.out.is_empty() {
                 self.last_written + WRITE_TIMEOUT
             } else if self.streams.is_empty() {
-                self.last_active + idle_timeout
+                // idle: the TLS buffers go back first (`tls::BUFFERS_KEPT`), on this timer
+                let idle = self.last_active + idle_timeout;
+                match self.buffers_freed == Some(self.last_active) {
+                    true => idle,
+                    false => idle.min(self.last_active + crate::tls::BUFFERS_KEPT),
+                }
             } else {
                 // open streams: their own timeouts are the proxy's
                 self.last_active + WRITE_TIMEOUT.max(idle_timeout)
@@ -260,6 +268,13 @@ where
                 () = tokio::time::sleep_until(deadline) => {
                     if !self.out.is_empty() {
                         return; // the client stopped reading
+                    }
+                    if self.streams.is_empty() && self.buffers_freed != Some(self.last_active)
+                        && deadline < self.last_active + idle_timeout
+                    {
+                        crate::tls::free_buffers(self.io.get_ssl());
+                        self.buffers_freed = Some(self.last_active);
+                        continue;
                     }
                     if self.streams.is_empty() {
                         // idle: nothing open to wait for
