@@ -215,6 +215,9 @@ pub struct Decoder {
 /// and decoding it was the largest cost of an HTTP/2 token hit (`perf`, issue 20 closing
 /// note); equal bytes on the same connection now cost a comparison and a copy.
 const REPEATED_MIN: usize = 64;
+/// Longest value (as sent) [`Decoder`] remembers: a connection keeps at most two, 4 KiB as
+/// sent and 6.5 KiB decoded each, not the 64 KiB a header list may hold.
+const REPEATED_MAX: usize = 4096;
 
 /// Where a decoded string is.
 #[derive(Clone, Copy)]
@@ -333,7 +336,7 @@ impl Decoder {
         };
         buf.clear();
         let sent = &block[start..end];
-        if name || sent.len() < REPEATED_MIN {
+        if name || !(REPEATED_MIN..=REPEATED_MAX).contains(&sent.len()) {
             huffman::decode(sent, buf).map_err(|_| Invalid("a bad Huffman string"))?;
             return Ok(Str::Decoded);
         }
@@ -527,6 +530,13 @@ mod tests {
             let got = decode_all(&mut d, &block("authorization", &value)).unwrap();
             assert_eq!(got, pairs(&[("authorization", &value)]), "token {i}");
         }
+        // a value too long to remember is decoded every time
+        let long = format!("Bearer {}", "x".repeat(8000));
+        for _ in 0..2 {
+            let got = decode_all(&mut d, &block("authorization", &long)).unwrap();
+            assert_eq!(got, pairs(&[("authorization", &long)]));
+        }
+        assert!(d.repeated.iter().all(|(sent, _)| sent.len() <= REPEATED_MAX));
         // a value one byte off is decoded afresh, and a bad one is still refused
         let mut bad = block("authorization", &token(0)).to_vec();
         let last = bad.len() - 1;
