@@ -536,7 +536,10 @@ mod tests {
             let got = decode_all(&mut d, &block("authorization", &long)).unwrap();
             assert_eq!(got, pairs(&[("authorization", &long)]));
         }
-        assert!(d.repeated.iter().all(|(sent, _)| sent.len() <= REPEATED_MAX));
+        assert!(d
+            .repeated
+            .iter()
+            .all(|(sent, _)| sent.len() <= REPEATED_MAX));
         // a value one byte off is decoded afresh, and a bad one is still refused
         let mut bad = block("authorization", &token(0)).to_vec();
         let last = bad.len() - 1;

@@ -239,22 +239,6 @@ fn plain_path(path: &[u8]) -> bool {
         .fold(true, |plain, &b| plain & PLAIN_PATH_BYTES[b as usize])
 }
 
-/// A header name HTTP/2 allows: a token, in lower case.
-fn h2_name(name: &[u8]) -> bool {
-    !name.is_empty()
-        && name.iter().all(|&b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
-}
-
-/// A header value `http::HeaderValue` takes as it is.
-fn h2_value(value: &[u8]) -> bool {
-    // without branches per byte, so that it vectorizes (a bearer token is 250 bytes)
-    value.iter().fold(true, |ok, &b| {
-        ok & ((b >= 0x20) & (b != 0x7f) | (b == b'\t'))
-    })
-}
-
 /// Fields HTTP/2 forbids, or that make a request more than a stored object's answer: the
 /// proxy answers a request with one (and Pingora's HTTP/2 session refuses what it refuses).
 const H2_PROXY_ONLY: [&str; 6] = [
@@ -310,7 +294,7 @@ where
     let mut out = HitRequest::new(head, target, fields.size_hint().0.saturating_sub(pseudo));
     let (mut host, mut authorization, mut cookies, mut repeated) = (None, 0, 0, false);
     for (name, value) in fields.skip(pseudo) {
-        if !h2_name(name) || !h2_value(value) {
+        if !crate::http2::field_name(name) || !crate::http2::field_value(value) {
             return None;
         }
         // ASCII, checked just above
