@@ -246,7 +246,7 @@ pub fn verify_gated(
 ) -> Result<SignedGrant, SignedDenial> {
     // A signed URL granted before: only what depends on when and from where is checked again.
     let digest = (!req.query.is_empty())
-        .then(|| keys::url_digest([req.scheme, req.host, req.path, req.query]));
+        .then(|| keys::digest_of([req.scheme, req.host, req.path, req.query].map(str::as_bytes)));
     if let Some(remembered) = digest.as_ref().and_then(|d| keys.granted(d)) {
         return recheck(remembered, req.client_ip, now);
     }
@@ -261,24 +261,36 @@ pub fn verify_gated(
     Ok(grant)
 }
 
-/// A remembered grant, checked against the clock and the client address in the order
-/// [`verify_in_full`] checks them, so that a refusal has the same label either way.
+/// A remembered grant, checked against the clock and the client address with the checks
+/// [`verify_in_full`] runs, in its order, so that a refusal has the same label either way.
 fn recheck(
     remembered: RememberedGrant,
     client_ip: Option<IpAddr>,
     now: u64,
 ) -> Result<SignedGrant, SignedDenial> {
     let RememberedGrant { grant, source_ip } = remembered;
-    if now >= grant.expires {
+    in_time(grant.expires, grant.not_before, now)?;
+    from_address(source_ip, client_ip)?;
+    Ok(grant)
+}
+
+/// `now` is before `expires` and, if given, after `not_before`.
+fn in_time(expires: u64, not_before: Option<u64>, now: u64) -> Result<(), SignedDenial> {
+    if now >= expires {
         return Err(SignedDenial::Expired);
     }
-    if grant.not_before.is_some_and(|t| now <= t) {
+    if not_before.is_some_and(|t| now <= t) {
         return Err(SignedDenial::NotYetValid);
     }
-    if source_ip.is_some_and(|cidr| !client_ip.is_some_and(|c| cidr.contains(c))) {
-        return Err(SignedDenial::WrongIp);
+    Ok(())
+}
+
+/// The client is inside the policy's `IpAddress` range, if it has one.
+fn from_address(source_ip: Option<Cidr>, client_ip: Option<IpAddr>) -> Result<(), SignedDenial> {
+    match source_ip {
+        Some(cidr) if !client_ip.is_some_and(|c| cidr.contains(c)) => Err(SignedDenial::WrongIp),
+        _ => Ok(()),
     }
-    Ok(grant)
 }
 
 /// Every check of [`verify_gated`], with the custom policy's `IpAddress` condition.
@@ -344,9 +356,7 @@ fn verify_in_full(
         )? {
             return Err(SignedDenial::BadSignature);
         }
-        if now >= expires {
-            return Err(SignedDenial::Expired);
-        }
+        in_time(expires, None, now)?;
         return Ok((grant(expires, None), None));
     }
     let policy = v[POLICY].ok_or(SignedDenial::Malformed)?;
@@ -357,20 +367,13 @@ fn verify_in_full(
     let statement = parse_policy(&policy)?;
     let cond = &statement.condition;
     let expires = cond.date_less_than.time;
-    if now >= expires {
-        return Err(SignedDenial::Expired);
-    }
     let not_before = cond.date_greater_than.as_ref().map(|t| t.time);
-    if not_before.is_some_and(|t| now <= t) {
-        return Err(SignedDenial::NotYetValid);
-    }
+    in_time(expires, not_before, now)?;
     let source_ip = match &cond.ip_address {
         Some(ip) => Some(Cidr::parse(&ip.source_ip).ok_or(SignedDenial::Malformed)?),
         None => None,
     };
-    if source_ip.is_some_and(|cidr| !req.client_ip.is_some_and(|c| cidr.contains(c))) {
-        return Err(SignedDenial::WrongIp);
-    }
+    from_address(source_ip, req.client_ip)?;
     if let Some(resource) = &statement.resource {
         if !wildcard_match(resource.as_bytes(), url.as_bytes()) {
             return Err(SignedDenial::WrongResource);

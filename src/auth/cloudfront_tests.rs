@@ -37,6 +37,16 @@ fn fixture_keys() -> SignedKeys {
     SignedKeys::load(entries).expect("fixture keys load")
 }
 
+/// The vector named `name`.
+fn case<'v>(v: &'v Value, name: &str) -> &'v Value {
+    v["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("vector {name}"))
+}
+
 fn str_field<'a>(case: &'a Value, name: &str) -> &'a str {
     case[name]
         .as_str()
@@ -215,12 +225,7 @@ fn canned_policy_bytes_match_botocore() {
 #[test]
 fn empty_key_set_denies_valid_signatures() {
     let v = vectors();
-    let case = v["cases"]
-        .as_array()
-        .expect("cases")
-        .iter()
-        .find(|c| c["name"] == "canned_rsa_sha1")
-        .expect("canned_rsa_sha1 vector");
+    let case = case(&v, "canned_rsa_sha1");
     assert!(run_case(case, &fixture_keys()).is_ok());
     let err = run_case(case, &SignedKeys::empty()).unwrap_err();
     assert!(err.contains("got unknown_key"), "{err}");
@@ -242,11 +247,7 @@ fn remembered_signatures_change_no_verdict() {
     let remembered = keys.remembered();
     assert!(remembered >= 30, "only {remembered} signatures remembered");
     // A remembered URL with one signature character changed is verified afresh, and fails.
-    let mut case = cases
-        .iter()
-        .find(|c| c["name"] == "canned_rsa_sha1")
-        .expect("vector")
-        .clone();
+    let mut case = case(&v, "canned_rsa_sha1").clone();
     let query = str_field(&case, "query").to_string();
     let i = query.find("Signature=").expect("signature") + "Signature=".len();
     let flipped = if &query[i..i + 1] == "A" { "B" } else { "A" };
@@ -266,11 +267,7 @@ fn remembered_signatures_change_no_verdict() {
 fn a_spent_budget_refuses_only_unremembered_signatures() {
     let v = vectors();
     let keys = fixture_keys();
-    let cases = v["cases"].as_array().expect("cases");
-    let case = cases
-        .iter()
-        .find(|c| c["name"] == "canned_rsa_sha1")
-        .expect("vector");
+    let case = case(&v, "canned_rsa_sha1");
     let cookies: Vec<&str> = Vec::new();
     let req = SignedRequest {
         scheme: str_field(case, "scheme"),
@@ -308,13 +305,7 @@ fn a_spent_budget_refuses_only_unremembered_signatures() {
 fn expiry_follows_the_injected_clock() {
     let v = vectors();
     let keys = fixture_keys();
-    let mut case = v["cases"]
-        .as_array()
-        .expect("cases")
-        .iter()
-        .find(|c| c["name"] == "custom_date_greater_than_and_ip")
-        .expect("vector")
-        .clone();
+    let mut case = case(&v, "custom_date_greater_than_and_ip").clone();
     // DateGreaterThan = 1_800_000_000, DateLessThan = 2_000_000_000.
     for (now, expect) in [
         (1_800_000_000u64, "not_yet_valid"),
@@ -683,12 +674,7 @@ fn stripped_cookie_names(header: &str) -> Vec<String> {
 fn a_granted_url_is_remembered_and_its_clock_and_address_checked_again() {
     let v = vectors();
     let keys = fixture_keys();
-    let case = v["cases"]
-        .as_array()
-        .expect("cases")
-        .iter()
-        .find(|c| c["name"] == "custom_date_greater_than_and_ip")
-        .expect("vector");
+    let case = case(&v, "custom_date_greater_than_and_ip");
     // DateGreaterThan 1_800_000_000, DateLessThan 2_000_000_000, IpAddress 192.0.2.0/24
     let cookies: Vec<&str> = Vec::new();
     let req = |ip: &str| SignedRequest {

@@ -194,7 +194,7 @@ pub struct SignedKeys {
     /// successes; every input of the check is in the digest (a malleated signature is another
     /// entry, verified afresh); a reloaded set starts empty; cleared when full.
     verified: dashmap::DashSet<[u8; 32], ahash::RandomState>,
-    /// Signed URLs that were granted, by [`url_digest`]: SHA-256 of the scheme, host, path and
+    /// Signed URLs that were granted, by [`digest_of`] the scheme, host, path and
     /// query as the viewer sent them (signing parameters included). Everything a URL's check
     /// reads except the clock and the client address is in the digest, so a returning viewer
     /// costs one digest and a lookup: no query parsing, base64, policy rebuild or signature
@@ -214,12 +214,12 @@ pub(super) struct RememberedGrant {
     pub(super) source_ip: Option<crate::cidr::Cidr>,
 }
 
-/// The digest [`SignedKeys`] remembers a signed URL by: SHA-256 over each part, length first.
-pub(super) fn url_digest(parts: [&str; 4]) -> [u8; 32] {
+/// SHA-256 over each part, length first: how both memos of [`SignedKeys`] name what they hold.
+pub(super) fn digest_of<'p>(parts: impl IntoIterator<Item = &'p [u8]>) -> [u8; 32] {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     for part in parts {
         ctx.update(&(part.len() as u64).to_le_bytes());
-        ctx.update(part.as_bytes());
+        ctx.update(part);
     }
     let mut digest = [0u8; 32];
     digest.copy_from_slice(ctx.finish().as_ref());
@@ -288,17 +288,11 @@ impl SignedKeys {
         signature: &[u8],
         may_verify: &dyn Fn() -> bool,
     ) -> Option<bool> {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         let alg: &[u8] = match hash {
             HashAlgorithm::Sha1 => b"1",
             HashAlgorithm::Sha256 => b"256",
         };
-        for part in [key.key_pair_id().as_bytes(), alg, message, signature] {
-            ctx.update(&(part.len() as u64).to_le_bytes());
-            ctx.update(part);
-        }
-        let mut digest = [0u8; 32];
-        digest.copy_from_slice(ctx.finish().as_ref());
+        let digest = digest_of([key.key_pair_id().as_bytes(), alg, message, signature]);
         if self.verified.contains(&digest) {
             return Some(true);
         }
@@ -315,7 +309,7 @@ impl SignedKeys {
         Some(ok)
     }
 
-    /// The grant remembered for a signed URL's [`url_digest`], if any.
+    /// The grant remembered for a signed URL's digest, if any.
     pub(super) fn granted(&self, digest: &[u8; 32]) -> Option<RememberedGrant> {
         self.granted.get(digest).map(|g| g.clone())
     }
