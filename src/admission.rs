@@ -201,8 +201,8 @@ pub async fn admit(edge: &Edge, facts: &RequestFacts<'_>) -> Result<Admitted, Re
     }
     let client = facts.viewer.addr;
     let stripped = || strip_query_params(facts.query, &edge.query_token_names);
-    // the token modes need it for their decision; the others only if the route keeps a query
-    let mut stripped_once = None;
+    // the token modes strip it for their decision; the others only if the route keeps a query
+    let mut token_query = None;
     let decision: Decision = match (peer_variant, access) {
         (Some(variant), _) => access::decided_by_peer(variant),
         (None, AccessMode::Public) => access::public(),
@@ -214,7 +214,7 @@ pub async fn admit(edge: &Edge, facts: &RequestFacts<'_>) -> Result<Admitted, Re
                 authorization: facts.headers.first("authorization"),
                 cookies: &cookies,
             };
-            let query = stripped_once.insert(stripped());
+            let query = token_query.insert(stripped());
             token_decision(edge, *access, require, &parts, path, query, facts)
         }
         (None, AccessMode::Basic) => {
@@ -263,15 +263,21 @@ pub async fn admit(edge: &Edge, facts: &RequestFacts<'_>) -> Result<Admitted, Re
         });
     };
     // CloudFront signing parameters are never part of the cache key or the origin request.
-    let query = || {
-        let stripped = stripped_once.unwrap_or_else(stripped);
-        match access {
-            AccessMode::Signed => {
-                Cow::Owned(crate::auth::cloudfront::strip_signing_params(&stripped).into_owned())
-            }
-            AccessMode::Public | AccessMode::Paywall | AccessMode::Token | AccessMode::Basic => {
-                stripped
-            }
+    let query = match query_policy {
+        // nothing to strip from a query that is dropped
+        crate::config::QueryPolicy::None => String::new(),
+        policy => {
+            let stripped = token_query.unwrap_or_else(stripped);
+            let query = match access {
+                AccessMode::Signed => Cow::Owned(
+                    crate::auth::cloudfront::strip_signing_params(&stripped).into_owned(),
+                ),
+                AccessMode::Public
+                | AccessMode::Paywall
+                | AccessMode::Token
+                | AccessMode::Basic => stripped,
+            };
+            policy_query(policy, query)
         }
     };
     Ok(Admitted {
@@ -281,7 +287,7 @@ pub async fn admit(edge: &Edge, facts: &RequestFacts<'_>) -> Result<Admitted, Re
         claims: decision.claims,
         host: facts.host.to_ascii_lowercase(),
         path: path.to_owned(),
-        query: policy_query(query_policy, query),
+        query,
         cacheable: *cacheable,
         from_peer: peer_variant.is_some(),
     })
@@ -358,16 +364,12 @@ fn throttled(edge: &Edge, result: AuthResult) -> Option<Answer> {
 
 /// The query the cache key and the origin see under a route's `query` policy, from the query
 /// without token parameters.
-fn policy_query<'a>(
-    policy: &crate::config::QueryPolicy,
-    query: impl FnOnce() -> Cow<'a, str>,
-) -> String {
+fn policy_query(policy: &crate::config::QueryPolicy, query: Cow<'_, str>) -> String {
     use crate::config::QueryPolicy;
     match policy {
-        QueryPolicy::All => query().into_owned(),
-        // nothing to strip from a query that is dropped
+        QueryPolicy::All => query.into_owned(),
         QueryPolicy::None => String::new(),
-        QueryPolicy::Allow(names) => keep_query_params(&query(), names),
+        QueryPolicy::Allow(names) => keep_query_params(&query, names),
     }
 }
 
