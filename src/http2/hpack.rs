@@ -336,15 +336,17 @@ impl Decoder {
         };
         buf.clear();
         let sent = &block[start..end];
-        if name || !(REPEATED_MIN..=REPEATED_MAX).contains(&sent.len()) {
-            huffman::decode(sent, buf).map_err(|_| Invalid("a bad Huffman string"))?;
-            return Ok(Str::Decoded);
-        }
-        if let Some((_, decoded)) = self.repeated.iter().find(|(s, _)| s[..] == *sent) {
-            buf.extend_from_slice(decoded);
-            return Ok(Str::Decoded);
+        let remember = !name && (REPEATED_MIN..=REPEATED_MAX).contains(&sent.len());
+        if remember {
+            if let Some((_, decoded)) = self.repeated.iter().find(|(s, _)| s[..] == *sent) {
+                buf.extend_from_slice(decoded);
+                return Ok(Str::Decoded);
+            }
         }
         huffman::decode(sent, buf).map_err(|_| Invalid("a bad Huffman string"))?;
+        if !remember {
+            return Ok(Str::Decoded);
+        }
         let at = self.next_repeated;
         self.next_repeated = (at + 1) % self.repeated.len();
         let slot = &mut self.repeated[at];
