@@ -246,15 +246,17 @@ where
             if self.done() {
                 return;
             }
+            // idle, with TLS buffers still held that are due back before the idle timeout
+            let release = self.out.is_empty()
+                && self.streams.is_empty()
+                && self.buffers_freed != Some(self.last_active)
+                && crate::tls::BUFFERS_KEPT < idle_timeout;
             let deadline = if !self.out.is_empty() {
                 self.last_written + WRITE_TIMEOUT
+            } else if release {
+                self.last_active + crate::tls::BUFFERS_KEPT
             } else if self.streams.is_empty() {
-                // idle: the TLS buffers go back first (`tls::BUFFERS_KEPT`), on this timer
-                let idle = self.last_active + idle_timeout;
-                match self.buffers_freed == Some(self.last_active) {
-                    true => idle,
-                    false => idle.min(self.last_active + crate::tls::BUFFERS_KEPT),
-                }
+                self.last_active + idle_timeout
             } else {
                 // open streams: their own timeouts are the proxy's
                 self.last_active + WRITE_TIMEOUT.max(idle_timeout)
@@ -269,9 +271,7 @@ where
                     if !self.out.is_empty() {
                         return; // the client stopped reading
                     }
-                    if self.streams.is_empty() && self.buffers_freed != Some(self.last_active)
-                        && deadline < self.last_active + idle_timeout
-                    {
+                    if release {
                         crate::tls::free_buffers(self.io.get_ssl());
                         self.buffers_freed = Some(self.last_active);
                         continue;
