@@ -202,16 +202,7 @@ pub fn bodyless(method: &str) -> bool {
 }
 
 /// Bytes of a host name or IPv4 address: letters, digits, `-`, `.`, `_`.
-const NAME_BYTES: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_';
-        b += 1;
-    }
-    t
-};
+const NAME_BYTES: [bool; 256] = crate::request::alnum_and(b"-._");
 
 /// A `Host` value the cache key and signed-URL resource can rely on: a registered name or IPv4
 /// address (letters, digits, `-`, `.`, `_`) or a bracketed IPv6 literal, with an optional

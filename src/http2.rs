@@ -8,7 +8,7 @@
 //! connection. The client's blocks, which do use the dynamic table, are decoded by
 //! [`hpack::Decoder`] (with the Huffman code of [`huffman`]).
 //!
-//! Ground floor: imports nothing from the crate.
+//! Ground floor: imports nothing from the crate but `request`'s byte classes.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -225,9 +225,9 @@ pub fn unpadded(head: &Head, payload: &[u8]) -> Option<core::ops::Range<usize>> 
 /// A field name HTTP/2 allows: a token, in lower case.
 pub fn field_name(name: &[u8]) -> bool {
     !name.is_empty()
-        && name.iter().all(|&b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && name
+            .iter()
+            .all(|&b| crate::request::tchar(b) && !b.is_ascii_uppercase())
 }
 
 /// A field value `http::HeaderValue` takes as it is: no control byte but tab.

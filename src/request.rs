@@ -160,6 +160,45 @@ pub fn path_in_scope(path: &str, prefix: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// RFC 9110 `tchar`: a byte of a token (a header name, a cookie name).
+pub const fn tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
+
+/// A lookup table of the ASCII letters and digits and the bytes of `others`, for checks that
+/// run over every byte of a request line or field.
+pub const fn alnum_and(others: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < others.len() {
+        table[others[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
+
 /// The value of the first query parameter called `name`, raw (tokens are base64url and need no
 /// decoding; a `%`-escaped token is decoded).
 pub fn query_param<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
@@ -253,6 +292,18 @@ pub fn retain_cookies(header: &[u8], keep: impl Fn(&str) -> bool) -> Option<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tchar_is_the_rfc_list_and_alnum_and_builds_its_table() {
+        for b in 0..=255u8 {
+            let listed = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(tchar(b), listed, "{b:#04x}");
+            assert_eq!(
+                alnum_and(b"-.")[usize::from(b)],
+                b.is_ascii_alphanumeric() || b"-.".contains(&b)
+            );
+        }
+    }
 
     #[test]
     fn normalizes_paths() {

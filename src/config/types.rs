@@ -369,7 +369,7 @@ impl fmt::Display for TokenSource {
 
 /// RFC 7230 `tchar`: the characters of a header name or cookie name.
 pub fn is_tchar(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+    c.is_ascii() && crate::request::tchar(c as u8)
 }
 
 /// One `routes[]` entry.

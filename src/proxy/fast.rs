@@ -216,21 +216,7 @@ fn hit_request<'a>(req: &httparse::Request<'_, 'a>) -> Option<HitRequest<'a>> {
 /// The bytes HTTP/2's `:path` may carry for this path to answer: what every URI parser reads
 /// alike (RFC 3986 unreserved, sub-delims, `:@/?%`). Others go to the proxy, which refuses
 /// what Pingora's HTTP/2 session refuses.
-const PLAIN_PATH_BYTES: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        table[b] = (b as u8).is_ascii_alphanumeric();
-        b += 1;
-    }
-    let others = b"-._~!$&'()*+,;=:@/?%";
-    let mut i = 0;
-    while i < others.len() {
-        table[others[i] as usize] = true;
-        i += 1;
-    }
-    table
-};
+const PLAIN_PATH_BYTES: [bool; 256] = crate::request::alnum_and(b"-._~!$&'()*+,;=:@/?%");
 
 /// Every byte of `path` is a [`PLAIN_PATH_BYTES`] one. Without branches per byte: a signed or
 /// token-bearing path is 200 bytes and more.
