@@ -12,21 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
-use support::certs::Ca;
 use support::*;
-
-fn path_str(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
-
-/// A TLS listener mapping for `EdgeOptions::extra_listeners`.
-fn tls_listener(port: u16, cert: &Path, key: &Path, proxy_protocol: bool) -> String {
-    format!(
-        "{{ addr: \"127.0.0.1:{port}\", proxy_protocol: {proxy_protocol}, tls: {{ cert: {:?}, key: {:?} }} }}",
-        path_str(cert),
-        path_str(key),
-    )
-}
 
 /// Open a TCP connection, write `preamble` in the clear, then speak TLS (trusting `ca`, SNI
 /// `a.test`) and send one HTTP/1.1 GET; the response text, or the error.
@@ -49,37 +35,14 @@ fn get_over_tls(port: u16, preamble: &[u8], ca: &Path, path: &str) -> Result<Str
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
-struct TlsRig {
-    _dir: tempfile::TempDir,
-    ca: std::path::PathBuf,
-    origin: Origin,
-    edge: Edge,
-    tls_port: u16,
-}
-
-fn tls_rig(proxy_protocol: bool, trusted: &str) -> TlsRig {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new(dir.path(), "Tollgate Test CA", "ca.pem");
-    let (crt, key) = ca.leaf(dir.path(), "a", &["a.test"]);
-    let origin = Origin::start();
-    let tls_port = free_port();
-    let k = support::tokens::es256("k1");
-    let edge = Edge::start_with(
-        &origin,
-        &[&k],
+fn tls_rig(proxy_protocol: bool, trusted: &str) -> TlsEdge {
+    TlsEdge::start(
+        &format!("proxy_protocol: {proxy_protocol},"),
         EdgeOptions {
-            extra_listeners: vec![tls_listener(tls_port, &crt, &key, proxy_protocol)],
             extra_yaml: format!("trusted_proxies: [{trusted}]"),
             ..EdgeOptions::default()
         },
-    );
-    TlsRig {
-        ca: ca.pem.clone(),
-        _dir: dir,
-        origin,
-        edge,
-        tls_port,
-    }
+    )
 }
 
 const PROXY_V1: &[u8] = b"PROXY TCP4 203.0.113.7 10.0.0.1 5555 443\r\n";
@@ -87,7 +50,7 @@ const PROXY_V1: &[u8] = b"PROXY TCP4 203.0.113.7 10.0.0.1 5555 443\r\n";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_header_before_the_tls_handshake_names_the_viewer() {
     let rig = tls_rig(true, "127.0.0.1/32");
-    let text = get_over_tls(rig.tls_port, PROXY_V1, &rig.ca, "/news/pp-tls").expect("TLS GET");
+    let text = get_over_tls(rig.port, PROXY_V1, &rig.ca, "/news/pp-tls").expect("TLS GET");
     assert!(text.starts_with("HTTP/1.1 200"), "answer: {text}");
     let seen = rig.origin.last_for("/news/pp-tls").expect("origin asked");
     assert_eq!(
@@ -100,7 +63,7 @@ async fn a_proxy_header_before_the_tls_handshake_names_the_viewer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_header_before_tls_from_an_untrusted_peer_is_read_but_not_believed() {
     let rig = tls_rig(true, "10.0.0.0/8");
-    let text = get_over_tls(rig.tls_port, PROXY_V1, &rig.ca, "/news/pp-untrusted").expect("GET");
+    let text = get_over_tls(rig.port, PROXY_V1, &rig.ca, "/news/pp-untrusted").expect("GET");
     assert!(text.starts_with("HTTP/1.1 200"), "answer: {text}");
     let seen = rig
         .origin
@@ -112,7 +75,7 @@ async fn a_proxy_header_before_tls_from_an_untrusted_peer_is_read_but_not_believ
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_handshake_without_the_proxy_header_is_refused() {
     let rig = tls_rig(true, "127.0.0.1/32");
-    let got = get_over_tls(rig.tls_port, b"", &rig.ca, "/news/pp-missing");
+    let got = get_over_tls(rig.port, b"", &rig.ca, "/news/pp-missing");
     assert!(
         got.as_ref().is_err() || got.as_ref().is_ok_and(|t| t.is_empty()),
         "a connection without its PROXY header was served: {got:?}"
@@ -128,7 +91,7 @@ async fn a_tls_handshake_without_the_proxy_header_is_refused() {
         .await;
     assert!(refused >= 1.0);
     // the listener still serves connections that do send it
-    let text = get_over_tls(rig.tls_port, PROXY_V1, &rig.ca, "/news/pp-after").expect("GET");
+    let text = get_over_tls(rig.port, PROXY_V1, &rig.ca, "/news/pp-after").expect("GET");
     assert!(text.starts_with("HTTP/1.1 200"), "answer: {text}");
 }
 
@@ -167,7 +130,7 @@ async fn a_get_with_a_body_over_http2_is_refused_before_the_origin() {
         let path = format!("/news/h2-body-{method}");
         let (code, meta, _) = curl_tls(
             &rig.ca,
-            rig.tls_port,
+            rig.port,
             &path,
             &["--http2", "-X", method, "--data-binary", smuggled],
         );
@@ -178,11 +141,11 @@ async fn a_get_with_a_body_over_http2_is_refused_before_the_origin() {
         assert_eq!(rig.origin.hits(&path), 0, "{method}: origin asked");
     }
     assert_eq!(rig.origin.hits("/drafts/secret"), 0);
-    let (_, meta, body) = curl_tls(&rig.ca, rig.tls_port, "/news/h2-plain", &["--http2"]);
+    let (_, meta, body) = curl_tls(&rig.ca, rig.port, "/news/h2-plain", &["--http2"]);
     assert_eq!(meta, "2 200", "a plain HTTP/2 GET still works: {body}");
     let (_, meta, _) = curl_tls(
         &rig.ca,
-        rig.tls_port,
+        rig.port,
         "/news/h2-post",
         &["--http2", "--data-binary", "a=1"],
     );
@@ -240,8 +203,8 @@ async fn a_head_over_http2_that_misses_ends_cleanly() {
             .arg("--cacert")
             .arg(&rig.ca)
             .arg("--resolve")
-            .arg(format!("a.test:{}:127.0.0.1", rig.tls_port))
-            .arg(format!("https://a.test:{}/news/h2-head", rig.tls_port))
+            .arg(format!("a.test:{}:127.0.0.1", rig.port))
+            .arg(format!("https://a.test:{}/news/h2-head", rig.port))
             .output()
             .expect("run curl");
         let head = String::from_utf8_lossy(&out.stdout);
@@ -255,7 +218,7 @@ async fn a_head_over_http2_that_misses_ends_cleanly() {
         assert!(head.contains(want), "{round}: {head}");
     }
     // the HEAD filled the object for GETs (a GET is a hit with the origin's body)
-    let (_, meta, body) = curl_tls(&rig.ca, rig.tls_port, "/news/h2-head", &["--http2"]);
+    let (_, meta, body) = curl_tls(&rig.ca, rig.port, "/news/h2-head", &["--http2"]);
     assert_eq!(meta, "2 200");
     assert!(body.contains("/news/h2-head"), "{body}");
     assert_eq!(rig.origin.hits("/news/h2-head"), 1);
@@ -288,7 +251,7 @@ fn read_response(tls: &mut openssl::ssl::SslStream<TcpStream>) -> (String, Vec<u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keep_alive_tls_connection_serves_after_idling_past_its_buffer_release() {
     let rig = tls_rig(false, "");
-    let tcp = TcpStream::connect(("127.0.0.1", rig.tls_port)).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", rig.port)).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut connector = SslConnector::builder(SslMethod::tls()).unwrap();
     connector.set_ca_file(&rig.ca).unwrap();

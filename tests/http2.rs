@@ -8,57 +8,28 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode};
-use support::certs::Ca;
 use support::*;
 use tollgate::http2::{self, flag, hpack, kind};
 
-struct Rig {
-    _dir: tempfile::TempDir,
-    ca: PathBuf,
-    origin: Origin,
-    edge: Edge,
-    port: u16,
-}
-
-fn rig(extra_yaml: &str) -> Rig {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new(dir.path(), "Tollgate Test CA", "ca.pem");
-    let (crt, key) = ca.leaf(dir.path(), "a", &["a.test"]);
-    let origin = Origin::start();
-    let port = free_port();
-    let k = support::tokens::es256("k1");
-    let listener = format!(
-        "{{ addr: \"127.0.0.1:{port}\", tls: {{ cert: {:?}, key: {:?} }} }}",
-        crt.to_string_lossy(),
-        key.to_string_lossy()
-    );
-    let edge = Edge::start_with(
-        &origin,
-        &[&k],
+fn rig(extra_yaml: &str) -> TlsEdge {
+    TlsEdge::start(
+        "",
         EdgeOptions {
-            extra_listeners: vec![listener],
             extra_yaml: extra_yaml.to_string(),
             fast_hits: Some(true),
             ..EdgeOptions::default()
         },
-    );
-    Rig {
-        ca: ca.pem.clone(),
-        _dir: dir,
-        origin,
-        edge,
-        port,
-    }
+    )
 }
 
 /// HTTP/2 over TLS (ALPN h2), one connection, and windows of 16 KiB per stream and 32 KiB in
 /// all: every answer larger than that waits for the client's WINDOW_UPDATEs.
-fn small_window_client(rig: &Rig) -> reqwest::Client {
+fn small_window_client(rig: &TlsEdge) -> reqwest::Client {
     let pem = std::fs::read(&rig.ca).unwrap();
     reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
@@ -72,8 +43,18 @@ fn small_window_client(rig: &Rig) -> reqwest::Client {
         .unwrap()
 }
 
-fn url(rig: &Rig, path: &str) -> String {
+fn url(rig: &TlsEdge, path: &str) -> String {
     format!("https://a.test:{}{path}", rig.port)
+}
+
+/// Store `path` (for the host the raw requests name) with one GET over HTTP/2.
+async fn warm(rig: &TlsEdge, path: &str) {
+    let r = small_window_client(rig)
+        .get(url(rig, path))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "warming {path}");
 }
 
 async fn served(edge: &Edge) -> f64 {
@@ -261,13 +242,7 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_loop_answers_pings_hits_oversized_lists_and_broken_blocks_itself() {
     let rig = rig("");
-    // warm the object (for the host the raw requests name)
-    let warm = small_window_client(&rig)
-        .get(url(&rig, "/news/raw"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(warm.status(), 200);
+    warm(&rig, "/news/raw").await;
     let (ca, port) = (rig.ca.clone(), rig.port);
     let before = served(&rig.edge).await;
     let (hit, too_large, goaway) = tokio::task::spawn_blocking(move || {
@@ -359,12 +334,7 @@ async fn an_idle_connection_gets_goaway_then_closes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_serves_after_idling_past_its_buffer_release() {
     let rig = rig("limits: { idle_timeout: 4s }");
-    let warm = small_window_client(&rig)
-        .get(url(&rig, "/news/rested"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(warm.status(), 200);
+    warm(&rig, "/news/rested").await;
     let (ca, port) = (rig.ca.clone(), rig.port);
     tokio::task::spawn_blocking(move || {
         let mut raw = Raw::connect(port, &ca);

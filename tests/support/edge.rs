@@ -777,3 +777,41 @@ impl Drop for Edge {
         }
     }
 }
+
+/// An edge with one more listener, TLS for `a.test` (its certificate from a fresh test CA),
+/// in front of a fresh origin, with the default ES256 key `k1`.
+pub struct TlsEdge {
+    _dir: tempfile::TempDir,
+    /// The CA to trust.
+    pub ca: std::path::PathBuf,
+    pub origin: Origin,
+    pub edge: Edge,
+    /// The TLS listener's port.
+    pub port: u16,
+}
+
+impl TlsEdge {
+    /// `listener` is put in the listener's mapping before `tls` (e.g. `proxy_protocol: true,`);
+    /// `opts` as for [`Edge::start_with`].
+    pub fn start(listener: &str, mut opts: EdgeOptions) -> TlsEdge {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = super::certs::Ca::new(dir.path(), "Tollgate Test CA", "ca.pem");
+        let (crt, key) = ca.leaf(dir.path(), "a", &["a.test"]);
+        let origin = Origin::start();
+        let port = free_port();
+        opts.extra_listeners.push(format!(
+            "{{ addr: \"127.0.0.1:{port}\", {listener} tls: {{ cert: {:?}, key: {:?} }} }}",
+            crt.to_string_lossy(),
+            key.to_string_lossy(),
+        ));
+        let k = super::tokens::es256("k1");
+        let edge = Edge::start_with(&origin, &[&k], opts);
+        TlsEdge {
+            ca: ca.pem.clone(),
+            _dir: dir,
+            origin,
+            edge,
+            port,
+        }
+    }
+}
