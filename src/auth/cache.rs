@@ -21,16 +21,22 @@
 //! Bound: never more than `capacity` entries. A slot is reserved (atomic
 //! counter) before each insert, so concurrent inserts cannot overshoot. When
 //! full, one inserter (the others skip caching meanwhile) makes a pass over
-//! one of [`SEGMENTS`] segments of the map (round robin) that drops its
-//! expired entries and about one in eight of the rest: ~n/SEGMENTS entries
-//! scanned per ~n/(8·SEGMENTS) freed, the same amortized cost as one pass over
-//! everything, but the request that pays it waits 1/SEGMENTS as long. (One
-//! whole-map pass over 100,000 entries stalled the event loop long enough to
-//! double the p99 of the never-seen-token benchmark: `benches/peers/run.sh`,
-//! issue 7 closing note.) If the
-//! cache is still full the new token is simply not cached — it was verified,
-//! so the request is unaffected. Inserts need a valid signature, so only
-//! genuine tokens can ever fill it.
+//! one of [`SEGMENTS`] segments of the map (round robin). The pass is a CLOCK
+//! (second chance): it drops the segment's expired entries and those not hit
+//! since the previous pass over it, and clears the mark of the rest, so a
+//! returning reader keeps its entry through a flood of tokens seen once (new
+//! readers, or someone minting with a stolen key) — with one in eight dropped
+//! blindly, as before, every pass cost returning readers a signature check
+//! each: after a run of never-seen tokens the 10,000-rotating-token benchmark
+//! re-verified about a fifth of its tokens. One segment per pass: ~n/SEGMENTS
+//! entries scanned, so the request that pays waits 1/SEGMENTS as long as for
+//! a whole-map pass (one over 100,000 entries stalled the event loop long
+//! enough to double the p99 of the never-seen-token benchmark:
+//! `benches/peers/run.sh`, issue 7 closing note). If every entry of every
+//! segment was hit since its last pass, one round frees nothing and the new
+//! token is simply not cached — it was verified, so the request is
+//! unaffected; the next round finds the marks cleared. Inserts need a valid
+//! signature, so only genuine tokens can ever fill it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -40,8 +46,6 @@ use dashmap::DashMap;
 use crate::auth::jwt::{self, Claims, Denial, Policy};
 use crate::auth::keys::KeySet;
 
-/// Fraction of live entries dropped by an eviction pass: one in this many.
-const EVICT_ONE_IN: usize = 8;
 /// The map is split by token hash into this many segments; an eviction pass
 /// covers one of them.
 pub const SEGMENTS: usize = 16;
@@ -85,11 +89,22 @@ impl std::hash::Hasher for SuffixHasher {
     }
 }
 
-#[derive(Clone)]
+/// A cached token's slot. What a hit checks is copied here, beside the key in the map's own
+/// table, so that checking it follows no pointer: the claims are another allocation, and with
+/// 10,000 readers in turn each pointer followed is a cache miss (`perf` on the rotating-token
+/// benchmark after a flood of never-seen tokens: 15 % of the node's time went to the lookup
+/// when the hit read `exp`, `nbf` and `kid` from the claims).
 struct Entry {
     claims: Arc<Claims>,
-    /// `exp + leeway` at insert time, for [`TokenCache::sweep`].
+    /// `exp + leeway` at insert time: a hit after it is stale; [`TokenCache::sweep`] drops it.
     expires_at: u64,
+    /// `nbf - leeway` at insert time (0 without `nbf`): a hit before it is stale.
+    valid_from: u64,
+    /// The [`KeySet::generation`] under which the entry's key was last seen live: a hit under
+    /// that set needs no key lookup.
+    keys_generation: AtomicU64,
+    /// Hit since the last eviction pass over its segment (the CLOCK mark).
+    used: AtomicBool,
 }
 
 /// Counters for metrics and tests.
@@ -174,8 +189,15 @@ impl TokenCache {
         may_verify: impl FnOnce() -> bool,
     ) -> Result<Arc<Claims>, Denial> {
         let map = self.segment(token);
-        if let Some(claims) = map.view(token, |_, e| Arc::clone(&e.claims)) {
-            if still_valid(&claims, keys, policy, now_unix) {
+        let found = map.view(token, |_, e| {
+            let valid = still_valid(e, keys, now_unix);
+            if valid && !e.used.load(Ordering::Relaxed) {
+                e.used.store(true, Ordering::Relaxed);
+            }
+            (Arc::clone(&e.claims), valid)
+        });
+        if let Some((claims, valid)) = found {
+            if valid {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(claims);
             }
@@ -193,18 +215,23 @@ impl TokenCache {
             return Err(Denial::Throttled);
         }
         let claims = Arc::new(jwt::verify(token, keys, policy, now_unix)?);
-        self.insert(token, &claims, policy, now_unix);
+        self.insert(token, &claims, keys, policy, now_unix);
         Ok(claims)
     }
 
-    fn insert(&self, token: &str, claims: &Arc<Claims>, policy: &Policy, now: u64) {
-        let reserved = self.reserve_slot() || (self.evict(policy, now) && self.reserve_slot());
+    fn insert(&self, token: &str, claims: &Arc<Claims>, keys: &KeySet, policy: &Policy, now: u64) {
+        let reserved = self.reserve_slot() || (self.evict(now) && self.reserve_slot());
         if !reserved {
             return;
         }
         let entry = Entry {
             claims: Arc::clone(claims),
             expires_at: claims.exp.saturating_add(policy.leeway_secs),
+            valid_from: claims
+                .nbf
+                .map_or(0, |nbf| nbf.saturating_sub(policy.leeway_secs)),
+            keys_generation: AtomicU64::new(keys.generation()),
+            used: AtomicBool::new(false),
         };
         if self.segment(token).insert(token.into(), entry).is_some() {
             // Replaced a concurrent insert of the same token: one slot freed.
@@ -221,8 +248,8 @@ impl TokenCache {
             .is_ok()
     }
 
-    /// One eviction pass; `false` if another thread is already running one.
-    fn evict(&self, policy: &Policy, now: u64) -> bool {
+    /// One eviction pass (the module's CLOCK); `false` if another thread is already running one.
+    fn evict(&self, now: u64) -> bool {
         if self.capacity == 0
             || self
                 .evicting
@@ -232,22 +259,20 @@ impl TokenCache {
             return false;
         }
         let (mut expired, mut dropped) = (0usize, 0usize);
-        // One segment, or the next ones while a segment frees nothing (empty, or
-        // too small to lose one in eight): never more than one full round.
+        // One segment, or the next ones while a segment frees nothing (empty, or every
+        // entry hit since the last pass): never more than one full round.
         for _ in 0..SEGMENTS {
             let i = self.next_evict.fetch_add(1, Ordering::Relaxed) % SEGMENTS;
-            let mut seen = 0usize;
             self.segments[i].retain(|_, e| {
-                if now > e.claims.exp.saturating_add(policy.leeway_secs) {
+                if now > e.expires_at {
                     expired += 1;
                     return false;
                 }
-                seen += 1;
-                if seen % EVICT_ONE_IN == 1 {
-                    dropped += 1;
-                    return false;
+                if std::mem::take(e.used.get_mut()) {
+                    return true;
                 }
-                true
+                dropped += 1;
+                false
             });
             if expired + dropped > 0 {
                 break;
@@ -348,13 +373,23 @@ impl TokenCache {
     }
 }
 
-/// The hit-path re-check: time window and key liveness.
-fn still_valid(claims: &Claims, keys: &KeySet, policy: &Policy, now: u64) -> bool {
-    now <= claims.exp.saturating_add(policy.leeway_secs)
-        && claims
-            .nbf
-            .is_none_or(|nbf| nbf <= now.saturating_add(policy.leeway_secs))
-        && keys.get(&claims.kid).map(|k| k.id) == Some(claims.key_id)
+/// The hit-path re-check: time window and key liveness. The key is looked up only when the
+/// key set changed since the entry last saw its key (a reload): then the key must still be
+/// there with the same [`VerifyKey::id`](crate::auth::keys::VerifyKey::id), and the entry
+/// remembers the new set.
+fn still_valid(e: &Entry, keys: &KeySet, now: u64) -> bool {
+    if now > e.expires_at || now < e.valid_from {
+        return false;
+    }
+    let generation = keys.generation();
+    if e.keys_generation.load(Ordering::Relaxed) == generation {
+        return true;
+    }
+    let live = keys.get(&e.claims.kid).map(|k| k.id) == Some(e.claims.key_id);
+    if live {
+        e.keys_generation.store(generation, Ordering::Relaxed);
+    }
+    live
 }
 
 #[cfg(test)]

@@ -348,3 +348,66 @@ fn a_closed_gate_refuses_only_tokens_not_yet_verified() {
     assert!(cache.verify_gated(&fresh, &keys, &p, NOW, || true).is_ok());
     assert_eq!(cache.len(), 2);
 }
+
+/// The eviction pass is a CLOCK: a returning reader's entry, hit between passes, outlives a
+/// flood of tokens each seen once. (With one in eight dropped blindly, as before, returning
+/// readers lost entries to every pass and paid a signature check each.)
+#[test]
+fn returning_readers_keep_their_entries_through_a_flood_of_new_tokens() {
+    let k = es("k1");
+    let keys = set(&[&k]);
+    let p = Policy::default();
+    let cache = TokenCache::new(128);
+    let hot: Vec<String> = (0..16)
+        .map(|i| token(&k, NOW + 600, &format!("hot{i}")))
+        .collect();
+    for t in &hot {
+        cache.verify(t, &keys, &p, NOW).unwrap();
+    }
+    let flood = 1_200;
+    for i in 0..flood {
+        cache
+            .verify(&token(&k, NOW + 600, &format!("new{i}")), &keys, &p, NOW)
+            .unwrap();
+        if i % 40 == 39 {
+            for t in &hot {
+                cache.verify(t, &keys, &p, NOW).unwrap();
+            }
+        }
+    }
+    assert!(cache.stats().evictions > 0, "the flood filled the cache");
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.misses, stats.hits),
+        (hot.len() as u64 + flood, hot.len() as u64 * flood / 40),
+        "every returning reader's lookup after its first was a hit"
+    );
+    assert!(cache.len() <= 128);
+    assert_eq!(cache.len(), cache.reserved.load(Ordering::Acquire));
+}
+
+/// A hit under the key set its entry was verified with looks no key up; under a new set (a
+/// reload) it looks the key up once, and remembers the new set only if the key is still live.
+#[test]
+fn a_reload_rechecks_the_key_once_per_entry() {
+    let k1 = es("k1");
+    let keys = set(&[&k1]);
+    let p = Policy::default();
+    let cache = TokenCache::new(100);
+    let t = token(&k1, NOW + 600, "a");
+    cache.verify(&t, &keys, &p, NOW).unwrap();
+    let reloaded = set(&[&k1]).carry_over(&keys);
+    assert_ne!(reloaded.generation(), keys.generation());
+    assert!(cache.verify(&t, &reloaded, &p, NOW).is_ok());
+    let remembered = |cache: &TokenCache| {
+        cache
+            .segment(&t)
+            .view(t.as_str(), |_, e| e.keys_generation.load(Ordering::Relaxed))
+            .unwrap()
+    };
+    assert_eq!(remembered(&cache), reloaded.generation());
+    // Back to a set without the key: refused, though the entry had seen it live.
+    let without = set(&[&es("k2")]);
+    assert_eq!(cache.verify(&t, &without, &p, NOW), Err(Denial::UnknownKid));
+    assert_eq!(cache.stats().hits, 1);
+}

@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::auth::jwks::{parse_jwks, parse_jwks_collecting};
@@ -34,15 +35,41 @@ pub struct PemKeySpec {
 }
 
 /// The live verification keys, by `kid`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct KeySet {
     keys: BTreeMap<String, Arc<VerifyKey>>,
+    /// Names this set's contents: every set built or changed gets a number no other set had
+    /// ([`KeySet::generation`]); a clone keeps it, as it keeps the keys.
+    generation: u64,
+}
+
+/// The next [`KeySet::generation`].
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    NEXT_GENERATION.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Default for KeySet {
+    fn default() -> KeySet {
+        KeySet {
+            keys: BTreeMap::new(),
+            generation: next_generation(),
+        }
+    }
 }
 
 impl KeySet {
     /// A set with no keys: every token is denied (`unknown_kid`).
     pub fn empty() -> KeySet {
         KeySet::default()
+    }
+
+    /// A number that names this set's contents: two sets with the same generation hold the
+    /// same keys (one is a clone of the other). The token cache records it with each entry, so
+    /// a hit under an unchanged set knows its key is still live without looking it up.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Build a set from keys already parsed; duplicate `kid`s are an error.
@@ -115,6 +142,7 @@ impl KeySet {
                 }
             }
         }
+        self.generation = next_generation();
         self
     }
 
@@ -130,7 +158,8 @@ impl KeySet {
                 keys.insert(kid.clone(), Arc::clone(key));
             }
         }
-        (KeySet { keys }, shadowed)
+        let generation = next_generation();
+        (KeySet { keys, generation }, shadowed)
     }
 
     /// The keys, in `kid` order.
