@@ -98,8 +98,7 @@ pub(super) fn token_decision(
     } else {
         access::token(require, presented)
     };
-    let user_agent = facts.headers.first("user-agent").unwrap_or_default();
-    watch_session(edge, mode, decision, client, user_agent, now)
+    watch_session(edge, mode, decision, client, facts.headers, now)
 }
 
 /// Verify a found token and gather what its claims are checked against.
@@ -194,13 +193,13 @@ fn smd_verify(
 }
 
 /// Auto-revocation: count where an admitted session is seen from; over the limits, revoke it
-/// (this request included).
+/// (this request included). The `User-Agent` is looked up only for a session that is watched.
 fn watch_session(
     edge: &Edge,
     mode: AccessMode,
     decision: Decision,
     client: Option<IpAddr>,
-    user_agent: &[u8],
+    headers: Headers<'_>,
     now: u64,
 ) -> Decision {
     let (Some(auto), Some(claims)) = (&edge.auto_revoker, &decision.claims) else {
@@ -212,6 +211,7 @@ fn watch_session(
     if decision.result != Some(AuthResult::Valid) {
         return decision;
     }
+    let user_agent = headers.first("user-agent").unwrap_or_default();
     let Some(trip) = auto.observe(sid, client, user_agent, claims.exp, now) else {
         return decision;
     };
