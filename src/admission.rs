@@ -13,6 +13,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use http::{HeaderMap, Method};
 
@@ -91,6 +92,9 @@ pub struct RequestFacts<'a> {
     pub headers: Headers<'a>,
     /// The client's address and scheme ([`crate::viewer`]).
     pub viewer: Viewer,
+    /// When the request is decided: the one clock read that the credential checks' validity
+    /// windows and the hit path's freshness share.
+    pub now: SystemTime,
 }
 
 /// A request let in: what the cache key, the origin request and the access log are made of.
@@ -305,7 +309,7 @@ fn decided_by_peer(edge: &Edge, facts: &RequestFacts<'_>) -> Option<Variant> {
         facts.host,
         facts.target,
         variant,
-        crate::edge::unix_now(),
+        crate::edge::unix_secs(facts.now),
     );
     if verified.is_none() {
         log::debug!("a shield signature that does not verify: decided as a client request");

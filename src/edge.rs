@@ -568,8 +568,12 @@ fn cache_store(config: &Config, metrics: &Metrics) -> Result<&'static TieredStor
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    unix_secs(SystemTime::now())
+}
+
+/// `time` in whole seconds since the Unix epoch (0 before it).
+pub fn unix_secs(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs()
 }

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use super::RequestFacts;
-use crate::edge::{unix_now, Edge};
+use crate::edge::{unix_secs, Edge};
 
 /// HTTP Basic credentials against the realm's file. bcrypt costs milliseconds, so a check the
 /// file's cache of verified credentials cannot answer runs on the blocking pool — unless
@@ -49,7 +49,12 @@ pub(super) fn signed_check(edge: &Edge, facts: &RequestFacts<'_>) -> Result<(), 
         client_ip: facts.viewer.addr,
     };
     let may_verify = || edge.may_verify(facts.viewer.addr);
-    cloudfront::verify_gated(&signed, &edge.signed_keys.load(), unix_now(), &may_verify)
-        .map(|_| ())
-        .map_err(|d| d.as_str())
+    cloudfront::verify_gated(
+        &signed,
+        &edge.signed_keys.load(),
+        unix_secs(facts.now),
+        &may_verify,
+    )
+    .map(|_| ())
+    .map_err(|d| d.as_str())
 }

@@ -11,7 +11,7 @@ use crate::access::{self, AuthResult, Decision};
 use crate::auth::{Claims, Denial};
 use crate::cache::Variant;
 use crate::config::{AccessMode, TokenSource};
-use crate::edge::{unix_now, Edge};
+use crate::edge::{unix_secs, Edge};
 use crate::request::{bearer_token, cookie_value, query_param};
 
 /// A token found in a request, and where. Borrows the request: finding a token allocates only
@@ -89,7 +89,7 @@ pub(super) fn token_decision(
     query: &str,
     facts: &RequestFacts<'_>,
 ) -> Decision {
-    let now = unix_now();
+    let now = unix_secs(facts.now);
     let client = facts.viewer.addr;
     let presented = find_token(&edge.config.auth.token_sources, parts)
         .map(|t| present(edge, &t, path, client, now, facts, query));

@@ -4,7 +4,7 @@
 //! `request_filter`, before any cache lookup.
 
 use std::borrow::Cow;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::HeaderValue;
 use pingora_proxy::Session;
@@ -111,6 +111,7 @@ impl TollgateProxy {
                     host: request_host(req),
                     headers: Headers::Map(&req.headers),
                     viewer: ctx.viewer,
+                    now: SystemTime::now(),
                 };
                 admission::admit(edge, &facts).await
             }

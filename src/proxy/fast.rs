@@ -496,6 +496,7 @@ impl TollgateProxy {
     /// the admission. Nothing is counted or logged here but the admission's own decision.
     pub async fn fast_hit(&self, req: &HitRequest<'_>, viewer: Viewer) -> Fast {
         let start = Instant::now();
+        let now = SystemTime::now();
         let edge = &*self.edge;
         let facts = RequestFacts {
             method: if req.head {
@@ -509,6 +510,7 @@ impl TollgateProxy {
             host: req.host,
             headers: Headers::List(&req.headers),
             viewer,
+            now,
         };
         let admitted = match admission::admit(edge, &facts).await {
             Ok(admitted) => admitted,
@@ -537,7 +539,6 @@ impl TollgateProxy {
         };
         // only a credential check can be slow; a public hit reads no clock for it
         let slow = admitted.auth.is_some() && start.elapsed() > SLOW_DECISION;
-        let now = SystemTime::now();
         let object = admitted
             .cacheable
             .then(|| {
