@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::{Headers, RequestFacts};
 use crate::access::{self, AuthResult, Decision};
-use crate::auth::{Claims, Denial};
+use crate::auth::{Claims, Denial, PackedNames};
 use crate::cache::Variant;
 use crate::config::{AccessMode, TokenSource};
 use crate::edge::{unix_secs, Edge};
@@ -182,6 +182,7 @@ fn smd_verify(
             iat: c.iat,
             sub: None,
             subs: Vec::new(),
+            subs_packed: PackedNames::default(),
             sid: c.sid,
             // scope and viewer binding were enforced by the SMD rules themselves
             paths: Vec::new(),

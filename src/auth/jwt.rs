@@ -96,6 +96,9 @@ pub struct Claims {
     /// Subscriptions from the policy's subscriptions claim; empty if absent
     /// or not an array of strings / comma-separated string.
     pub subs: Vec<String>,
+    /// `subs` again, packed for [`Claims::entitled`]; built from `subs` by
+    /// [`PackedNames::new`] wherever claims are made.
+    pub(crate) subs_packed: PackedNames,
     /// Session id (revocable), if present.
     pub sid: Option<String>,
     /// Allowed path prefixes (media tokens); empty means the claim is absent.
@@ -109,7 +112,75 @@ pub struct Claims {
 impl Claims {
     /// Entitled iff `require` is empty or shares a name with `subs`.
     pub fn entitled(&self, require: &[String]) -> bool {
-        require.is_empty() || require.iter().any(|r| self.subs.iter().any(|s| s == r))
+        require.is_empty()
+            || require.iter().any(|r| {
+                self.subs_packed
+                    .contains(r)
+                    .unwrap_or_else(|| self.subs.iter().any(|s| s == r))
+            })
+    }
+}
+
+/// Bytes of names a [`PackedNames`] holds.
+const PACKED_BYTES: usize = 47;
+
+/// A few short names (a token's subscriptions) in one fixed array, each after its length, so
+/// that looking one up reads the memory of the struct that holds them. Why: a cached token's
+/// entitlement check searched `subs`, a `Vec` of `String`s: two more pointers to follow after
+/// the claims, each a cache miss when 10,000 readers take turns (the rotating-token rows of
+/// `benches/peers/run.sh`; issue 20 closing note).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackedNames {
+    /// Bytes of `names` in use; [`PackedNames::DID_NOT_FIT`] if the names did not fit.
+    used: u8,
+    names: [u8; PACKED_BYTES],
+}
+
+impl PackedNames {
+    /// `used` of names that did not fit: [`PackedNames::contains`] cannot answer.
+    const DID_NOT_FIT: u8 = u8::MAX;
+
+    /// `names` packed, if together they fit.
+    pub fn new(names: &[String]) -> PackedNames {
+        let mut packed = PackedNames {
+            used: 0,
+            names: [0; PACKED_BYTES],
+        };
+        for name in names {
+            let (at, name) = (usize::from(packed.used), name.as_bytes());
+            let end = at + 1 + name.len();
+            if end > PACKED_BYTES {
+                packed.used = Self::DID_NOT_FIT;
+                return packed;
+            }
+            packed.names[at] = name.len() as u8; // < PACKED_BYTES
+            packed.names[at + 1..end].copy_from_slice(name);
+            packed.used = end as u8;
+        }
+        packed
+    }
+
+    /// Whether `name` is one of the names; `None` if they did not fit (ask the list).
+    pub fn contains(&self, name: &str) -> Option<bool> {
+        if self.used == Self::DID_NOT_FIT {
+            return None;
+        }
+        let (mut at, want) = (0, name.as_bytes());
+        while at < usize::from(self.used) {
+            let end = at + 1 + usize::from(self.names[at]);
+            if self.names[at + 1..end] == *want {
+                return Some(true);
+            }
+            at = end;
+        }
+        Some(false)
+    }
+}
+
+impl Default for PackedNames {
+    /// No names.
+    fn default() -> PackedNames {
+        PackedNames::new(&[])
     }
 }
 
@@ -414,6 +485,7 @@ fn check_claims(
             .collect::<Result<Vec<_>, _>>()?,
         Some(_) => return Err(Denial::Malformed),
     };
+    let subs = subscriptions(claims.get(&policy.subscriptions_claim));
     Ok(Claims {
         kid: key.kid.clone(),
         key_id: key.id,
@@ -421,7 +493,8 @@ fn check_claims(
         nbf,
         iat,
         sub: opt_string(claims, "sub")?,
-        subs: subscriptions(claims.get(&policy.subscriptions_claim)),
+        subs_packed: PackedNames::new(&subs),
+        subs,
         sid: opt_string(claims, "sid")?,
         paths,
         ip: opt_string(claims, "ip")?,

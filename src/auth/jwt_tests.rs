@@ -620,3 +620,83 @@ fn garbled_tokens_never_panic_or_pass() {
         let _ = verify(&t, &keys, &p, NOW);
     }
 }
+
+/// The packed subscriptions answer exactly as a search of the list, and step aside (`None`)
+/// when the names do not fit: short and long names, duplicates, empty names, and sets just
+/// under and over the packed size, against every name asked.
+#[test]
+fn packed_names_agree_with_the_list() {
+    let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let asked = [
+        "",
+        "p",
+        "premium",
+        "premiu",
+        "premium2",
+        "gold",
+        "Gold",
+        "a-name-of-twenty-chars",
+        "x".repeat(46).leak(),
+        "x".repeat(45).leak(),
+    ];
+    let sets: Vec<Vec<String>> = vec![
+        names(&[]),
+        names(&[""]),
+        names(&["premium"]),
+        names(&["premium", "gold", "premium"]),
+        names(&["gold", "premium2", "p"]),
+        names(&["a-name-of-twenty-chars", "premium", "gold"]),
+        names(&[&"x".repeat(46)]), // 47 bytes with its length: fits exactly
+        names(&[&"x".repeat(47)]), // one over
+        names(&["premium", &"x".repeat(40)]), // the second does not fit
+    ];
+    let mut packed_some = 0;
+    for set in &sets {
+        let packed = PackedNames::new(set);
+        for name in asked {
+            let listed = set.iter().any(|s| s == name);
+            match packed.contains(name) {
+                Some(found) => {
+                    packed_some += 1;
+                    assert_eq!(found, listed, "{name:?} in {set:?}");
+                }
+                None => assert!(
+                    set.iter().map(|s| s.len() + 1).sum::<usize>() > 47,
+                    "{set:?} fits, yet was not packed"
+                ),
+            }
+            let claims = Claims {
+                subs: set.clone(),
+                subs_packed: packed.clone(),
+                ..claims_with_subs(&[])
+            };
+            assert_eq!(claims.entitled(&[name.to_string()]), listed);
+        }
+    }
+    assert!(packed_some > 0);
+    assert_eq!(
+        PackedNames::new(&names(&[&"x".repeat(47)])).contains("x"),
+        None
+    );
+    assert_eq!(
+        PackedNames::new(&names(&[&"x".repeat(46)])).contains(&"x".repeat(46)),
+        Some(true)
+    );
+}
+
+fn claims_with_subs(subs: &[&str]) -> Claims {
+    let subs: Vec<String> = subs.iter().map(|s| s.to_string()).collect();
+    Claims {
+        kid: "k".into(),
+        key_id: 0,
+        exp: 0,
+        nbf: None,
+        iat: None,
+        sub: None,
+        subs_packed: PackedNames::new(&subs),
+        subs,
+        sid: None,
+        paths: Vec::new(),
+        ip: None,
+    }
+}
