@@ -55,10 +55,13 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, BadRequest> {
     if bytes.first() != Some(&b'/') {
         return Err(BadRequest::NotOriginForm);
     }
-    if bytes.contains(&b'\\') {
+    if memchr::memchr(b'\\', bytes).is_some() {
         return Err(BadRequest::AmbiguousPath);
     }
-    let needs_work = bytes.contains(&b'%') || raw.contains("//") || raw.contains("/.");
+    // one look after each `/` rather than two substring searches: `str::contains` compared
+    // candidates with `memcmp`, 1.3 % of an HTTP/2 token hit in `perf`
+    let needs_work = memchr::memchr(b'%', bytes).is_some()
+        || memchr::memchr_iter(b'/', bytes).any(|i| matches!(bytes.get(i + 1), Some(b'/' | b'.')));
     if !needs_work {
         return Ok(Cow::Borrowed(raw));
     }
