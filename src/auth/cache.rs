@@ -22,21 +22,25 @@
 //! counter) before each insert, so concurrent inserts cannot overshoot. When
 //! full, one inserter (the others skip caching meanwhile) makes a pass over
 //! one of [`SEGMENTS`] segments of the map (round robin). The pass is a CLOCK
-//! (second chance): it drops the segment's expired entries and those not hit
-//! since the previous pass over it, and clears the mark of the rest, so a
-//! returning reader keeps its entry through a flood of tokens seen once (new
-//! readers, or someone minting with a stolen key) — with one in eight dropped
-//! blindly, as before, every pass cost returning readers a signature check
-//! each: after a run of never-seen tokens the 10,000-rotating-token benchmark
-//! re-verified about a fifth of its tokens. One segment per pass: ~n/SEGMENTS
-//! entries scanned, so the request that pays waits 1/SEGMENTS as long as for
-//! a whole-map pass (one over 100,000 entries stalled the event loop long
-//! enough to double the p99 of the never-seen-token benchmark:
-//! `benches/peers/run.sh`, issue 7 closing note). If every entry of every
-//! segment was hit since its last pass, one round frees nothing and the new
-//! token is simply not cached — it was verified, so the request is
-//! unaffected; the next round finds the marks cleared. Inserts need a valid
-//! signature, so only genuine tokens can ever fill it.
+//! (second chance): it drops the segment's expired entries, and of those not
+//! hit since the previous pass over it at most one in [`EVICT_ONE_IN`] of the
+//! segment, and clears the mark of the rest. So a reader who returns more
+//! often than passes come round keeps its entry through a flood of tokens
+//! seen once (new readers, or someone minting with a stolen key); with one in
+//! eight dropped blindly, as before, every pass could cost a returning reader
+//! a signature check. The bound on drops keeps each pass's frees as few as
+//! before: dropping every unmarked entry of a segment at once (thousands in a
+//! full cache) raised the p99 of the never-seen-token row of
+//! `benches/peers/run.sh` from 5.3–5.9 to 7.7–8.0 ms once the cache was full
+//! (issue 20 closing note). One
+//! segment per pass: ~n/SEGMENTS entries scanned, so the request that pays
+//! waits 1/SEGMENTS as long as for a whole-map pass (one over 100,000 entries
+//! stalled the event loop long enough to double that p99: issue 7 closing
+//! note). If every entry of every segment was hit since its last pass, one
+//! round frees nothing and the new token is simply not cached — it was
+//! verified, so the request is unaffected; the next round finds the marks
+//! cleared. Inserts need a valid signature, so only genuine tokens can ever
+//! fill it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -46,6 +50,9 @@ use dashmap::DashMap;
 use crate::auth::jwt::{self, Claims, Denial, Policy};
 use crate::auth::keys::KeySet;
 
+/// An eviction pass drops at most one in this many of its segment's entries (expired ones
+/// aside).
+const EVICT_ONE_IN: usize = 8;
 /// The map is split by token hash into this many segments; an eviction pass
 /// covers one of them.
 pub const SEGMENTS: usize = 16;
@@ -263,12 +270,14 @@ impl TokenCache {
         // entry hit since the last pass): never more than one full round.
         for _ in 0..SEGMENTS {
             let i = self.next_evict.fetch_add(1, Ordering::Relaxed) % SEGMENTS;
-            self.segments[i].retain(|_, e| {
+            let segment = &self.segments[i];
+            let most = segment.len().div_ceil(EVICT_ONE_IN);
+            segment.retain(|_, e| {
                 if now > e.expires_at {
                     expired += 1;
                     return false;
                 }
-                if std::mem::take(e.used.get_mut()) {
+                if std::mem::take(e.used.get_mut()) || dropped >= most {
                     return true;
                 }
                 dropped += 1;
