@@ -20,7 +20,7 @@ use http::{HeaderMap, Method};
 use crate::access::{self, AuthResult, Decision};
 use crate::auth::Claims;
 use crate::cache::Variant;
-use crate::config::{AccessMode, Behaviour, Route, RouteCache, ViewerProtocol};
+use crate::config::{AccessMode, Behaviour, QueryPolicy, Route, RouteCache, ViewerProtocol};
 use crate::edge::Edge;
 use crate::request::{host_name, keep_query_params, normalize_path, strip_query_params};
 use crate::viewer::Viewer;
@@ -266,23 +266,24 @@ pub async fn admit(edge: &Edge, facts: &RequestFacts<'_>) -> Result<Admitted, Re
             claims: decision.claims,
         });
     };
-    // CloudFront signing parameters are never part of the cache key or the origin request.
+    // The query the cache key and the origin see: without token parameters, and CloudFront
+    // signing parameters are never part of it either.
+    let kept = || {
+        let stripped = token_query.unwrap_or_else(stripped);
+        match access {
+            AccessMode::Signed => {
+                Cow::Owned(crate::auth::cloudfront::strip_signing_params(&stripped).into_owned())
+            }
+            AccessMode::Public | AccessMode::Paywall | AccessMode::Token | AccessMode::Basic => {
+                stripped
+            }
+        }
+    };
     let query = match query_policy {
         // nothing to strip from a query that is dropped
-        crate::config::QueryPolicy::None => String::new(),
-        policy => {
-            let stripped = token_query.unwrap_or_else(stripped);
-            let query = match access {
-                AccessMode::Signed => Cow::Owned(
-                    crate::auth::cloudfront::strip_signing_params(&stripped).into_owned(),
-                ),
-                AccessMode::Public
-                | AccessMode::Paywall
-                | AccessMode::Token
-                | AccessMode::Basic => stripped,
-            };
-            policy_query(policy, query)
-        }
+        QueryPolicy::None => String::new(),
+        QueryPolicy::All => kept().into_owned(),
+        QueryPolicy::Allow(names) => keep_query_params(&kept(), names),
     };
     Ok(Admitted {
         route: route_index,
@@ -364,17 +365,6 @@ fn throttled(edge: &Edge, result: AuthResult) -> Option<Answer> {
     result
         .throttled()
         .then(|| Answer::Throttled(budget.retry_after()))
-}
-
-/// The query the cache key and the origin see under a route's `query` policy, from the query
-/// without token parameters.
-fn policy_query(policy: &crate::config::QueryPolicy, query: Cow<'_, str>) -> String {
-    use crate::config::QueryPolicy;
-    match policy {
-        QueryPolicy::All => query.into_owned(),
-        QueryPolicy::None => String::new(),
-        QueryPolicy::Allow(names) => keep_query_params(&query, names),
-    }
 }
 
 /// An answer the edge gives without asking the origin.
