@@ -16,6 +16,17 @@ fn set(keys: &[&SigningKey]) -> KeySet {
     KeySet::from_jwks_json(&jwks_json(keys)).unwrap()
 }
 
+/// The number of entries, once checked against the reserved slots (exact at rest).
+fn settled_len(cache: &TokenCache) -> usize {
+    let len = cache.len();
+    assert_eq!(
+        len,
+        cache.reserved.load(Ordering::Acquire),
+        "entries and reserved slots"
+    );
+    len
+}
+
 fn token(key: &SigningKey, exp: u64, extra: &str) -> String {
     key.sign(&json!({"sub": extra, "exp": exp, "sid": format!("s-{extra}"), "subs": ["premium"]}))
         .unwrap()
@@ -206,8 +217,7 @@ fn capacity_bound_holds_under_unique_token_flood() {
         assert!(cache.len() <= cap, "len {} > cap {cap}", cache.len());
     }
     assert!(cache.stats().evictions > 0);
-    assert!(cache.len() > cap / 2, "cache keeps being useful");
-    assert_eq!(cache.len(), cache.reserved.load(Ordering::Acquire));
+    assert!(settled_len(&cache) > cap / 2, "cache keeps being useful");
     // Concurrent flood from two threads.
     let cache = TokenCache::new(cap);
     std::thread::scope(|s| {
@@ -224,9 +234,8 @@ fn capacity_bound_holds_under_unique_token_flood() {
             });
         }
     });
-    assert!(cache.len() <= cap);
     // At rest the bookkeeping is exact.
-    assert_eq!(cache.len(), cache.reserved.load(Ordering::Acquire));
+    assert!(settled_len(&cache) <= cap);
 }
 
 #[test]
@@ -259,8 +268,7 @@ fn full_cache_evicts_expired_entries_first() {
     for _ in 0..super::SEGMENTS {
         cache.sweep_step(later);
     }
-    assert_eq!(cache.len(), 1);
-    assert_eq!(cache.len(), cache.reserved.load(Ordering::Acquire));
+    assert_eq!(settled_len(&cache), 1);
 }
 
 #[test]
@@ -384,8 +392,7 @@ fn returning_readers_keep_their_entries_through_a_flood_of_new_tokens() {
         (hot.len() as u64 + flood, hot.len() as u64 * flood / 4),
         "every returning reader's lookup after its first was a hit"
     );
-    assert!(cache.len() <= 128);
-    assert_eq!(cache.len(), cache.reserved.load(Ordering::Acquire));
+    assert!(settled_len(&cache) <= 128);
 }
 
 /// A hit under the key set its entry was verified with looks no key up; under a new set (a
