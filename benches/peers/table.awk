@@ -6,7 +6,8 @@
 # Cells are medians over the rounds; ratios are Tollgate's median req/s over the peer's; the
 # "CPU µs/req" columns are the server's median CPU time per request, `cpu T/best` Tollgate's
 # over the lowest peer's (lower is better). The issue 7 targets are evaluated at the end, on the
-# plaintext rows (scenario ids without a "tls-"/"h2-" prefix).
+# plaintext rows (scenario ids without a "tls-"/"h2-" prefix), then the issue 20 targets on the
+# TLS and HTTP/2 rows (a row not run reads "not measured").
 
 function us(v) {               # wrk's "812.00us" / "1.23ms" / "1.10s" / "2.00m" in microseconds
   if (v ~ /us$/) return v + 0
@@ -98,4 +99,36 @@ END {
     ok = (ok == "" ? 1 : ok) && L[s, "tollgate"] <= BESTLAT[s]
   }
   target("6. p99 in every plaintext row no worse than the best peer's", ok)
+  issue20()
+}
+# Tollgate's req/s in row a over its req/s in row b, and the same by server CPU time per request
+# (b's over a's): on rows where the client's core saturates first, req/s measures the client.
+function own(a, b) { return ((a, "tollgate") in M && (b, "tollgate") in M) ? M[a, "tollgate"] / M[b, "tollgate"] : "" }
+function owncpu(a, b) {
+  return ((a, "tollgate") in C && (b, "tollgate") in C && C[a, "tollgate"] > 0) ? sprintf("  (by server CPU: %.2fx)", C[b, "tollgate"] / C[a, "tollgate"]) : ""
+}
+function target2(text, ok, note) { printf "  %-70s %s%s\n", text, ok == "" ? "not measured" : (ok ? "met" : "NOT met"), ok == "" ? "" : note }
+# The issue 20 targets, on the TLS (wrk over https) and HTTP/2 (h2load) rows.
+function issue20(    k, pr, name, sc, s, title) {
+  print "\nissue 20 targets (TLS: HTTP/1.1 over TLS 1.3; HTTP/2: h2load, 50 clients x 10 streams):"
+  target("TLS public hit >= 1.3x HAProxy", ge(r("tls-pub1k", "haproxy"), 1.3))
+  for (k = 1; k <= ns; k++) {
+    s = S[k]
+    if (s !~ /^h2-/) continue
+    if ((s, "haproxy") in M) target("HTTP/2 " substr(s, 4) " >= 1.0x HAProxy", ge(r(s, "haproxy"), 1.0))
+    if ((s, "nginx") in M) target("HTTP/2 " substr(s, 4) " >= 1.5x nginx", ge(r(s, "nginx"), 1.5))
+  }
+  split("tls- h2-", pr, " ")
+  for (k = 1; k <= 2; k++) {
+    name = k == 1 ? "TLS" : "HTTP/2"
+    split("sub1 rot10k", sc, " ")
+    title["sub1"] = "one ES256 token"; title["rot10k"] = "10,000 rotating tokens"
+    title["media"] = "media (token route)"; title["signed"] = "signed URL"
+    target2(name " " title["sub1"] " >= 0.9x " name " public hit", ge(own(pr[k] "sub1", pr[k] "pub1k"), 0.9), owncpu(pr[k] "sub1", pr[k] "pub1k"))
+    target2(name " " title["rot10k"] " >= 0.9x " name " public hit", ge(own(pr[k] "rot10k", pr[k] "pub1k"), 0.9), owncpu(pr[k] "rot10k", pr[k] "pub1k"))
+    target(name " " title["sub1"] " >= 4x HAProxy", ge(r(pr[k] "sub1", "haproxy"), 4))
+    target(name " " title["rot10k"] " >= 4x HAProxy", ge(r(pr[k] "rot10k", "haproxy"), 4))
+    target2(name " " title["media"] " >= 0.9x the subscriber hit", ge(own(pr[k] "media", pr[k] "sub1"), 0.9), owncpu(pr[k] "media", pr[k] "sub1"))
+    target2(name " " title["signed"] " >= 0.9x the subscriber hit", ge(own(pr[k] "signed", pr[k] "sub1"), 0.9), owncpu(pr[k] "signed", pr[k] "sub1"))
+  }
 }
