@@ -488,6 +488,12 @@ impl ProxyHttp for TollgateProxy {
             _ => upstream_response.insert_header("cache-status", status)?,
         }
         caching::set_age(session, upstream_response)?;
+        if upstream_response.version < http::Version::HTTP_11 {
+            // An intermediary sends its own HTTP-version (RFC 9110 §6.2). Pingora passes an
+            // HTTP/1.0 origin's status line through on a `Content-Length` answer, so a miss
+            // said `HTTP/1.0` to an HTTP/1.1 client while the hit after it said `HTTP/1.1`.
+            upstream_response.set_version(http::Version::HTTP_11);
+        }
         self.invalidate_after_unsafe(session, upstream_response, ctx)
             .await;
         if ctx.variant == Variant::Subscriber && !ctx.from_peer {

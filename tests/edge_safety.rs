@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::naive_origin::NaiveOrigin;
+use support::naive_origin::{NaiveOptions, NaiveOrigin};
 use support::raw::{Conn, Exchange};
 use support::{client, client_from, free_port, send, tokens, Edge, EdgeOptions, Origin, Resp};
 use tollgate::auth::mint::SigningKey;
@@ -681,6 +681,63 @@ fn http_1_0_without_host_is_served() {
         1,
         "{}",
         rig.naive.dump()
+    );
+}
+
+/// An HTTP/1.0 origin's answers reach the client with the edge's own version, `HTTP/1.1` (RFC
+/// 9110 §6.2: an intermediary sends its own HTTP-version). Pingora forwards the status line of a
+/// `Content-Length` answer as the origin wrote it, so a miss said `HTTP/1.0` to an HTTP/1.1
+/// client (whose connection a strict client then treats as closing) while the hit after it
+/// said `HTTP/1.1`. The miss, the hit and a miss for an HTTP/1.0 client, each checked on the
+/// status line as sent.
+#[test]
+fn an_http_1_0_origin_is_answered_as_http_1_1() {
+    let naive = NaiveOrigin::start_with(NaiveOptions {
+        http_1_0: true,
+        ..NaiveOptions::default()
+    });
+    let unused = Origin::start();
+    let key = tokens::es256("k1");
+    let edge = Edge::start_with(
+        &unused,
+        &[&key],
+        EdgeOptions {
+            routes: routes(),
+            origin_url: Some(naive.url()),
+            ..EdgeOptions::default()
+        },
+    );
+    let mut c = Conn::open(edge.port);
+    for want in ["miss", "hit"] {
+        c.send(b"GET /news/old HTTP/1.1\r\nHost: h.test\r\n\r\n")
+            .expect("send a GET");
+        let ex = c.read_responses(1, PROMPT);
+        let Some(r) = ex.responses.first() else {
+            panic!("{want}: no answer: {}", ex.describe());
+        };
+        assert_eq!(
+            r.status_line,
+            "HTTP/1.1 200 OK",
+            "{want}: {}",
+            ex.describe()
+        );
+        assert_eq!(r.text(), "naive GET /news/old\n", "{want}");
+        let status = r.header("cache-status").unwrap_or("");
+        assert!(status.contains(want), "{want}: Cache-Status {status:?}");
+        assert!(!r.says_close() && !ex.closed(), "{want}: {}", ex.describe());
+    }
+    assert_eq!(naive.requests_for("/news/old").len(), 1, "{}", naive.dump());
+
+    let ex = exchange(
+        edge.port,
+        b"GET /news/older HTTP/1.0\r\nHost: h.test\r\n\r\n",
+    );
+    let line = ex.responses.first().map(|r| r.status_line.as_str());
+    assert_eq!(line, Some("HTTP/1.1 200 OK"), "{}", ex.describe());
+    assert!(
+        ex.closed(),
+        "an HTTP/1.0 request without keep-alive: {}",
+        ex.describe()
     );
 }
 

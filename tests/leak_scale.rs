@@ -1768,6 +1768,7 @@ async fn a_million_requests_nothing_leaked() {
             render: Some(w.pages.render_hook()),
             observe: Some(Arc::new(move |r: &NaiveRequest| check_origin(&w2, r))),
             keep_records: false,
+            ..NaiveOptions::default()
         })
     };
     let dir = tempfile::tempdir().expect("temp dir");

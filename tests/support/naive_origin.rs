@@ -18,8 +18,9 @@
 //!   is closed. It never panics on what it reads.
 //! - [`NaiveOrigin::start_with`] takes [`NaiveOptions`]: a renderer that answers parsed requests
 //!   instead of the default body (e.g. pages by `x-tollgate-variant`), an observer that sees
-//!   every record as it is made, and whether records are kept at all (a long run checks each
-//!   record in the observer and keeps only the count). [`NaiveOrigin::start`] is
+//!   every record as it is made, whether records are kept at all (a long run checks each
+//!   record in the observer and keeps only the count), and whether it answers as an HTTP/1.0
+//!   server (`HTTP/1.0` status lines, one answer per connection). [`NaiveOrigin::start`] is
 //!   `start_with(NaiveOptions::default())`: the behaviour above.
 
 use std::collections::HashMap;
@@ -122,6 +123,9 @@ pub struct NaiveOptions {
     /// Keep every record for [`NaiveOrigin::requests`] (default). When false only
     /// [`NaiveOrigin::count`] grows, so memory stays flat over millions of requests.
     pub keep_records: bool,
+    /// Answer as an HTTP/1.0 server does: `HTTP/1.0` status lines, and the connection closed
+    /// after each answer (`Connection: close`). Default false: HTTP/1.1, kept alive.
+    pub http_1_0: bool,
 }
 
 impl Default for NaiveOptions {
@@ -130,6 +134,7 @@ impl Default for NaiveOptions {
             render: None,
             observe: None,
             keep_records: true,
+            http_1_0: false,
         }
     }
 }
@@ -286,6 +291,7 @@ fn serve(mut stream: TcpStream, conn: usize, shared: &Shared, stop: &AtomicBool)
     loop {
         match parse(&buf, conn) {
             Parsed::Request(req, used, keep_alive) => {
+                let keep_alive = keep_alive && !shared.opts.http_1_0;
                 buf.drain(..used);
                 let answer = answer(&req, keep_alive, shared);
                 shared.record(req);
@@ -348,11 +354,16 @@ fn answer(req: &NaiveRequest, keep_alive: bool, shared: &Shared) -> Vec<u8> {
     if !delay.is_zero() {
         std::thread::sleep(delay);
     }
+    let version = if shared.opts.http_1_0 {
+        "HTTP/1.0"
+    } else {
+        "HTTP/1.1"
+    };
     let rendered = shared.opts.render.as_ref().and_then(|render| render(req));
     let (mut head, body) = match rendered {
         Some(a) => {
             let mut head = format!(
-                "HTTP/1.1 {} {}\r\nContent-Length: {}\r\n",
+                "{version} {} {}\r\nContent-Length: {}\r\n",
                 a.status,
                 if a.status == 200 { "OK" } else { "Answer" },
                 a.body.len()
@@ -365,7 +376,7 @@ fn answer(req: &NaiveRequest, keep_alive: bool, shared: &Shared) -> Vec<u8> {
         None => {
             let body = format!("naive {} {}\n", req.method, req.target).into_bytes();
             let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+                "{version} 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
                  Cache-Control: max-age=60\r\n",
                 body.len()
             );
