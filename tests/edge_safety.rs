@@ -79,7 +79,11 @@ fn routes() -> Vec<String> {
 /// Start the rig with `extra_yaml` (top level) and `extra_listeners`. An edge that refuses the
 /// config fails the test at once, saying so.
 fn rig_with(extra_yaml: &str, extra_listeners: Vec<String>) -> Rig {
-    let naive = NaiveOrigin::start();
+    rig_on(NaiveOrigin::start(), extra_yaml, extra_listeners)
+}
+
+/// [`rig_with`] in front of this naive origin.
+fn rig_on(naive: NaiveOrigin, extra_yaml: &str, extra_listeners: Vec<String>) -> Rig {
     let unused = Origin::start();
     let key = tokens::es256("k1");
     let opts = EdgeOptions {
@@ -696,18 +700,8 @@ fn an_http_1_0_origin_is_answered_as_http_1_1() {
         http_1_0: true,
         ..NaiveOptions::default()
     });
-    let unused = Origin::start();
-    let key = tokens::es256("k1");
-    let edge = Edge::start_with(
-        &unused,
-        &[&key],
-        EdgeOptions {
-            routes: routes(),
-            origin_url: Some(naive.url()),
-            ..EdgeOptions::default()
-        },
-    );
-    let mut c = Conn::open(edge.port);
+    let rig = rig_on(naive, "", Vec::new());
+    let mut c = Conn::open(rig.edge.port);
     for want in ["miss", "hit"] {
         c.send(b"GET /news/old HTTP/1.1\r\nHost: h.test\r\n\r\n")
             .expect("send a GET");
@@ -726,10 +720,15 @@ fn an_http_1_0_origin_is_answered_as_http_1_1() {
         assert!(status.contains(want), "{want}: Cache-Status {status:?}");
         assert!(!r.says_close() && !ex.closed(), "{want}: {}", ex.describe());
     }
-    assert_eq!(naive.requests_for("/news/old").len(), 1, "{}", naive.dump());
+    assert_eq!(
+        rig.naive.requests_for("/news/old").len(),
+        1,
+        "{}",
+        rig.naive.dump()
+    );
 
     let ex = exchange(
-        edge.port,
+        rig.edge.port,
         b"GET /news/older HTTP/1.0\r\nHost: h.test\r\n\r\n",
     );
     let line = ex.responses.first().map(|r| r.status_line.as_str());
