@@ -23,7 +23,7 @@
 //! full, one inserter (the others skip caching meanwhile) makes a pass over
 //! one of [`SEGMENTS`] segments of the map (round robin). The pass is a CLOCK
 //! (second chance): it drops the segment's expired entries, and of those not
-//! hit since the previous pass over it at most one in [`EVICT_ONE_IN`] of the
+//! hit since the previous pass over it at most one in `EVICT_ONE_IN` of the
 //! segment, and clears the mark of the rest. So a reader who returns more
 //! often than passes come round keeps its entry through a flood of tokens
 //! seen once (new readers, or someone minting with a stolen key); with one in

@@ -130,7 +130,7 @@ const PACKED_BYTES: usize = 47;
 /// the claims, each a cache miss when 10,000 readers take turns (the rotating-token rows of
 /// `benches/peers/run.sh`; issue 20 closing note).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PackedNames {
+pub(crate) struct PackedNames {
     /// Bytes of `names` in use; [`PackedNames::DID_NOT_FIT`] if the names did not fit.
     used: u8,
     names: [u8; PACKED_BYTES],

@@ -26,6 +26,7 @@ pub mod pem;
 pub mod smd;
 
 pub use cache::{CacheStats, TokenCache};
-pub use jwt::{verify, verify_with_key, Claims, Denial, PackedNames, Policy};
+pub(crate) use jwt::PackedNames;
+pub use jwt::{verify, verify_with_key, Claims, Denial, Policy};
 pub use keys::{Alg, KeyError, KeySet, PemKeySpec, VerifyKey};
 pub use mint::{MintError, SigningKey, TokenSpec};
