@@ -217,6 +217,16 @@ async fn healthz_and_metrics() {
         edge.wait_metric("tollgate_requests_total", &hit, 1.0).await,
         1.0
     );
+    // The token was verified once (the miss) and found in the token cache on each request after.
+    get(&edge, "/premium/m", Tok::Bearer(&sub)).await;
+    let lookups = "tollgate_token_cache_lookups_total";
+    assert_eq!(edge.metric(lookups, &[("result", "miss")]).await, 1.0);
+    assert_eq!(edge.metric(lookups, &[("result", "hit")]).await, 2.0);
+    assert_eq!(
+        edge.metric("tollgate_token_cache_evictions_total", &[])
+            .await,
+        0.0
+    );
 
     // Every sample still parses after traffic, and the 404 is counted under 4xx.
     get(&edge, "/nowhere", Tok::None).await;
@@ -229,6 +239,8 @@ async fn healthz_and_metrics() {
         "tollgate_auth_decisions_total",
         "tollgate_request_duration_seconds",
         "tollgate_keys_loaded",
+        "tollgate_token_cache_lookups_total",
+        "tollgate_token_cache_evictions_total",
     ] {
         let help = format!("# HELP {family} ");
         let ty = format!("# TYPE {family} ");

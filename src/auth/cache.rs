@@ -401,6 +401,66 @@ fn still_valid(e: &Entry, keys: &KeySet, now: u64) -> bool {
     live
 }
 
+/// A token cache's counters as Prometheus metrics, read from the cache when scraped:
+/// `tollgate_token_cache_lookups_total{result}` (`hit`: answered from the cache; `miss`: not
+/// cached, so verified in full or refused by the failed-credential budget) and
+/// `tollgate_token_cache_evictions_total` (entries dropped to make room). The hit path counts
+/// nothing more than it did: the cache's own relaxed counters are copied at scrape time.
+pub struct CacheMetrics {
+    cache: Arc<TokenCache>,
+    lookups: prometheus::IntCounterVec,
+    evictions: prometheus::IntCounter,
+    /// One scrape at a time copies the counters (reset, then add).
+    copying: parking_lot::Mutex<()>,
+}
+
+impl CacheMetrics {
+    /// Metrics of `cache`, to register in the node's registry.
+    pub fn new(cache: Arc<TokenCache>) -> prometheus::Result<CacheMetrics> {
+        let lookups = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "tollgate_token_cache_lookups_total",
+                "Token lookups in the verified-token cache: hit (no signature check) or miss \
+                 (verified in full, or refused by the failed-credential budget).",
+            ),
+            &["result"],
+        )?;
+        let evictions = prometheus::IntCounter::new(
+            "tollgate_token_cache_evictions_total",
+            "Verified tokens dropped from the token cache to make room (expired ones aside).",
+        )?;
+        Ok(CacheMetrics {
+            cache,
+            lookups,
+            evictions,
+            copying: parking_lot::Mutex::new(()),
+        })
+    }
+}
+
+impl prometheus::core::Collector for CacheMetrics {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        let mut d = self.lookups.desc();
+        d.extend(self.evictions.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let _one = self.copying.lock();
+        let stats = self.cache.stats();
+        for (result, n) in [("hit", stats.hits), ("miss", stats.misses)] {
+            let counter = self.lookups.with_label_values(&[result]);
+            counter.reset();
+            counter.inc_by(n);
+        }
+        self.evictions.reset();
+        self.evictions.inc_by(stats.evictions);
+        let mut families = self.lookups.collect();
+        families.extend(self.evictions.collect());
+        families
+    }
+}
+
 #[cfg(test)]
 #[path = "cache_tests.rs"]
 mod tests;

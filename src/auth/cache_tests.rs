@@ -420,3 +420,72 @@ fn a_reload_rechecks_the_key_once_per_entry() {
     assert_eq!(cache.verify(&t, &without, &p, NOW), Err(Denial::UnknownKid));
     assert_eq!(cache.stats().hits, 1);
 }
+
+/// The exported counters are the cache's own, copied on every scrape: a second scrape
+/// after more traffic shows the new totals, not totals added twice.
+#[test]
+fn metrics_export_the_cache_counters() {
+    let k = es("k1");
+    let keys = set(&[&k]);
+    let p = Policy::default();
+    let cache = Arc::new(TokenCache::new(4));
+    let registry = prometheus::Registry::new();
+    registry
+        .register(Box::new(CacheMetrics::new(Arc::clone(&cache)).unwrap()))
+        .unwrap();
+    // `name{result="hit"} 2` -> ("name{hit}", 2)
+    let scrape = || {
+        let mut text = Vec::new();
+        prometheus::Encoder::encode(
+            &prometheus::TextEncoder::new(),
+            &registry.gather(),
+            &mut text,
+        )
+        .unwrap();
+        String::from_utf8(text)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                let (name, value) = l.rsplit_once(' ').unwrap();
+                let name = name.replace("result=\"", "").replace('"', "");
+                (name, value.parse::<u64>().unwrap())
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let counts = |stats: CacheStats| {
+        [
+            (
+                "tollgate_token_cache_evictions_total".to_owned(),
+                stats.evictions,
+            ),
+            (
+                "tollgate_token_cache_lookups_total{hit}".to_owned(),
+                stats.hits,
+            ),
+            (
+                "tollgate_token_cache_lookups_total{miss}".to_owned(),
+                stats.misses,
+            ),
+        ]
+        .into_iter()
+        .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let one = token(&k, NOW + 600, "one");
+    for _ in 0..3 {
+        assert!(cache.verify(&one, &keys, &p, NOW).is_ok());
+    }
+    assert_eq!(scrape(), counts(cache.stats()));
+    assert_eq!(cache.stats().hits, 2);
+    // a flood of new tokens through a 4-entry cache evicts
+    for i in 0..40 {
+        assert!(cache
+            .verify(&token(&k, NOW + 600, &i.to_string()), &keys, &p, NOW)
+            .is_ok());
+    }
+    let stats = cache.stats();
+    assert!(stats.evictions > 0, "{stats:?}");
+    assert_eq!(stats.misses, 41);
+    assert_eq!(scrape(), counts(stats));
+    assert_eq!(scrape(), counts(stats), "a scrape changes nothing");
+}
