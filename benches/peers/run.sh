@@ -209,7 +209,7 @@ for peer in "${PEERS[@]}"; do
     tollgate)
       head -c 24 /dev/urandom | base64 >"$dir/admin.token"
       render "$HERE/tollgate.yaml.in" "$dir/tollgate.yaml" DIR="$dir" PORT="$port" TLS_PORT="$tport" \
-        ADMIN_PORT="$(free_port)" ORIGIN_PORT="$ORIGIN_PORT" KEYS="$WORK/keys" "${TLS_ARGS[@]}"
+        ADMIN_PORT="${ADMIN_PORT:=$(free_port)}" ORIGIN_PORT="$ORIGIN_PORT" KEYS="$WORK/keys" "${TLS_ARGS[@]}"
       "$BIN" check -c "$dir/tollgate.yaml" >"$dir/check.log" 2>&1 || die "tollgate check: $(cat "$dir/check.log")"
       # SIGINT: Pingora's fast shutdown
       start INT "$dir/log" env RUST_LOG=error taskset -c 0 "$BIN" -c "$dir/tollgate.yaml" ;;
@@ -523,6 +523,12 @@ say "all checks passed; origin count ${H_START%% *}${TLS_SEEN:+; TLS with the Op
 RAW=$RESULTS/raw.tsv
 RETRIED=()
 H2_DISTINCT=""
+ROT_MISSES=0
+# token_misses: Tollgate's token-cache misses so far (each a full signature check, or a refusal)
+token_misses() {
+  curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" \
+    | awk '/^tollgate_token_cache_lookups_total\{result="miss"\}/ {print $2; found = 1} END {if (!found) print 0}'
+}
 printf 'round\tscenario\tpeer\treq_per_s\tp99\trequests\tcpu_ticks\tcpu_us_per_req\n' >"$RAW"
 # wrk_cell PEER ROW ROUND LOG: one timed wrk run; sets rps p99 n
 wrk_cell() {
@@ -591,8 +597,10 @@ for r in $(seq "$ROUNDS"); do
       peer=${PEERS[(k + r - 1) % ${#PEERS[@]}]}
       serves "$row" "$peer" || continue
       log=$RESULTS/wrk/r$r-$row-$peer.txt
-      if [ "$(base_of "$row")" = rot10k ]; then warm_rotating "$peer" 2; fi
+      rot=""; if [ "$(base_of "$row")" = rot10k ]; then warm_rotating "$peer" 2; rot=1; fi
+      [ -n "$rot" ] && [ "$peer" = tollgate ] && m0=$(token_misses)
       if [ "$(proto_of "$row")" = h2 ]; then h2_cell "$peer" "$row" "$r" "$log"; else wrk_cell "$peer" "$row" "$r" "$log"; fi
+      [ -n "$rot" ] && [ "$peer" = tollgate ] && ROT_MISSES=$((ROT_MISSES + $(token_misses) - m0))
       [ -n "$rps" ] && [ -n "$p99" ] && [ -n "$n" ] && ((n > 0)) || die "$peer/$row round $r: no req/s, p99 or request count in the output (see $log)"
       cpu=$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$row" "$peer" "$rps" "$p99" "$n" "$((c1 - c0))" "$cpu" >>"$RAW"
@@ -615,6 +623,9 @@ H_END=$(hits)
   for row in "${ROWS[@]}"; do printf '%s\t%s\n' "$row" "$(title "$row")"; done | awk -F'\t' -v peers="${PEERS[*]}" -v raw="$RAW" -f "$HERE/table.awk"
   [ -z "$H2_DISTINCT" ] || echo "h2 rotating tokens: distinct tokens used per run (requests / 50 connections, at most 10,000), last round:$H2_DISTINCT"
   echo "origin requests during the timed runs: $((${H_END%% *} - ${H_START%% *})) (must be 0)"
+  if has tollgate "${PEERS[@]}" && any_row rot10k; then
+    echo "Tollgate token-cache misses during the timed rotating-token cells: $ROT_MISSES (each cell starts warm)"
+  fi
   echo "cells run again after a stall (timeouts only): ${#RETRIED[@]}${RETRIED[*]:+ (${RETRIED[*]})}"
 } | tee "$RESULTS/table.txt"
 echo "raw results: $RESULTS" >&2
