@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 
-use crate::auth::{Alg, CacheMetrics, KeySet, PemKeySpec, Policy, TokenCache};
+use crate::auth::{Alg, CacheCounters, KeySet, PemKeySpec, Policy, TokenCache};
 use crate::cache::{DiskErrors, DiskStore, LookupMetrics, MemoryStore, TierMetrics, TieredStore};
 use crate::config::{Config, TokenSource};
 use crate::metrics::Metrics;
@@ -91,8 +91,8 @@ pub struct Edge {
     pub key_sources: (Option<PathBuf>, Vec<PemKeySpec>),
     /// Claim checks.
     pub policy: Policy,
-    /// Verified-token cache (shared with its metrics, [`CacheMetrics`]).
-    pub tokens: Arc<TokenCache>,
+    /// Verified-token cache.
+    pub tokens: TokenCache,
     /// The cache: memory tier, and the disk tier when configured.
     pub store: &'static TieredStore,
     /// Request coalescing for cache fills.
@@ -307,8 +307,14 @@ impl Edge {
             }
             None => None,
         };
-        let tokens = Arc::new(TokenCache::new(config.auth.token_cache_entries));
-        metrics.register(Box::new(CacheMetrics::new(Arc::clone(&tokens))?))?;
+        let tokens = TokenCache::with_counters(
+            config.auth.token_cache_entries,
+            CacheCounters {
+                hits: metrics.token_cache_lookups.with_label_values(&["hit"]),
+                misses: metrics.token_cache_lookups.with_label_values(&["miss"]),
+                evictions: metrics.token_cache_evictions.clone(),
+            },
+        );
         let hot = HotCounters {
             auth: auth_counters,
             hits_2xx: config.routes.iter().map(|_| Default::default()).collect(),

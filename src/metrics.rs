@@ -49,6 +49,10 @@ pub struct Metrics {
     pub auto_revocations: IntCounter,
     /// `tollgate_token_cache_entries`
     pub token_cache_entries: IntGauge,
+    /// `tollgate_token_cache_lookups_total{result}`
+    pub token_cache_lookups: IntCounterVec,
+    /// `tollgate_token_cache_evictions_total`
+    pub token_cache_evictions: IntCounter,
     /// `tollgate_cache_purged_total`
     pub cache_purged: IntCounter,
     /// `tollgate_access_log_dropped_total{reason}`
@@ -168,6 +172,18 @@ impl Metrics {
             "tollgate_token_cache_entries",
             "Verified tokens held in the token cache.",
         )?;
+        let token_cache_lookups = IntCounterVec::new(
+            Opts::new(
+                "tollgate_token_cache_lookups_total",
+                "Token lookups in the verified-token cache: hit (no signature check) or miss \
+                 (verified in full, or refused by the failed-credential budget).",
+            ),
+            &["result"],
+        )?;
+        let token_cache_evictions = IntCounter::new(
+            "tollgate_token_cache_evictions_total",
+            "Verified tokens dropped from the token cache to make room (expired ones aside).",
+        )?;
         let cache_purged = IntCounter::new(
             "tollgate_cache_purged_total",
             "Objects removed by /admin/purge.",
@@ -238,6 +254,8 @@ impl Metrics {
         registry.register(Box::new(revoked_sessions.clone()))?;
         registry.register(Box::new(auto_revocations.clone()))?;
         registry.register(Box::new(token_cache_entries.clone()))?;
+        registry.register(Box::new(token_cache_lookups.clone()))?;
+        registry.register(Box::new(token_cache_evictions.clone()))?;
         registry.register(Box::new(cache_purged.clone()))?;
         registry.register(Box::new(access_log_dropped.clone()))?;
         registry.register(Box::new(fast_path.clone()))?;
@@ -259,6 +277,8 @@ impl Metrics {
             revoked_sessions,
             auto_revocations,
             token_cache_entries,
+            token_cache_lookups,
+            token_cache_evictions,
             cache_purged,
             access_log_dropped,
             fast_path,

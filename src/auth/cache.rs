@@ -23,8 +23,12 @@
 //! full, one inserter (the others skip caching meanwhile) makes a pass over
 //! one of [`SEGMENTS`] segments of the map (round robin). The pass is a CLOCK
 //! (second chance): it drops the segment's expired entries, and of those not
-//! hit since the previous pass over it at most one in `EVICT_ONE_IN` of the
-//! segment, and clears the mark of the rest. So a reader who returns more
+//! hit since the previous pass over it one in `EVICT_ONE_IN` — every eighth,
+//! counted from an offset that moves on each pass, so that the drops fall
+//! evenly over the segment's fixed order (dropping the first ones left stale
+//! entries late in the order for good, and returning readers' new entries
+//! early in it went before their reader returned) — and clears the mark of
+//! the rest. So a reader who returns more
 //! often than passes come round keeps its entry through a flood of tokens
 //! seen once (new readers, or someone minting with a stolen key); with one in
 //! eight dropped blindly, as before, every pass could cost a returning reader
@@ -50,7 +54,7 @@ use dashmap::DashMap;
 use crate::auth::jwt::{self, Claims, Denial, Policy};
 use crate::auth::keys::KeySet;
 
-/// An eviction pass drops at most one in this many of its segment's entries (expired ones
+/// An eviction pass drops one in this many of its segment's unmarked entries (expired ones
 /// aside).
 const EVICT_ONE_IN: usize = 8;
 /// The map is split by token hash into this many segments; an eviction pass
@@ -125,6 +129,31 @@ pub struct CacheStats {
     pub evictions: u64,
 }
 
+/// Where a cache counts its hits, misses and evictions: the node's
+/// `tollgate_token_cache_lookups_total{result}` and `tollgate_token_cache_evictions_total`
+/// ([`crate::metrics::Metrics`]), or counters of its own ([`Default`], registered nowhere).
+#[derive(Clone)]
+pub struct CacheCounters {
+    /// Lookups answered from the cache.
+    pub hits: prometheus::IntCounter,
+    /// Lookups not cached: verified in full, or refused by the failed-credential budget.
+    pub misses: prometheus::IntCounter,
+    /// Entries dropped to make room (expired ones aside).
+    pub evictions: prometheus::IntCounter,
+}
+
+impl Default for CacheCounters {
+    fn default() -> CacheCounters {
+        // (a counter with a valid name and help cannot fail to build)
+        let counter = |name| prometheus::IntCounter::new(name, "token cache").expect("valid name");
+        CacheCounters {
+            hits: counter("hits"),
+            misses: counter("misses"),
+            evictions: counter("evictions"),
+        }
+    }
+}
+
 /// A bounded, concurrent cache of verified tokens.
 pub struct TokenCache {
     segments: Box<[Segment]>,
@@ -136,9 +165,7 @@ pub struct TokenCache {
     /// Reserved slots; always `>= map.len()` and `<= capacity`.
     reserved: AtomicUsize,
     evicting: AtomicBool,
-    hits: AtomicU64,
-    misses: AtomicU64,
-    evictions: AtomicU64,
+    counters: CacheCounters,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -154,6 +181,11 @@ impl std::fmt::Debug for TokenCache {
 impl TokenCache {
     /// A cache holding at most `capacity` tokens (0 disables caching).
     pub fn new(capacity: usize) -> TokenCache {
+        TokenCache::with_counters(capacity, CacheCounters::default())
+    }
+
+    /// [`TokenCache::new`], counting into `counters`.
+    pub fn with_counters(capacity: usize, counters: CacheCounters) -> TokenCache {
         TokenCache {
             segments: (0..SEGMENTS)
                 .map(|_| DashMap::with_hasher(SuffixHash::default()))
@@ -163,9 +195,7 @@ impl TokenCache {
             capacity,
             reserved: AtomicUsize::new(0),
             evicting: AtomicBool::new(false),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            evictions: AtomicU64::new(0),
+            counters,
         }
     }
 
@@ -205,7 +235,7 @@ impl TokenCache {
         });
         if let Some((claims, valid)) = found {
             if valid {
-                self.hits.fetch_add(1, Ordering::Relaxed);
+                self.counters.hits.inc();
                 return Ok(claims);
             }
             // Stale: drop exactly this entry (not one a racing thread just
@@ -217,7 +247,7 @@ impl TokenCache {
                 self.reserved.fetch_sub(1, Ordering::AcqRel);
             }
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.counters.misses.inc();
         if !may_verify() {
             return Err(Denial::Throttled);
         }
@@ -271,13 +301,8 @@ impl TokenCache {
         for _ in 0..SEGMENTS {
             let pass = self.next_evict.fetch_add(1, Ordering::Relaxed);
             let segment = &self.segments[pass % SEGMENTS];
-            // Every EVICT_ONE_IN-th unmarked entry goes, counted from an offset that moves
-            // on each pass over the segment: the drops fall evenly over the segment's (fixed)
-            // order. Dropping the first unmarked entries instead left those late in the order
-            // for good, stale or not, while new ones early in it went before their reader
-            // returned: with a cache full of a flood's leftovers, a third of 2,048 returning
-            // readers still missed on their twelfth round in a 4,096-entry cache
-            // (`stale_entries_give_way_to_returning_readers`).
+            // every EVICT_ONE_IN-th unmarked entry, from this pass's offset (module doc;
+            // `stale_entries_give_way_to_returning_readers`)
             let mut unmarked = pass / SEGMENTS % EVICT_ONE_IN;
             segment.retain(|_, e| {
                 if now > e.expires_at {
@@ -299,7 +324,7 @@ impl TokenCache {
             }
         }
         self.reserved.fetch_sub(expired + dropped, Ordering::AcqRel);
-        self.evictions.fetch_add(dropped as u64, Ordering::Relaxed);
+        self.counters.evictions.inc_by(dropped as u64);
         self.evicting.store(false, Ordering::Release);
         true
     }
@@ -350,9 +375,9 @@ impl TokenCache {
     /// Hit/miss/eviction counters since creation.
     pub fn stats(&self) -> CacheStats {
         CacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            evictions: self.evictions.load(Ordering::Relaxed),
+            hits: self.counters.hits.get(),
+            misses: self.counters.misses.get(),
+            evictions: self.counters.evictions.get(),
         }
     }
 
@@ -410,66 +435,6 @@ fn still_valid(e: &Entry, keys: &KeySet, now: u64) -> bool {
         e.keys_generation.store(generation, Ordering::Relaxed);
     }
     live
-}
-
-/// A token cache's counters as Prometheus metrics, read from the cache when scraped:
-/// `tollgate_token_cache_lookups_total{result}` (`hit`: answered from the cache; `miss`: not
-/// cached, so verified in full or refused by the failed-credential budget) and
-/// `tollgate_token_cache_evictions_total` (entries dropped to make room). The hit path counts
-/// nothing more than it did: the cache's own relaxed counters are copied at scrape time.
-pub struct CacheMetrics {
-    cache: Arc<TokenCache>,
-    lookups: prometheus::IntCounterVec,
-    evictions: prometheus::IntCounter,
-    /// One scrape at a time copies the counters (reset, then add).
-    copying: parking_lot::Mutex<()>,
-}
-
-impl CacheMetrics {
-    /// Metrics of `cache`, to register in the node's registry.
-    pub fn new(cache: Arc<TokenCache>) -> prometheus::Result<CacheMetrics> {
-        let lookups = prometheus::IntCounterVec::new(
-            prometheus::Opts::new(
-                "tollgate_token_cache_lookups_total",
-                "Token lookups in the verified-token cache: hit (no signature check) or miss \
-                 (verified in full, or refused by the failed-credential budget).",
-            ),
-            &["result"],
-        )?;
-        let evictions = prometheus::IntCounter::new(
-            "tollgate_token_cache_evictions_total",
-            "Verified tokens dropped from the token cache to make room (expired ones aside).",
-        )?;
-        Ok(CacheMetrics {
-            cache,
-            lookups,
-            evictions,
-            copying: parking_lot::Mutex::new(()),
-        })
-    }
-}
-
-impl prometheus::core::Collector for CacheMetrics {
-    fn desc(&self) -> Vec<&prometheus::core::Desc> {
-        let mut d = self.lookups.desc();
-        d.extend(self.evictions.desc());
-        d
-    }
-
-    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        let _one = self.copying.lock();
-        let stats = self.cache.stats();
-        for (result, n) in [("hit", stats.hits), ("miss", stats.misses)] {
-            let counter = self.lookups.with_label_values(&[result]);
-            counter.reset();
-            counter.inc_by(n);
-        }
-        self.evictions.reset();
-        self.evictions.inc_by(stats.evictions);
-        let mut families = self.lookups.collect();
-        families.extend(self.evictions.collect());
-        families
-    }
 }
 
 #[cfg(test)]

@@ -421,31 +421,29 @@ fn a_reload_rechecks_the_key_once_per_entry() {
     assert_eq!(cache.stats().hits, 1);
 }
 
-/// The exported counters are the cache's own, copied on every scrape: a second scrape
-/// after more traffic shows the new totals, not totals added twice.
+/// The node's metrics export what the cache counts: a second scrape after more traffic shows
+/// the new totals, and a scrape changes nothing.
 #[test]
 fn metrics_export_the_cache_counters() {
     let k = es("k1");
     let keys = set(&[&k]);
     let p = Policy::default();
-    let cache = Arc::new(TokenCache::new(4));
-    let registry = prometheus::Registry::new();
-    registry
-        .register(Box::new(CacheMetrics::new(Arc::clone(&cache)).unwrap()))
-        .unwrap();
-    // `name{result="hit"} 2` -> ("name{hit}", 2)
+    let metrics = crate::metrics::Metrics::new().unwrap();
+    let counters = CacheCounters {
+        hits: metrics.token_cache_lookups.with_label_values(&["hit"]),
+        misses: metrics.token_cache_lookups.with_label_values(&["miss"]),
+        evictions: metrics.token_cache_evictions.clone(),
+    };
+    let cache = TokenCache::with_counters(4, counters);
+    // `name{result="hit"} 2` -> ("name{hit}", 2), for the token cache's counters
     let scrape = || {
-        let mut text = Vec::new();
-        prometheus::Encoder::encode(
-            &prometheus::TextEncoder::new(),
-            &registry.gather(),
-            &mut text,
-        )
-        .unwrap();
-        String::from_utf8(text)
+        String::from_utf8(metrics.render())
             .unwrap()
             .lines()
-            .filter(|l| !l.starts_with('#'))
+            .filter(|l| {
+                l.starts_with("tollgate_token_cache_lookups_total")
+                    || l.starts_with("tollgate_token_cache_evictions_total")
+            })
             .map(|l| {
                 let (name, value) = l.rsplit_once(' ').unwrap();
                 let name = name.replace("result=\"", "").replace('"', "");

@@ -25,7 +25,7 @@ pub mod mint;
 pub mod pem;
 pub mod smd;
 
-pub use cache::{CacheMetrics, CacheStats, TokenCache};
+pub use cache::{CacheCounters, CacheStats, TokenCache};
 pub(crate) use jwt::PackedNames;
 pub use jwt::{verify, verify_with_key, Claims, Denial, Policy};
 pub use keys::{Alg, KeyError, KeySet, PemKeySpec, VerifyKey};
