@@ -548,6 +548,7 @@ fn cache_store(config: &Config, metrics: &Metrics) -> Result<&'static TieredStor
         Some(tier("memory")),
     )
     .leak();
+    crate::cache::body_file::report_large_folios();
     if let Some(d) = &config.cache.disk {
         metrics
             .cache_max_bytes

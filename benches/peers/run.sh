@@ -46,7 +46,11 @@ mkdir -p "$RESULTS/wrk"
 
 # --- tools: Debian packages, installed only when missing ------------------------------------
 missing=()
-for t in nginx:nginx varnishd:varnish haproxy:haproxy wrk:wrk h2load:nghttp2-client openssl:openssl curl:curl taskset:util-linux; do
+tools=(wrk:wrk h2load:nghttp2-client openssl:openssl curl:curl taskset:util-linux)
+for t in nginx:nginx varnishd:varnish haproxy:haproxy; do    # only the peers being measured
+  [[ " ${PEERS[*]} " = *" ${t#*:} "* ]] && tools+=("$t")
+done
+for t in "${tools[@]}"; do
   command -v "${t%%:*}" >/dev/null || missing+=("${t#*:}")
 done
 if ((${#missing[@]})); then
@@ -613,9 +617,13 @@ H_END=$(hits)
 {
   echo "benches/peers/run.sh $ROUNDS $SECS (PROTOS=\"${PROTOS[*]}\" SCENARIOS=\"${SCEN_SEL[*]}\") — $(date -u '+%F %H:%M UTC'), $(nproc) cores, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "tollgate $("$BIN" --version | awk '{print $2}') ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$( [ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null)" ] && echo ', dirty')),"\
-    "$(haproxy -v | head -1 | awk '{print "HAProxy", $3}'), $(nginx -v 2>&1 | sed 's/.*nginx\//nginx /'),"\
-    "$(varnishd -V 2>&1 | head -1 | sed 's/varnishd (\(varnish-[^ ]*\).*/\1/'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk", $2}'),"\
-    "$(h2load --version | awk '{print "h2load", $2}')"
+    "$(has haproxy "${PEERS[@]}" && haproxy -v | head -1 | awk '{print "HAProxy", $3 ","}')"\
+    "$(has nginx "${PEERS[@]}" && nginx -v 2>&1 | sed 's/.*nginx\//nginx /; s/$/,/')"\
+    "$(has varnish "${PEERS[@]}" && varnishd -V 2>&1 | head -1 | sed 's/varnishd (\(varnish-[^ ]*\).*/\1,/')"\
+    "$(wrk -v 2>&1 | head -1 | awk '{print "wrk", $2}'), $(h2load --version | awk '{print "h2load", $2}')"
+  # Tollgate's large bodies live in memory files: whether the kernel may give them large folios
+  # changes the 100 KiB row (src/cache/body_file.rs, LARGE_FOLIOS)
+  echo "memory files (Tollgate's bodies of 64 KiB and more): shmem_enabled $(sed -n 's/.*\[\(.*\)\].*/\1/p' /sys/kernel/mm/transparent_hugepage/shmem_enabled 2>/dev/null || echo '?')"
   echo "cells: median req/s (median p99) and median server CPU µs per request of $ROUNDS x ${SECS}s runs; ratios: Tollgate req/s / peer req/s"
   if [ -n "$TLS_SEEN$H2_CIPHER" ]; then
     echo "TLS: the same P-256 certificate for every peer; negotiated ${TLS_SEEN:+by wrk: $TLS_SEEN}${H2_CIPHER:+${TLS_SEEN:+, }by h2load: TLSv1.3 $H2_CIPHER, ALPN h2}"
