@@ -32,9 +32,9 @@ pub const FILE_BODY: usize = 64 * 1024;
 /// of a large hit (`perf` on `benches/peers/run.sh`'s 100 KiB row: 23 % of the node's time in
 /// `shmem_file_splice_read`, `filemap_get_entry`, `page_cache_pipe_buf_release` and their
 /// kin). With `within_size` here (Linux 6.18 here chooses any folio size that fits inside the
-/// file), the same body is a 64 KiB, a 32 KiB and a 4 KiB folio: the row took 14.1 to 14.8 µs
-/// of server CPU per hit instead of 15.7 to 16.2 µs, and nginx, whose cache files on ext4 get
-/// large folios by default, 14.3 µs (README, "Cache tiers"). Most distributions ship
+/// file), the same body is a 64 KiB, a 32 KiB and a 4 KiB folio: the row took 14.0 µs of
+/// server CPU per hit instead of 15.4 to 15.9 µs, and nginx, whose cache files on ext4 get
+/// large folios by default, 14.2 to 14.8 µs (README, "Cache tiers"). Most distributions ship
 /// `never`; the node works either way and logs which at start ([`report_large_folios`]).
 pub const LARGE_FOLIOS: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
 
