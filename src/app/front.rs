@@ -135,11 +135,18 @@ fn socket_of(stream: &Stream) -> Option<BorrowedFd<'_>> {
     (fd >= 0).then(|| unsafe { BorrowedFd::borrow_raw(fd) })
 }
 
-/// Send what the socket takes now of an answer whose body is in a sealed file: the head with
-/// `MSG_MORE` (it leaves with the body's first pages), then the body with `sendfile`, which
-/// hands the socket the file's pages instead of copying them. Returns how many head and body
-/// bytes went out; the caller writes the rest the usual way, which waits for the socket.
-/// Nothing is sent for a stream that is not a plain socket.
+/// Send what the socket takes now of an answer whose body is in a sealed file: the head, then
+/// the body with `sendfile`, which hands the socket the file's pages instead of copying them.
+/// Returns how many head and body bytes went out; the caller writes the rest the usual way,
+/// which waits for the socket. Nothing is sent for a stream that is not a plain socket.
+///
+/// The head leaves at once, in a segment of its own (as nginx sends it), not held back with
+/// `MSG_MORE` to leave with the body's first pages as it was: that cost more. The 100 KiB row of
+/// `benches/peers/run.sh` (4-5 rounds of 8 s, nginx beside it) with the head sent plainly: 12.6
+/// µs of server CPU per hit and a p99 of 0.87 ms (nginx 14.7 µs, 1.15 ms) with large folios
+/// ([`crate::cache::body_file::LARGE_FOLIOS`] `within_size`), 14.6 µs and 0.94 ms (nginx 14.8,
+/// 0.90) without; with `MSG_MORE`: 13.8 µs and 1.61 ms, 15.8 µs and 1.46 ms. `wrk`, whose core
+/// bounds that row, completed 6-7 % fewer hits per second (`benches/README.md`).
 fn send_from_file(
     stream: &Stream,
     head: &[u8],
@@ -148,7 +155,7 @@ fn send_from_file(
     let Some(sock) = socket_of(stream) else {
         return Ok((0, 0));
     };
-    let flags = SendFlags::MORE | SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+    let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
     let sent_head = match rustix::net::send(sock, head, flags) {
         Ok(n) => n,
         Err(Errno::AGAIN | Errno::INTR) => 0,
