@@ -32,9 +32,9 @@ pub const FILE_BODY: usize = 64 * 1024;
 /// of a large hit (`perf` on `benches/peers/run.sh`'s 100 KiB row: 23 % of the node's time in
 /// `shmem_file_splice_read`, `filemap_get_entry`, `page_cache_pipe_buf_release` and their
 /// kin). With `within_size` here (Linux 6.18 here chooses any folio size that fits inside the
-/// file), the same body is a 64 KiB, a 32 KiB and a 4 KiB folio: the row took 14.0 µs of
-/// server CPU per hit instead of 15.4 to 15.9 µs, and nginx, whose cache files on ext4 get
-/// large folios by default, 14.2 to 14.8 µs (README, "Cache tiers"). Most distributions ship
+/// file), the same body is a 64 KiB, a 32 KiB and a 4 KiB folio: the row took 12.6 µs of
+/// server CPU per hit instead of 14.6 µs, and nginx, whose cache files on ext4 get large
+/// folios by default, 14.7 to 14.8 µs (`benches/README.md`). Most distributions ship
 /// `never`; the node works either way and logs which at start ([`report_large_folios`]).
 pub const LARGE_FOLIOS: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
 
@@ -60,8 +60,8 @@ pub fn report_large_folios() {
         }
         Some(word) => log::info!(
             "memory files: {LARGE_FOLIOS} is {word}: bodies of 64 KiB and more are sent in \
-             4 KiB pages; within_size there lets the kernel use large folios, which takes a \
-             tenth off a 100 KiB hit's CPU (README, Cache tiers)"
+             4 KiB pages; within_size there lets the kernel use large folios, which took \
+             14 % off a 100 KiB hit's CPU in the peer benchmark (README, Cache tiers)"
         ),
     });
 }
