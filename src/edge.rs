@@ -309,11 +309,10 @@ impl Edge {
         };
         let tokens = TokenCache::with_counters(
             config.auth.token_cache_entries,
-            CacheCounters {
-                hits: metrics.token_cache_lookups.with_label_values(&["hit"]),
-                misses: metrics.token_cache_lookups.with_label_values(&["miss"]),
-                evictions: metrics.token_cache_evictions.clone(),
-            },
+            CacheCounters::in_families(
+                &metrics.token_cache_lookups,
+                &metrics.token_cache_evictions,
+            ),
         );
         let hot = HotCounters {
             auth: auth_counters,

@@ -44,11 +44,13 @@ die() { echo "run.sh: FAILED: $*" >&2; exit 1; }
 say() { echo "== $*" >&2; }
 mkdir -p "$RESULTS/wrk"
 
+has() { local x=$1; shift; [[ " $* " == *" $x "* ]]; }     # has WORD LIST...
+
 # --- tools: Debian packages, installed only when missing ------------------------------------
 missing=()
 tools=(wrk:wrk h2load:nghttp2-client openssl:openssl curl:curl taskset:util-linux)
 for t in nginx:nginx varnishd:varnish haproxy:haproxy; do    # only the peers being measured
-  [[ " ${PEERS[*]} " = *" ${t#*:} "* ]] && tools+=("$t")
+  if has "${t#*:}" "${PEERS[@]}"; then tools+=("$t"); fi
 done
 for t in "${tools[@]}"; do
   command -v "${t%%:*}" >/dev/null || missing+=("${t#*:}")
@@ -111,7 +113,6 @@ render() { # TEMPLATE OUT KEY=VALUE...
 # "h2-<scenario>" (HTTP/2 over TLS 1.3, ALPN h2).
 H1_SCENARIOS=(pub1k sub1 rot10k fresh rs1 pub100k media signed)
 TLS_SCENARIOS=(pub1k sub1 rot10k media signed)    # the TLS and HTTP/2 rows
-has() { local x=$1; shift; [[ " $* " == *" $x "* ]]; }     # has WORD LIST...
 ROWS=()
 for p in h1 tls h2; do
   has "$p" "${PROTOS[@]}" || continue

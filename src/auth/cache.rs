@@ -142,6 +142,20 @@ pub struct CacheCounters {
     pub evictions: prometheus::IntCounter,
 }
 
+impl CacheCounters {
+    /// The counters of the node's families: `lookups{result="hit"|"miss"}` and `evictions`.
+    pub fn in_families(
+        lookups: &prometheus::IntCounterVec,
+        evictions: &prometheus::IntCounter,
+    ) -> CacheCounters {
+        CacheCounters {
+            hits: lookups.with_label_values(&["hit"]),
+            misses: lookups.with_label_values(&["miss"]),
+            evictions: evictions.clone(),
+        }
+    }
+}
+
 impl Default for CacheCounters {
     fn default() -> CacheCounters {
         // (a counter with a valid name and help cannot fail to build)

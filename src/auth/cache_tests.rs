@@ -429,11 +429,8 @@ fn metrics_export_the_cache_counters() {
     let keys = set(&[&k]);
     let p = Policy::default();
     let metrics = crate::metrics::Metrics::new().unwrap();
-    let counters = CacheCounters {
-        hits: metrics.token_cache_lookups.with_label_values(&["hit"]),
-        misses: metrics.token_cache_lookups.with_label_values(&["miss"]),
-        evictions: metrics.token_cache_evictions.clone(),
-    };
+    let counters =
+        CacheCounters::in_families(&metrics.token_cache_lookups, &metrics.token_cache_evictions);
     let cache = TokenCache::with_counters(4, counters);
     // `name{result="hit"} 2` -> ("name{hit}", 2), for the token cache's counters
     let scrape = || {

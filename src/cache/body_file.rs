@@ -39,7 +39,7 @@ pub const FILE_BODY: usize = 64 * 1024;
 pub const LARGE_FOLIOS: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
 
 /// The word [`LARGE_FOLIOS`] selects (`never`, `within_size`, ...), if the file is there.
-pub fn large_folios() -> Option<String> {
+fn large_folios() -> Option<String> {
     selected(&std::fs::read_to_string(LARGE_FOLIOS).ok()?).map(str::to_owned)
 }
 
