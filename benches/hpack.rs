@@ -23,7 +23,46 @@ fn block(path: &str) -> Vec<u8> {
     out.to_vec()
 }
 
+/// `/premium/article?token=<JWT>` for `n` different ES256-shaped tokens (base64url: a 36-character
+/// header, a 120-character payload, an 86-character signature), as the rotating-token row of
+/// benches/peers sends them over HTTP/2: one distinct `:path` per request. Many, so that the
+/// branch predictor cannot learn one string's codes.
+fn token_paths(n: usize) -> Vec<String> {
+    use rand::{Rng, SeedableRng};
+    const B64URL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut part = |len: usize| -> String {
+        (0..len)
+            .map(|_| char::from(B64URL[rng.gen_range(0..64)]))
+            .collect()
+    };
+    (0..n)
+        .map(|_| {
+            format!(
+                "/premium/article?token={}.{}.{}",
+                part(36),
+                part(120),
+                part(86)
+            )
+        })
+        .collect()
+}
+
 fn benches(c: &mut Criterion) {
+    let rotating: Vec<Vec<u8>> = token_paths(1000)
+        .iter()
+        .map(|p| huffman::encode(p.as_bytes()))
+        .collect();
+    let mut out = Vec::with_capacity(512);
+    let mut next = 0;
+    c.bench_function("huffman_rotating_token", |b| {
+        b.iter(|| {
+            out.clear();
+            next = (next + 1) % rotating.len();
+            huffman::decode(black_box(&rotating[next]), &mut out).expect("valid");
+            out.len()
+        })
+    });
     for (name, path) in [("public", "/p1k"), ("signed", SIGNED)] {
         let encoded = huffman::encode(path.as_bytes());
         let mut out = Vec::with_capacity(256);

@@ -2,13 +2,27 @@
 //! and benches.
 //!
 //! The code is canonical — within one length, codes rise with the symbol — so the 257 code
-//! lengths define it. Decoding looks the next 12 bits up in a table of the one or two whole
-//! codes they open ([`PAIRS`]: most URL and token characters have codes of 5 to 7 bits), and
-//! falls back to comparing the next bits, length by length, with the first code of each length
-//! (as zlib's `puff` does) for longer codes and the string's end; the input is read eight bytes
-//! at a time. `cargo bench --bench hpack`: a 190-character signed-URL path decodes in ~315 ns
-//! (540 with the length-by-length loop alone and four-byte reads, 700 byte by byte; a one-step
-//! table of single codes up to 9 bits gave 550). Why not `loona-hpack`'s decoder, the first
+//! lengths define it. Decoding looks the next 13 bits up in a table of the one or two whole
+//! codes they open ([`PAIRS`], 32 KiB: most URL and token characters have codes of 5 to 8
+//! bits), and falls back to comparing the next bits, length by length, with the first code of
+//! each length (as zlib's `puff` does) for longer codes and the string's end; the input is read
+//! eight bytes at a time, and four lookups follow each read without a branch on what they
+//! decoded ([`decode_into`]). `cargo bench --bench hpack`, per string:
+//!
+//! | decoder | 190-character signed URL | 266-character token path, 1,000 in turn |
+//! |---|---|---|
+//! | this one | ~290 ns | ~465 ns |
+//! | 12-bit table, a branch on one or two codes per lookup | ~375 ns | ~1,120 ns |
+//! | 12-bit table without that branch | ~340 ns | ~570 ns |
+//! | 14-bit table (64 KiB) without it | ~265 ns | ~460 ns |
+//!
+//! The token paths are what a rotating-token request sends over HTTP/2 (a distinct `:path`
+//! each time, whose random characters the branch mispredicted about every other lookup); the
+//! 14-bit table gains nothing on them and is twice the size. On the node (`h2load -c50 -m10
+//! -i` over 10,000 token paths, benches/peers' rotating row, one server core), 3.57–3.60 µs of
+//! server CPU per request became 3.27–3.30 µs and the row 275–279k req/s became 300–303k.
+//! A one-step table of single codes up to 9 bits gave 550 ns on the signed URL, byte by byte
+//! 700. Why not `loona-hpack`'s decoder, the first
 //! used here: it builds a `HashMap` of the whole code for every string it decodes, and
 //! nghttp2's clients (`h2load`, curl) send `:path` Huffman-coded and unindexed on every
 //! request — `perf` showed 70 % of the
@@ -78,13 +92,17 @@ const fn arrange() -> Code {
 const CODE: Code = arrange();
 
 /// Bits of input [`PAIRS`] is indexed by.
-const PAIR_BITS: usize = 12;
+const PAIR_BITS: usize = 13;
+/// [`decode_into`]'s unchecked lookups after a refill, which leaves at least 56 bits: each
+/// takes at most [`PAIR_BITS`], and the last must still find that many.
+const LOOKUPS_PER_REFILL: usize = 4;
+const _: () = assert!(PAIR_BITS * LOOKUPS_PER_REFILL <= 56 && PAIR_BITS <= 15);
 
 /// For every [`PAIR_BITS`]-bit window of input: the symbols whose whole codes open it (none,
 /// one, or two; never EOS) in bits 0..8 and 8..16, their number in bits 16..18, and the bits
-/// they take from bit 20. Most characters of a URL or a token have codes of 5 to 7 bits, so
-/// one lookup usually yields two of them.
-const PAIRS: [u32; 1 << PAIR_BITS] = pairs();
+/// they take from bit 20. Most characters of a URL or a token have codes of 5 to 8 bits, so
+/// one lookup often yields two of them.
+static PAIRS: [u32; 1 << PAIR_BITS] = pairs();
 
 /// The symbol whose code opens the `width`-bit `window`, and the code's length.
 const fn first_symbol(window: u32, width: usize) -> Option<(u32, usize)> {
@@ -129,40 +147,78 @@ pub enum Invalid {
     Padding,
 }
 
-/// Decode `src`, appending to `dst`.
+/// Decode `src`, appending to `dst` (on error `dst` is left as it was).
 pub fn decode(src: &[u8], dst: &mut Vec<u8>) -> Result<(), Invalid> {
+    let start = dst.len();
+    // every 5 bits give at most one byte; the fast loop stores two bytes per lookup whatever
+    // it decodes, so one more may be written past the last
+    dst.resize(start + src.len() * 8 / 5 + 2, 0);
+    match decode_into(src, &mut dst[start..]) {
+        Ok(n) => {
+            dst.truncate(start + n);
+            Ok(())
+        }
+        Err(e) => {
+            dst.truncate(start);
+            Err(e)
+        }
+    }
+}
+
+/// Decode `src` into `out` (room for `src.len() * 8 / 5 + 2` bytes), returning how many.
+///
+/// While eight bytes of input remain, a refill leaves 56 to 63 bits in `acc` and
+/// [`LOOKUPS_PER_REFILL`] [`PAIRS`] lookups follow without a test between them: each takes at most [`PAIR_BITS`]
+/// bits, so each has that many real bits under its window. Each stores both of its entry's
+/// bytes and advances by the entry's count, and a window that opens no short code (count 0)
+/// takes no bits, so the lookups after it change nothing. No branch depends on the decoded
+/// text: with one per lookup, on whether it held one or two codes, a token's random
+/// characters mispredicted about every other lookup (`cargo bench --bench hpack`,
+/// `huffman_rotating_token`: 1.12 µs with that branch, see [`decode`]'s figures in
+/// benches/README.md).
+fn decode_into(src: &[u8], out: &mut [u8]) -> Result<usize, Invalid> {
     // the next bits, from the top; `bits` of them are valid (below them may sit copies of the
     // bytes that follow, which the next refill ORs in again, unchanged)
-    let (mut acc, mut bits, mut i) = (0u64, 0usize, 0);
-    // every 5 bits give at most one byte
-    dst.reserve(src.len() * 8 / 5);
-    loop {
-        if let Some(word) = src.get(i..i + 8) {
-            // as many whole bytes as fit, in one load: `bits` reaches 56..=63
-            let word = u64::from_be_bytes(word.try_into().unwrap_or_default());
-            acc |= word >> bits;
-            let take = (63 - bits) >> 3;
-            i += take;
-            bits += take << 3;
-        } else {
-            while bits <= 56 && i < src.len() {
-                acc |= u64::from(src[i]) << (56 - bits);
-                bits += 8;
-                i += 1;
-            }
+    let (mut acc, mut bits, mut i, mut o) = (0u64, 0usize, 0, 0);
+    while let Some(word) = src.get(i..i + 8) {
+        // as many whole bytes as fit, in one load: `bits` reaches 56..=63
+        let word = u64::from_be_bytes(word.try_into().unwrap_or_default());
+        acc |= word >> bits;
+        let take = (63 - bits) >> 3;
+        i += take;
+        bits += take << 3;
+        if PAIRS[(acc >> (64 - PAIR_BITS)) as usize] >> 16 & 3 == 0 {
+            // a code longer than the window (or EOS): 56 bits hold any code
+            long_code(&mut acc, &mut bits, out, &mut o)?;
+            continue;
         }
-        // up to four lookups before the next refill
+        for _ in 0..LOOKUPS_PER_REFILL {
+            let pair = PAIRS[(acc >> (64 - PAIR_BITS)) as usize];
+            out[o] = pair as u8;
+            out[o + 1] = (pair >> 8) as u8;
+            o += (pair >> 16 & 3) as usize;
+            let used = (pair >> 20) as usize;
+            acc <<= used;
+            bits -= used;
+        }
+    }
+    // the last bytes, one at a time, testing every lookup
+    loop {
+        while bits <= 56 && i < src.len() {
+            acc |= u64::from(src[i]) << (56 - bits);
+            bits += 8;
+            i += 1;
+        }
         let mut decoded = false;
         while bits >= PAIR_BITS {
             let pair = PAIRS[(acc >> (64 - PAIR_BITS)) as usize];
-            let n = pair >> 16 & 3;
+            let n = (pair >> 16 & 3) as usize;
             if n == 0 {
                 break;
             }
-            dst.push(pair as u8);
-            if n == 2 {
-                dst.push((pair >> 8) as u8);
-            }
+            out[o] = pair as u8;
+            out[o + 1] = (pair >> 8) as u8;
+            o += n;
             let used = (pair >> 20) as usize;
             acc <<= used;
             bits -= used;
@@ -172,37 +228,52 @@ pub fn decode(src: &[u8], dst: &mut Vec<u8>) -> Result<(), Invalid> {
             continue;
         }
         if bits == 0 {
-            return Ok(());
+            return Ok(o);
         }
-        // a code longer than the window, or the last bits of the input
-        let mut len = 5;
-        loop {
-            if len > bits {
-                // the input is over: what is left is padding, EOS's first bits (all ones)
-                let ones = acc >> (64 - bits) == (1 << bits) - 1;
-                return if bits < 8 && ones {
-                    Ok(())
-                } else {
-                    Err(Invalid::Padding)
-                };
+        if !long_code(&mut acc, &mut bits, out, &mut o)? {
+            return Ok(o);
+        }
+    }
+}
+
+/// Decode one code from the top of `acc` length by length, comparing with the first code of
+/// each (as zlib's `puff` does): a code longer than [`PAIR_BITS`], or one among the input's
+/// last bits. Returns false when what is left is the final padding (fewer than eight bits,
+/// all ones: the start of EOS).
+fn long_code(
+    acc: &mut u64,
+    bits: &mut usize,
+    out: &mut [u8],
+    o: &mut usize,
+) -> Result<bool, Invalid> {
+    let mut len = 5;
+    loop {
+        if len > *bits {
+            // the input is over: what is left is padding, EOS's first bits (all ones)
+            let ones = *acc >> (64 - *bits) == (1 << *bits) - 1;
+            return if *bits < 8 && ones {
+                Ok(false)
+            } else {
+                Err(Invalid::Padding)
+            };
+        }
+        let code = (*acc >> (64 - len)) as u32;
+        let d = code.wrapping_sub(CODE.first[len]);
+        if d < CODE.count[len] {
+            let symbol = CODE.symbols[CODE.offset[len] as usize + d as usize];
+            if symbol == 256 {
+                return Err(Invalid::Eos);
             }
-            let code = (acc >> (64 - len)) as u32;
-            let d = code.wrapping_sub(CODE.first[len]);
-            if d < CODE.count[len] {
-                let symbol = CODE.symbols[CODE.offset[len] as usize + d as usize];
-                if symbol == 256 {
-                    return Err(Invalid::Eos);
-                }
-                dst.push(symbol as u8);
-                acc <<= len;
-                bits -= len;
-                break;
-            }
-            len += 1;
-            if len > MAX_LEN {
-                // every 30-bit pattern is some code's prefix or a code: unreachable
-                return Err(Invalid::Padding);
-            }
+            out[*o] = symbol as u8;
+            *o += 1;
+            *acc <<= len;
+            *bits -= len;
+            return Ok(true);
+        }
+        len += 1;
+        if len > MAX_LEN {
+            // every 30-bit pattern is some code's prefix or a code: unreachable
+            return Err(Invalid::Padding);
         }
     }
 }
@@ -290,6 +361,40 @@ mod tests {
                 (a, b) => panic!("{junk:02x?}: ours {a:?}, loona-hpack {b:?}"),
             }
         }
+    }
+
+    #[test]
+    fn long_codes_anywhere_in_a_long_string_decode() {
+        // a byte with a long code at every offset of a token-like string, so that it falls at
+        // every place of the four unchecked lookups after a refill, and at the string's end
+        let base: Vec<u8> = b"eyJhbGciOiJFUzI1NiIsImtpZCI6ImVzIn0.Zm9vYmFyQUJDREVG_-xyz"
+            .iter()
+            .cycle()
+            .take(300)
+            .copied()
+            .collect();
+        for long in [0u8, 0x7f, 0xfe, b'\\', b'^'] {
+            for at in (0..40).chain(290..300) {
+                let mut text = base.clone();
+                text[at] = long;
+                let mut out = b"kept".to_vec();
+                decode(&encode(&text), &mut out).unwrap();
+                assert_eq!(&out[..4], b"kept", "appends to what dst held");
+                assert_eq!(&out[4..], &text[..], "byte {long:#04x} at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn eos_inside_a_long_string_is_refused_and_dst_is_left_as_it_was() {
+        // '0' is 00000: eight of them fill five bytes; then EOS (thirty ones), then more text,
+        // so that EOS is met by the unchecked lookups' fallback, not at the string's end
+        let mut sent = encode(&[b'0'; 8]);
+        sent.extend_from_slice(&[0xff, 0xff, 0xff, 0xfc]);
+        sent.extend_from_slice(&encode(&[b'a'; 40]));
+        let mut out = b"kept".to_vec();
+        assert_eq!(decode(&sent, &mut out), Err(Invalid::Eos));
+        assert_eq!(out, b"kept");
     }
 
     #[test]
