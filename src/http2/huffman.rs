@@ -168,14 +168,12 @@ pub fn decode(src: &[u8], dst: &mut Vec<u8>) -> Result<(), Invalid> {
 /// Decode `src` into `out` (room for `src.len() * 8 / 5 + 2` bytes), returning how many.
 ///
 /// While eight bytes of input remain, a refill leaves 56 to 63 bits in `acc` and
-/// [`LOOKUPS_PER_REFILL`] [`PAIRS`] lookups follow without a test between them: each takes at most [`PAIR_BITS`]
-/// bits, so each has that many real bits under its window. Each stores both of its entry's
-/// bytes and advances by the entry's count, and a window that opens no short code (count 0)
-/// takes no bits, so the lookups after it change nothing. No branch depends on the decoded
-/// text: with one per lookup, on whether it held one or two codes, a token's random
-/// characters mispredicted about every other lookup (`cargo bench --bench hpack`,
-/// `huffman_rotating_token`: 1.12 µs with that branch, see [`decode`]'s figures in
-/// benches/README.md).
+/// [`LOOKUPS_PER_REFILL`] [`PAIRS`] lookups follow without a test between them: each takes at
+/// most [`PAIR_BITS`] bits, so each has that many real bits under its window. Each stores both
+/// of its entry's bytes and advances by the entry's count, and a window that opens no short
+/// code (count 0) takes no bits, so the lookups after it change nothing. No branch depends on
+/// the decoded text: with one per lookup, on whether it held one or two codes, a token's
+/// random characters mispredicted about every other lookup (figures in the module's notes).
 fn decode_into(src: &[u8], out: &mut [u8]) -> Result<usize, Invalid> {
     // the next bits, from the top; `bits` of them are valid (below them may sit copies of the
     // bytes that follow, which the next refill ORs in again, unchanged)
