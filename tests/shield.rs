@@ -154,7 +154,14 @@ async fn every_object_is_fetched_from_the_origin_once_for_the_whole_ring() {
         assert_eq!(
             ring.origin.hits(&format!("/news/obj-{o}")),
             1,
-            "object {o} reached the origin more than once"
+            "object {o} reached the origin more than once; its answers: {:?}; the nodes' shield \
+             lines: {:?}",
+            answers
+                .iter()
+                .filter(|(_, ob, _)| *ob == o)
+                .map(|(n, _, r)| (IDS[*n], r.cache_status()))
+                .collect::<Vec<_>>(),
+            ring.shield_log()
         );
     }
     assert_eq!(
