@@ -154,8 +154,13 @@ async fn every_object_is_fetched_from_the_origin_once_for_the_whole_ring() {
         assert_eq!(
             ring.origin.hits(&format!("/news/obj-{o}")),
             1,
-            "object {o} reached the origin more than once; its answers: {:?}; the nodes' shield \
-             lines: {:?}",
+            "object {o} reached the origin more than once; the origin's requests: {:?}; its \
+             answers: {:?}; the nodes' shield lines: {:?}",
+            ring.origin
+                .requests_for(&format!("/news/obj-{o}"))
+                .iter()
+                .map(|r| &r.headers)
+                .collect::<Vec<_>>(),
             answers
                 .iter()
                 .filter(|(_, ob, _)| *ob == o)
