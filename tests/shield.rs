@@ -151,13 +151,14 @@ async fn every_object_is_fetched_from_the_origin_once_for_the_whole_ring() {
         );
     }
     for o in 0..100 {
+        let path = format!("/news/obj-{o}");
         assert_eq!(
-            ring.origin.hits(&format!("/news/obj-{o}")),
+            ring.origin.hits(&path),
             1,
             "object {o} reached the origin more than once; the origin's requests: {:?}; its \
              answers: {:?}; the nodes' shield lines: {:?}",
             ring.origin
-                .requests_for(&format!("/news/obj-{o}"))
+                .requests_for(&path)
                 .iter()
                 .map(|r| &r.headers)
                 .collect::<Vec<_>>(),

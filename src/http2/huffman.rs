@@ -185,19 +185,13 @@ fn decode_into(src: &[u8], out: &mut [u8]) -> Result<usize, Invalid> {
         let take = (63 - bits) >> 3;
         i += take;
         bits += take << 3;
-        if PAIRS[(acc >> (64 - PAIR_BITS)) as usize] >> 16 & 3 == 0 {
+        if codes_in(pair_at(acc)) == 0 {
             // a code longer than the window (or EOS): 56 bits hold any code
             long_code(&mut acc, &mut bits, out, &mut o)?;
             continue;
         }
         for _ in 0..LOOKUPS_PER_REFILL {
-            let pair = PAIRS[(acc >> (64 - PAIR_BITS)) as usize];
-            out[o] = pair as u8;
-            out[o + 1] = (pair >> 8) as u8;
-            o += (pair >> 16 & 3) as usize;
-            let used = (pair >> 20) as usize;
-            acc <<= used;
-            bits -= used;
+            take_pair(pair_at(acc), &mut acc, &mut bits, out, &mut o);
         }
     }
     // the last bytes, one at a time, testing every lookup
@@ -207,31 +201,34 @@ fn decode_into(src: &[u8], out: &mut [u8]) -> Result<usize, Invalid> {
             bits += 8;
             i += 1;
         }
-        let mut decoded = false;
-        while bits >= PAIR_BITS {
-            let pair = PAIRS[(acc >> (64 - PAIR_BITS)) as usize];
-            let n = (pair >> 16 & 3) as usize;
-            if n == 0 {
-                break;
-            }
-            out[o] = pair as u8;
-            out[o + 1] = (pair >> 8) as u8;
-            o += n;
-            let used = (pair >> 20) as usize;
-            acc <<= used;
-            bits -= used;
-            decoded = true;
-        }
-        if decoded {
-            continue;
-        }
-        if bits == 0 {
-            return Ok(o);
-        }
-        if !long_code(&mut acc, &mut bits, out, &mut o)? {
+        let pair = pair_at(acc);
+        if bits >= PAIR_BITS && codes_in(pair) > 0 {
+            take_pair(pair, &mut acc, &mut bits, out, &mut o);
+        } else if bits == 0 || !long_code(&mut acc, &mut bits, out, &mut o)? {
             return Ok(o);
         }
     }
+}
+
+/// The [`PAIRS`] entry of the window at the top of `acc`.
+fn pair_at(acc: u64) -> u32 {
+    PAIRS[(acc >> (64 - PAIR_BITS)) as usize]
+}
+
+/// How many codes a [`PAIRS`] entry holds (0: none short enough, or EOS).
+fn codes_in(pair: u32) -> usize {
+    (pair >> 16 & 3) as usize
+}
+
+/// Store both of `pair`'s bytes at `out[o]` and advance past the codes it holds: `o` by their
+/// number, `acc` and `bits` by their bits (nothing for an entry of none).
+fn take_pair(pair: u32, acc: &mut u64, bits: &mut usize, out: &mut [u8], o: &mut usize) {
+    out[*o] = pair as u8;
+    out[*o + 1] = (pair >> 8) as u8;
+    *o += codes_in(pair);
+    let used = (pair >> 20) as usize;
+    *acc <<= used;
+    *bits -= used;
 }
 
 /// Decode one code from the top of `acc` length by length, comparing with the first code of
