@@ -36,6 +36,68 @@ fn verification(c: &mut Criterion) {
     });
 }
 
+/// ES256 tokens of distinct readers, signed by `key`.
+fn readers(key: &mint::SigningKey, from: usize, n: usize) -> Vec<String> {
+    (from..from + n)
+        .map(|i| {
+            let claims =
+                serde_json::json!({"sub": format!("u{i}"), "subs": ["premium"], "exp": NOW + 3600});
+            key.sign(&claims).expect("sign")
+        })
+        .collect()
+}
+
+/// 10,000 returning readers in turn (the rotating-token row of `benches/peers/run.sh`), in a
+/// cache holding only them, and in one first filled by a flood of tokens seen once (the state
+/// `run.sh` leaves after its never-seen row: 100,000 entries, evictions). Under `cargo test`
+/// (no `--bench`) a tenth of each, so that the suite does not sign 130,000 tokens unoptimized.
+fn rotating(c: &mut Criterion) {
+    let scale = if std::env::args().any(|a| a == "--bench") {
+        1
+    } else {
+        10
+    };
+    let (capacity, hot_n, flood_n) = (100_000 / scale, 10_000 / scale, 120_000 / scale);
+    let policy = Policy::default();
+    let key = mint::SigningKey::generate(Alg::ES256, "k1").expect("keygen");
+    let keys = KeySet::from_jwks_json(&mint::jwks_json(&[&key])).expect("jwks");
+    let hot = readers(&key, 0, hot_n);
+    let flood = readers(&key, hot_n, flood_n);
+    let quiet = TokenCache::new(capacity);
+    let flooded = TokenCache::new(capacity);
+    for t in &flood {
+        assert!(flooded.verify(t, &keys, &policy, NOW).is_ok());
+    }
+    assert!(flooded.stats().evictions > 0, "the flood filled the cache");
+    // warm as `run.sh` does: until a pass over the readers misses none (an eviction pass may
+    // drop a reader inserted before it and not yet back)
+    for cache in [&quiet, &flooded] {
+        let warm = (0..10).any(|_| {
+            let misses = cache.stats().misses;
+            for t in &hot {
+                assert!(cache.verify(t, &keys, &policy, NOW).is_ok());
+            }
+            cache.stats().misses == misses
+        });
+        assert!(warm, "every reader cached within ten passes");
+    }
+    for (name, cache) in [("quiet", &quiet), ("flooded", &flooded)] {
+        let before = cache.stats().misses;
+        let mut i = 0;
+        c.bench_function(&format!("token_cache_rotating_10k_{name}"), |b| {
+            b.iter(|| {
+                i = (i + 1) % hot.len();
+                cache.verify(black_box(&hot[i]), &keys, &policy, NOW)
+            })
+        });
+        assert_eq!(
+            cache.stats().misses,
+            before,
+            "every rotating token stays cached"
+        );
+    }
+}
+
 fn request_path(c: &mut Criterion) {
     c.bench_function("normalize_strip_and_key", |b| {
         b.iter(|| {
@@ -46,5 +108,5 @@ fn request_path(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, verification, request_path);
+criterion_group!(benches, verification, rotating, request_path);
 criterion_main!(benches);

@@ -265,6 +265,19 @@ cpu_ticks() {
   echo "$t"
 }
 CLK_TCK=$(getconf CLK_TCK)
+# CHILD_US := CPU time (user + system, µs, to the millisecond bash prints) of this shell's
+# children reaped so far. Read in this shell, never in a $(...) subshell: a subshell counts only
+# its own children. The client is the only child between the two readings around a cell.
+children_us() {
+  local user sys t re='^([0-9]+)m([0-9]+)\.([0-9]+)s$'
+  times >"$WORK/times"
+  { read -r _; read -r user sys; } <"$WORK/times"
+  CHILD_US=0
+  for t in "$user" "$sys"; do
+    [[ $t =~ $re ]] || die "unexpected output of times: $user $sys"
+    CHILD_US=$((CHILD_US + (BASH_REMATCH[1] * 60000 + BASH_REMATCH[2] * 1000 + 10#${BASH_REMATCH[3]:0:3}) * 1000))
+  done
+}
 
 # --- correctness, before timing ---------------------------------------------------------------
 hits() { curl -s --max-time 5 "$ORIGIN/__hits"; }
@@ -534,8 +547,9 @@ token_misses() {
   curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" \
     | awk '/^tollgate_token_cache_lookups_total\{result="miss"\}/ {print $2; found = 1} END {if (!found) print 0}'
 }
-printf 'round\tscenario\tpeer\treq_per_s\tp99\trequests\tcpu_ticks\tcpu_us_per_req\n' >"$RAW"
-# wrk_cell PEER ROW ROUND LOG: one timed wrk run; sets rps p99 n
+printf 'round\tscenario\tpeer\treq_per_s\tp99\trequests\tcpu_ticks\tcpu_us_per_req\tclient_us_per_req\n' >"$RAW"
+# wrk_cell PEER ROW ROUND LOG: one timed wrk run; sets rps p99 n, c0 c1 (server CPU ticks) and
+# k0 k1 (client CPU µs) around it
 wrk_cell() {
   local peer=$1 row=$2 r=$3 log=$4 s url sk out args attempt
   s=$(base_of "$row")
@@ -550,10 +564,10 @@ wrk_cell() {
     *) args=(-s "$HERE/tokens.lua" "$url") ;;
   esac
   for attempt in 1 2 3; do
-    c0=$(cpu_ticks "${PGID[$peer]}")
+    c0=$(cpu_ticks "${PGID[$peer]}"); children_us; k0=$CHILD_US
     scenario_env "$s" "$WORK/tok/fresh$r.txt" taskset -c 1 wrk -t1 -c50 -d"${SECS}s" --latency "${args[@]}" >"$log" \
       || die "$peer/$row round $r: wrk failed (see $log)"
-    c1=$(cpu_ticks "${PGID[$peer]}")
+    children_us; k1=$CHILD_US; c1=$(cpu_ticks "${PGID[$peer]}")
     out=$(<"$log")
     # Timeouts alone (no error answer, no connect/read/write error) mean the machine stalled
     # (seen here: every peer's rate fell below 1,000/s for ~40 s at once): the cell is run
@@ -576,14 +590,15 @@ wrk_cell() {
   rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out"); p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
   n=$(awk '/requests in/ {print $1; exit}' <<<"$out")
 }
-# h2_cell PEER ROW ROUND LOG: one timed h2load run; sets rps p99 n (p99 from h2load's per-request log)
+# h2_cell PEER ROW ROUND LOG: one timed h2load run; sets what wrk_cell sets (p99 from h2load's
+# per-request log)
 h2_cell() {
   local peer=$1 row=$2 r=$3 log=$4 out res args
   mapfile -t args < <(h2_args "$peer" "$row")
-  c0=$(cpu_ticks "${PGID[$peer]}")
+  c0=$(cpu_ticks "${PGID[$peer]}"); children_us; k0=$CHILD_US
   taskset -c 1 h2load -c50 -m10 -t1 -D"$SECS" --log-file="$WORK/h2.log" "${args[@]}" >"$log" 2>&1 \
     || die "$peer/$row round $r: h2load failed (see $log)"
-  c1=$(cpu_ticks "${PGID[$peer]}")
+  children_us; k1=$CHILD_US; c1=$(cpu_ticks "${PGID[$peer]}")
   out=$(<"$log")
   res=$(h2_parse "$out") || die "$peer/$row round $r: failures during the run, or not TLS 1.3 + h2 (see $log)"
   [ "${res##* }" = "$H2_CIPHER" ] || die "$peer/$row round $r: h2load negotiated ${res##* }, the checks $H2_CIPHER"
@@ -608,7 +623,8 @@ for r in $(seq "$ROUNDS"); do
       [ -n "$rot" ] && [ "$peer" = tollgate ] && ROT_MISSES=$((ROT_MISSES + $(token_misses) - m0))
       [ -n "$rps" ] && [ -n "$p99" ] && [ -n "$n" ] && ((n > 0)) || die "$peer/$row round $r: no req/s, p99 or request count in the output (see $log)"
       cpu=$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$row" "$peer" "$rps" "$p99" "$n" "$((c1 - c0))" "$cpu" >>"$RAW"
+      client=$(awk -v t=$((k1 - k0)) -v n="$n" 'BEGIN {printf "%.2f", t / n}')
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$row" "$peer" "$rps" "$p99" "$n" "$((c1 - c0))" "$cpu" "$client" >>"$RAW"
     done
   done
 done

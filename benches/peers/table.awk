@@ -2,10 +2,11 @@
 #   stdin:     "<scenario>\t<title>" lines, in display order
 #   -v peers:  "tollgate haproxy nginx varnish" (any subset, in column order)
 #   -v raw:    run.sh's raw.tsv (round, scenario, peer, req/s, p99 as wrk prints it, requests,
-#              server CPU ticks, server CPU µs per request)
+#              server CPU ticks, server CPU µs per request, client CPU µs per request)
 # Cells are medians over the rounds; ratios are Tollgate's median req/s over the peer's; the
 # "CPU µs/req" columns are the server's median CPU time per request, `cpu T/best` Tollgate's
-# over the lowest peer's (lower is better). The issue 7 targets are evaluated at the end, on the
+# over the lowest peer's (lower is better), `T client` the client's CPU time per request in
+# Tollgate's row. The issue 7 targets are evaluated at the end, on the
 # plaintext rows (scenario ids without a "tls-"/"h2-" prefix), then the issue 20 targets on the
 # TLS and HTTP/2 rows (a row not run reads "not measured").
 
@@ -35,6 +36,7 @@ BEGIN {
     RPS[f[2], f[3]] = RPS[f[2], f[3]] " " f[4] + 0
     LAT[f[2], f[3]] = LAT[f[2], f[3]] " " us(f[5])
     if (f[8] != "") CPU[f[2], f[3]] = CPU[f[2], f[3]] " " f[8] + 0
+    if (f[9] != "") CLI[f[2], f[3]] = CLI[f[2], f[3]] " " f[9] + 0
   }
   has_t = peers ~ /(^| )tollgate( |$)/
   printf "\n%-50s", "scenario"
@@ -45,7 +47,7 @@ BEGIN {
   }
   printf "   CPU µs/req:"
   for (i = 1; i <= np; i++) printf " %9s", P[i]
-  if (has_t) printf " %11s", "cpu T/best"
+  if (has_t) printf " %11s %9s", "cpu T/best", "T client"
   printf "\n"
 }
 {
@@ -77,7 +79,11 @@ BEGIN {
       if (p != "tollgate" && (bestcpu == "" || C[s, p] < bestcpu)) bestcpu = C[s, p]
     } else printf " %9s", "-"
   }
-  if (has_t) printf " %11s", ratio(((s, "tollgate") in C) ? C[s, "tollgate"] : "", bestcpu)
+  if (has_t) {
+    printf " %11s", ratio(((s, "tollgate") in C) ? C[s, "tollgate"] : "", bestcpu)
+    if ((s, "tollgate") in CLI) K[s] = median(CLI[s, "tollgate"])
+    printf " %9s", (s in K) ? sprintf("%.1f", K[s]) : "-"
+  }
   printf "\n"
 }
 function r(s, p) { return ((s, "tollgate") in M && (s, p) in M) ? M[s, "tollgate"] / M[s, p] : "" }
@@ -106,7 +112,14 @@ END {
 # (b's over a's): on rows where the client's core saturates first, req/s measures the client.
 function own(a, b) { return ((a, "tollgate") in M && (b, "tollgate") in M) ? M[a, "tollgate"] / M[b, "tollgate"] : "" }
 function owncpu(a, b) {
-  return ((a, "tollgate") in C && (b, "tollgate") in C && C[a, "tollgate"] > 0) ? sprintf("  (by server CPU: %.2fx)", C[b, "tollgate"] / C[a, "tollgate"]) : ""
+  return ((a, "tollgate") in C && (b, "tollgate") in C && C[a, "tollgate"] > 0) ? sprintf("  (by server CPU: %.2fx%s)", C[b, "tollgate"] / C[a, "tollgate"], busy(a, b)) : ""
+}
+# "; busy: server x%/y%, client z%/w%": the share of its core each side used in rows a and b
+# (CPU µs per request x req/s, from the medians); the side near 100% set the row's req/s.
+function busy(a, b) {
+  if (!(a in K && b in K)) return ""
+  return sprintf("; busy: server %.0f%%/%.0f%%, client %.0f%%/%.0f%%", C[a, "tollgate"] * M[a, "tollgate"] / 1e4,
+                 C[b, "tollgate"] * M[b, "tollgate"] / 1e4, K[a] * M[a, "tollgate"] / 1e4, K[b] * M[b, "tollgate"] / 1e4)
 }
 # Target "Tollgate's row a >= 0.9x its row b", judged by req/s, with the server-CPU ratio noted.
 function near(text, a, b) { target(text, ge(own(a, b), 0.9), owncpu(a, b)) }
