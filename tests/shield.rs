@@ -78,15 +78,18 @@ fn start_ring(key: &SigningKey) -> Ring {
 }
 
 impl Ring {
-    /// Each node's log lines about the shield (peers found down, peers unreachable).
+    /// Each node's log lines after start-up, by node: peers found down or unreachable, and
+    /// Pingora's cache-lock warnings (a dangling lock, a retry limit), any of which can send a
+    /// second request for one object to the origin.
     fn shield_log(&self) -> Vec<String> {
         self.nodes
             .iter()
-            .flat_map(|n| {
+            .zip(IDS)
+            .flat_map(|(n, id)| {
                 n.stderr()
                     .lines()
-                    .filter(|l| l.contains("shield"))
-                    .map(String::from)
+                    .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("shield"))
+                    .map(|l| format!("{id}: {l}"))
                     .collect::<Vec<_>>()
             })
             .collect()
