@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora_cache::lock::CacheKeyLockImpl;
 
 use crate::auth::{Alg, CacheCounters, KeySet, PemKeySpec, Policy, TokenCache};
 use crate::cache::{DiskErrors, DiskStore, LookupMetrics, MemoryStore, TierMetrics, TieredStore};
@@ -247,8 +247,9 @@ impl Edge {
         };
 
         let store = cache_store(&config, &metrics)?;
-        let lock: &'static CacheKeyLockImpl =
-            Box::leak(CacheLock::new_boxed(config.cache.lock_timeout));
+        let lock: &'static CacheKeyLockImpl = Box::leak(Box::new(
+            crate::cache::lock::RecheckingLock::new(config.cache.lock_timeout, store.memory()),
+        ));
 
         let (origins, secret_headers) = crate::origins::prepare(&config.origins, &config.resolver)?;
         // a client may send neither the variant, a shield signature, nor any origin's secret

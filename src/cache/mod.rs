@@ -1,5 +1,6 @@
 //! The edge cache: keys ([`key`]), the memory tier ([`memory`]), the disk tier ([`disk`],
-//! file format in [`format`]) and the store pingora sees ([`tiered`]).
+//! file format in [`format`]), the store pingora sees ([`tiered`]) and its fill lock
+//! ([`lock`]).
 //!
 //! The cache key is (host, normalized path, query without token parameters, variant): never the
 //! token, never the user. Two subscribers share an entry; a subscriber and a non-subscriber
@@ -10,6 +11,7 @@ pub mod disk;
 pub mod format;
 pub mod head;
 pub mod key;
+pub mod lock;
 pub mod memory;
 pub mod path_index;
 pub mod tiered;
