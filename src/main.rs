@@ -9,18 +9,6 @@ use clap::{Parser, Subcommand};
 use tollgate::app::RunFlags;
 use tollgate::auth::{mint, Alg};
 
-/// The process's allocator: mimalloc, not glibc's malloc. Why: a hit allocates and frees a few
-/// small buffers, and a returning reader's token-cache entry (its token, its claims) is wherever
-/// the allocator put it. After `benches/peers/run.sh`'s never-seen row had filled the token
-/// cache with 100,000 entries and evicted some, glibc's free lists had scattered the 10,000
-/// rotating readers' entries over the heap; mimalloc keeps each size in pages of its own. Node on
-/// one core, `wrk -t1 -c50` over TLS, four runs each after that flood (issue 20 closing note,
-/// eighth session): the rotating row took 9.2 to 9.9 µs of server CPU per request with glibc,
-/// 8.5 to 9.0 with mimalloc; one token 7.5 to 7.8 against 7.4 to 7.7; the public hit 6.9 to
-/// 7.3 against 6.9 to 7.1.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "tollgate",
