@@ -81,7 +81,7 @@ impl Ring {
     /// Each node's log lines after start-up, by node: peers found down or unreachable, and
     /// Pingora's cache-lock warnings (a dangling lock, a retry limit), any of which can send a
     /// second request for one object to the origin.
-    fn shield_log(&self) -> Vec<String> {
+    fn node_log(&self) -> Vec<String> {
         self.nodes
             .iter()
             .zip(IDS)
@@ -159,7 +159,7 @@ async fn every_object_is_fetched_from_the_origin_once_for_the_whole_ring() {
             ring.origin.hits(&path),
             1,
             "object {o} reached the origin more than once; the origin's requests: {:?}; its \
-             answers: {:?}; the nodes' shield lines: {:?}",
+             answers: {:?}; the nodes' warnings, errors and shield lines: {:?}",
             ring.origin
                 .requests_for(&path)
                 .iter()
@@ -170,7 +170,7 @@ async fn every_object_is_fetched_from_the_origin_once_for_the_whole_ring() {
                 .filter(|(_, ob, _)| *ob == o)
                 .map(|(n, _, r)| (IDS[*n], r.cache_status()))
                 .collect::<Vec<_>>(),
-            ring.shield_log()
+            ring.node_log()
         );
     }
     assert_eq!(
@@ -257,8 +257,8 @@ async fn each_paywall_variant_is_fetched_once_and_reaches_only_its_readers() {
         assert_eq!(
             sorted,
             ["anonymous", "subscriber"],
-            "object {o}: {seen:?}; the nodes' shield lines: {:?}",
-            ring.shield_log()
+            "object {o}: {seen:?}; the nodes' warnings, errors and shield lines: {:?}",
+            ring.node_log()
         );
     }
     // nothing but edges decide variants: no shield signature ever reaches the origin

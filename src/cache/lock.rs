@@ -28,7 +28,7 @@ use super::MemoryStore;
 
 /// A [`CacheLock`] that looks at the memory tier again before handing out a write lock.
 pub struct RecheckingLock {
-    inner: Box<CacheLock>,
+    inner: CacheLock,
     memory: &'static MemoryStore,
 }
 
@@ -36,7 +36,7 @@ impl RecheckingLock {
     /// Pingora's lock with `age_timeout` (`cache.lock_timeout`), checking `memory`.
     pub fn new(age_timeout: std::time::Duration, memory: &'static MemoryStore) -> RecheckingLock {
         RecheckingLock {
-            inner: CacheLock::new_boxed(age_timeout),
+            inner: CacheLock::new(age_timeout),
             memory,
         }
     }
@@ -57,19 +57,11 @@ impl CacheKeyLock for RecheckingLock {
         {
             return Locked::Write(permit);
         }
-        // Filled meanwhile: wait on the lock just taken (it is in the table, so this is a read
-        // lock on it), and release it as done, which ends the wait at once.
-        match self.inner.lock(key, false) {
-            Locked::Read(read) => {
-                self.inner.release(key, permit, LockStatus::Done);
-                Locked::Read(read)
-            }
-            // (cannot happen: the permit's own lock is in the table and not timed out) fetch
-            Locked::Write(other) => {
-                self.inner.release(key, permit, LockStatus::Done);
-                Locked::Write(other)
-            }
-        }
+        // Filled meanwhile: wait on the lock just taken (it is in the table and fresh, so this
+        // is a read lock on it), and release that lock as done, which ends the wait at once.
+        let waiting = self.inner.lock(key, false);
+        self.inner.release(key, permit, LockStatus::Done);
+        waiting
     }
 
     fn release(&self, key: &CacheKey, permit: WritePermit, reason: LockStatus) {
