@@ -10,8 +10,8 @@ Serves, all with `Cache-Control: public, max-age=3600` and a Content-Length:
   /media/segment    1 KiB media segment (the edge answers 403 itself without a valid token)
   /signed/file      1 KiB file (the edge answers 403 itself without a valid signed URL)
   /__hits           "<requests> <requests that carried a credential>" (not counted, no-store):
-                    an Authorization header, or a `token`, `Signature` or `Key-Pair-Id` query
-                    parameter
+                    an Authorization header, a `token` cookie, or a `token`, `Signature` or
+                    `Key-Pair-Id` query parameter
 
 Every other path is a 404. The counter is how the harness proves that warm hits never reach
 the origin, and the credential count that no peer forwards the reader's token or signature. It only sees
@@ -73,8 +73,11 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             COUNTS["hits"] += 1
             params = query.split("&") if query else []
-            if self.headers.get("Authorization") is not None or any(
-                p.startswith(CREDENTIAL_PARAMS) for p in params
+            cookies = [c.strip() for c in ";".join(self.headers.get_all("Cookie") or []).split(";")]
+            if (
+                self.headers.get("Authorization") is not None
+                or any(p.startswith(CREDENTIAL_PARAMS) for p in params)
+                or any(c.startswith("token=") for c in cookies)
             ):
                 COUNTS["auth"] += 1
         if path in OBJECTS:

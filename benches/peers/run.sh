@@ -8,8 +8,8 @@
 #
 # Environment: TOLLGATE_BIN (skip `cargo build --release` and use this binary), PEERS (subset of
 # "tollgate haproxy nginx varnish"), PROTOS (subset of "h1 tls h2", the row groups),
-# SCENARIOS (subset of "pub1k sub1 rot10k fresh rs1 pub100k media signed"; fresh, rs1 and
-# pub100k are h1 rows only), FRESH_RATE (never-seen tokens minted per second of a run, default
+# SCENARIOS (subset of "pub1k sub1 cookie rot10k fresh rs1 pub100k media signed"; fresh, rs1
+# and pub100k are h1 rows only, cookie an HTTP/2 row only), FRESH_RATE (never-seen tokens minted per second of a run, default
 # 40000), RESULTS_DIR (default /tmp/tollgate-peers).
 #
 # Method (benches/peers/README.md): one shared origin; every peer runs one worker pinned to
@@ -28,11 +28,11 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 read -ra PEERS <<<"${PEERS:-tollgate haproxy nginx varnish}"
 read -ra PROTOS <<<"${PROTOS:-h1 tls h2}"
-read -ra SCEN_SEL <<<"${SCENARIOS:-pub1k sub1 rot10k fresh rs1 pub100k media signed}"
+read -ra SCEN_SEL <<<"${SCENARIOS:-pub1k sub1 cookie rot10k fresh rs1 pub100k media signed}"
 for p in "${PROTOS[@]}"; do [[ $p =~ ^(h1|tls|h2)$ ]] || { echo "PROTOS may hold h1 tls h2, not $p" >&2; exit 2; }; done
 for s in "${SCEN_SEL[@]}"; do
-  [[ $s =~ ^(pub1k|sub1|rot10k|fresh|rs1|pub100k|media|signed)$ ]] \
-    || { echo "SCENARIOS may hold pub1k sub1 rot10k fresh rs1 pub100k media signed, not $s" >&2; exit 2; }
+  [[ $s =~ ^(pub1k|sub1|cookie|rot10k|fresh|rs1|pub100k|media|signed)$ ]] \
+    || { echo "SCENARIOS may hold pub1k sub1 cookie rot10k fresh rs1 pub100k media signed, not $s" >&2; exit 2; }
 done
 FRESH_RATE=${FRESH_RATE:-40000}
 RESULTS=${RESULTS_DIR:-/tmp/tollgate-peers}/$(date -u +%Y%m%dT%H%M%SZ)
@@ -112,11 +112,16 @@ render() { # TEMPLATE OUT KEY=VALUE...
 # A row is "<scenario>" (plaintext HTTP/1.1), "tls-<scenario>" (HTTP/1.1 over TLS 1.3) or
 # "h2-<scenario>" (HTTP/2 over TLS 1.3, ALPN h2).
 H1_SCENARIOS=(pub1k sub1 rot10k fresh rs1 pub100k media signed)
-TLS_SCENARIOS=(pub1k sub1 rot10k media signed)    # the TLS and HTTP/2 rows
+TLS_SCENARIOS=(pub1k sub1 rot10k media signed)    # the TLS rows
+# HTTP/2 adds the one token sent as a cookie, as a browser sends it: h2load's HPACK encoder (as
+# Firefox's) never indexes `authorization`, so a bearer token costs the client a Huffman
+# encoding of ~250 bytes on every request, and the client's core saturates before the node's
+# (issue 20 closing notes); a cookie of 20 bytes or more is indexed, and costs it one byte.
+H2_SCENARIOS=(pub1k sub1 cookie rot10k media signed)
 ROWS=()
 for p in h1 tls h2; do
   has "$p" "${PROTOS[@]}" || continue
-  if [ "$p" = h1 ]; then list=("${H1_SCENARIOS[@]}"); else list=("${TLS_SCENARIOS[@]}"); fi
+  case $p in h1) list=("${H1_SCENARIOS[@]}") ;; tls) list=("${TLS_SCENARIOS[@]}") ;; h2) list=("${H2_SCENARIOS[@]}") ;; esac
   for s in "${list[@]}"; do
     if has "$s" "${SCEN_SEL[@]}"; then if [ "$p" = h1 ]; then ROWS+=("$s"); else ROWS+=("$p-$s"); fi; fi
   done
@@ -361,6 +366,7 @@ h2_args() {
   case $(base_of "$2") in
     pub1k) echo "$u/public/article" ;;
     sub1) printf '%s\n' -H "authorization: Bearer $ONE" "$u/premium/article" ;;
+    cookie) printf '%s\n' -H "cookie: token=$ONE" "$u/premium/article" ;;
     media) printf '%s\n' -H "authorization: Bearer $ONE" "$u/media/segment" ;;
     signed) echo "$u${SIGNED[tls-$1]}" ;;
     rot10k)   # one URI per request, a query token each: the first names the peer, the rest are paths
@@ -391,11 +397,14 @@ h2_check() {
   local peer=$1 row=$2 cfg=$WORK/h2check.cfg d=$WORK/h2check i exp out res auth=()
   rm -rf "$d"; mkdir -p "$d"; : >"$cfg"
   case $(base_of "$row") in pub1k) exp=pub1k ;; media) exp=media ;; signed) exp=signed ;; *) exp=full ;; esac
-  case $(base_of "$row") in sub1 | media) auth=(-H "Authorization: Bearer $ONE") ;; esac   # (a header in -K is global)
+  case $(base_of "$row") in   # (a header in -K is global)
+    sub1 | media) auth=(-H "Authorization: Bearer $ONE") ;;
+    cookie) auth=(-H "Cookie: token=$ONE") ;;
+  esac
   for i in $(seq 200); do
     case $(base_of "$row") in
       pub1k) echo "url = \"${TURL[$peer]}/public/article\"" ;;
-      sub1) echo "url = \"${TURL[$peer]}/premium/article\"" ;;
+      sub1 | cookie) echo "url = \"${TURL[$peer]}/premium/article\"" ;;
       media) echo "url = \"${TURL[$peer]}/media/segment\"" ;;
       signed) echo "url = \"${TURL[$peer]}${SIGNED[tls-$peer]}\"" ;;
       rot10k) echo "url = \"${TURL[$peer]}$(sed -n "$((i * 47))p" "$WORK/tok/rot10k.paths")\"" ;;
@@ -422,7 +431,7 @@ serves() {   # serves ROW PEER
   esac
 }
 declare -A TITLE=([pub1k]="public 1 KiB hit, no token" [sub1]="subscriber hit, one ES256 token"
-  [rot10k]="subscriber hit, 10,000 rotating ES256 tokens" [fresh]="subscriber hit, never-seen ES256 token per request"
+  [cookie]="subscriber hit, one ES256 token in a cookie" [rot10k]="subscriber hit, 10,000 rotating ES256 tokens" [fresh]="subscriber hit, never-seen ES256 token per request"
   [rs1]="subscriber hit, one RS256 token" [pub100k]="100 KiB public object hit"
   [media]="token (media) route hit, one ES256 token" [signed]="signed URL hit (CloudFront canned, P-256)")
 title() { case $(proto_of "$1") in h1) echo "${TITLE[$1]}" ;; tls) echo "TLS: ${TITLE[$(base_of "$1")]}" ;; h2) echo "h2: ${TITLE[$(base_of "$1")]}" ;; esac; }
@@ -437,6 +446,7 @@ check_peer() {
       expect "$peer" "no token" teaser /premium/article
       expect "$peer" "valid ES256 token" full /premium/article "$ONE"
       expect "$peer" "valid ES256 token in the query" full "/premium/article?token=$ONE"
+      expect "$peer" "valid ES256 token in a cookie" full /premium/article "" -H "Cookie: a=b; token=$ONE"
       expect "$peer" "a rotating token" full /premium/article "$(head -1 "$WORK/tok/rot10k.txt")"
       expect "$peer" "a rotating token in the query" full "$(sed -n 2p "$WORK/tok/rot10k.paths")"
       if ((pass == 1)); then
@@ -446,6 +456,8 @@ check_peer() {
         expect "$peer" "token signed by an unknown key with a known kid" teaser /premium/article "$OTHER_KEY"
         expect "$peer" "token with a forged signature" teaser /premium/article "$FORGED_SIG"
         expect "$peer" "forged token in the query" teaser "/premium/article?token=$FORGED_SIG"
+        expect "$peer" "forged token in a cookie" teaser /premium/article "" -H "Cookie: token=$FORGED_SIG"
+        expect "$peer" "forged bearer token beside a valid cookie" teaser /premium/article "$FORGED_SIG" -H "Cookie: token=$ONE"
         expect "$peer" "token with a forged payload" teaser /premium/article "$FORGED_PAYLOAD"
         expect "$peer" "alg=none token" teaser /premium/article "$ALG_NONE"
         expect "$peer" "client-sent x-tollgate-variant" teaser /premium/article "" -H 'x-tollgate-variant: subscriber'
@@ -488,6 +500,7 @@ check_peer() {
     expect "$peer" "no token (warm)" teaser /premium/article
     expect "$peer" "ES256 (warm)" full /premium/article "$ONE"
     expect "$peer" "ES256 in the query (warm)" full "/premium/article?token=$ONE"
+    expect "$peer" "ES256 in a cookie (warm)" full /premium/article "" -H "Cookie: token=$ONE"
     expect "$peer" "RS256 (warm)" full /premium/article "$RS1"
     any_row media && expect "$peer" "media (warm)" media /media/segment "$ONE"
     while read -r t; do expect "$peer" "a never-seen token (warm object)" full /premium/article "$t"; done <"$WORK/tok/check.txt"
