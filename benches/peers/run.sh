@@ -9,8 +9,8 @@
 # Environment: TOLLGATE_BIN (skip `cargo build --release` and use this binary), PEERS (subset of
 # "tollgate haproxy nginx varnish"), PROTOS (subset of "h1 tls h2", the row groups),
 # SCENARIOS (subset of "pub1k sub1 cookie rot10k fresh rs1 pub100k media signed"; fresh, rs1
-# and pub100k are h1 rows only, cookie an HTTP/2 row only), FRESH_RATE (never-seen tokens minted per second of a run, default
-# 40000), RESULTS_DIR (default /tmp/tollgate-peers).
+# and pub100k are h1 rows only, cookie an HTTP/2 row only), FRESH_RATE (never-seen tokens
+# minted per second of a run, default 40000), RESULTS_DIR (default /tmp/tollgate-peers).
 #
 # Method (benches/peers/README.md): one shared origin; every peer runs one worker pinned to
 # CPU 0; the client pinned to CPU 1: wrk -t1 -c50 --latency (plaintext and TLS rows),

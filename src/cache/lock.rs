@@ -81,34 +81,22 @@ impl CacheKeyLock for RecheckingLock {
 mod tests {
     use std::time::Duration;
 
-    use bytes::Bytes;
-    use pingora_cache::storage::Storage;
-    use pingora_cache::CacheMeta;
-    use pingora_http::ResponseHeader;
-
     use super::*;
+    use crate::cache::memory::tests::{fill_until, key as variant_key};
 
     fn key(path: &str) -> CacheKey {
-        CacheKey::new(format!("h\0{path}\0\0public"), "")
+        variant_key(path, "public")
     }
 
     /// Store a 5-byte object under `k`, fresh until `fresh_for` from now (negative: stale).
     async fn fill(store: &'static MemoryStore, k: &CacheKey, fresh_for: i64) {
-        let mut h = ResponseHeader::build(200, None).unwrap();
-        h.insert_header("content-length", "5").unwrap();
         let now = SystemTime::now();
         let until = if fresh_for >= 0 {
             now + Duration::from_secs(fresh_for as u64)
         } else {
             now - Duration::from_secs(fresh_for.unsigned_abs())
         };
-        let meta = CacheMeta::new(until, now - Duration::from_secs(120), 0, 0, h);
-        let span = Span::inactive().handle();
-        let mut miss = store.get_miss_handler(k, &meta, &span).await.unwrap();
-        miss.write_body(Bytes::from_static(b"hello"), true)
-            .await
-            .unwrap();
-        miss.finish().await.unwrap();
+        fill_until(store, k, b"hello", until).await;
     }
 
     fn setup() -> (RecheckingLock, &'static MemoryStore) {

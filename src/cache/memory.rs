@@ -570,4 +570,4 @@ pub use fresh::FreshObject;
 
 #[cfg(test)]
 #[path = "memory_tests.rs"]
-mod tests;
+pub(super) mod tests;

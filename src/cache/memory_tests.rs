@@ -3,21 +3,36 @@ use super::*;
 use std::time::Duration;
 
 fn meta(body_len: usize) -> CacheMeta {
+    meta_until(body_len, SystemTime::now() + Duration::from_secs(60))
+}
+
+/// A 200 with `body_len` bytes, fresh until `fresh_until` (stale if that has passed).
+fn meta_until(body_len: usize, fresh_until: SystemTime) -> CacheMeta {
     let mut h = ResponseHeader::build(200, None).unwrap();
     h.insert_header("content-length", body_len.to_string())
         .unwrap();
-    let now = SystemTime::now();
-    CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, h)
+    CacheMeta::new(fresh_until, fresh_until.min(SystemTime::now()), 0, 0, h)
 }
 
-fn key(path: &str, variant: &str) -> CacheKey {
+/// A key as the edge builds them (also for other cache modules' tests).
+pub(in crate::cache) fn key(path: &str, variant: &str) -> CacheKey {
     CacheKey::new(format!("h\0{path}\0\0{variant}"), "")
 }
 
 async fn fill(store: &'static MemoryStore, k: &CacheKey, body: &[u8]) {
+    fill_until(store, k, body, SystemTime::now() + Duration::from_secs(60)).await;
+}
+
+/// Store `body` under `k`, fresh until `fresh_until` (also for other cache modules' tests).
+pub(in crate::cache) async fn fill_until(
+    store: &'static MemoryStore,
+    k: &CacheKey,
+    body: &[u8],
+    fresh_until: SystemTime,
+) {
     let span = pingora_cache::trace::Span::inactive().handle();
     let mut miss = store
-        .get_miss_handler(k, &meta(body.len()), &span)
+        .get_miss_handler(k, &meta_until(body.len(), fresh_until), &span)
         .await
         .unwrap();
     miss.write_body(Bytes::copy_from_slice(body), true)
