@@ -324,6 +324,20 @@ pub(super) fn spawn_edge(
                 );
                 break; // maybe a port race: retry with fresh ports
             }
+            // Pingora retries a taken port for as long as it runs: a port chosen free and taken
+            // meanwhile (say, as another connection's local port) would hold this start up to
+            // the deadline, so stop at the first such warning and retry with fresh ports (given
+            // ports are waited for, as before: they may still be being released)
+            let log = match ports {
+                None => std::fs::read_to_string(stderr_path).unwrap_or_default(),
+                Some(_) => String::new(),
+            };
+            if log.contains("is in use, will try again") {
+                let _ = child.kill();
+                let _ = child.wait();
+                last_err = format!("a port was taken; stderr:\n{log}");
+                break;
+            }
             if probe_200(admin_port, "/healthz")
                 && addrs
                     .iter()
