@@ -481,11 +481,8 @@ async fn a_key_set_published_once_verifies_on_every_node_and_survives_a_restart_
     fleet.nodes[1].start_again();
     let b = &fleet.nodes[1];
     let fresh = tokens::subscriber(&new, "dave");
-    assert!(
-        get(b, p, Tok::Bearer(&fresh)).await.is_full(),
-        "{}",
-        b.stderr_tail(20)
-    );
+    let r = get(b, p, Tok::Bearer(&fresh)).await;
+    assert!(r.is_full(), "{r:?}; stderr tail:\n{}", b.stderr_tail(20));
 }
 
 #[tokio::test]

@@ -154,19 +154,6 @@ pub fn send_signal(pid: u32, sig: rustix::process::Signal) {
         .unwrap_or_else(|e| panic!("kill({pid}, {sig:?}) failed: {e}"));
 }
 
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    free_ports::<1>()[0]
-}
-
-/// `N` distinct ports that were free a moment ago (all held at once while choosing).
-pub fn free_ports<const N: usize>() -> [u16; N] {
-    let held: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    std::array::from_fn(|i| held[i].local_addr().expect("local addr").port())
-}
-
 pub(super) fn random_hex(bytes: usize) -> String {
     use rand::RngCore;
     let mut b = vec![0u8; bytes];

@@ -14,6 +14,8 @@
 //!   set [`EdgeOptions::fast_hits`] with the connection-level hit path off.
 //! - [`Nats`]: a real `nats-server -js` on a free port with a temporary store, stopped by its
 //!   pid, restartable on the same port and store; [`fleet_yaml`] joins an edge to it.
+//! - [`free_port`], [`free_ports`]: ports for configs, from below the kernel's ephemeral range
+//!   and never handed out twice in a test process, so a stopped edge finds its ports again.
 //! - [`tokens`]: good and deliberately bad tokens.
 //! - [`client`], [`get`], [`raw_get`]: clients that do exactly what the test says (no redirects,
 //!   no proxies from the environment, no pooled connections unless asked for).
@@ -32,6 +34,7 @@ mod edge;
 mod media;
 mod nats;
 mod origin;
+mod ports;
 mod prometheus;
 #[allow(unused_imports)] // not every test reaches the origin from another address
 pub use media::*;
@@ -41,6 +44,7 @@ pub use edge::*;
 #[allow(unused_imports)] // only the fleet's tests start NATS
 pub use nats::*;
 pub use origin::*;
+pub use ports::*;
 pub use prometheus::*;
 
 use std::collections::{BTreeMap, HashMap};
