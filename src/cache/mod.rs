@@ -17,6 +17,6 @@ pub mod path_index;
 pub mod tiered;
 
 pub use disk::{DiskErrors, DiskStore};
-pub use key::{cache_key, Variant};
+pub use key::{cache_key, hit_hash, Variant};
 pub use memory::{MemoryStore, TierMetrics};
 pub use tiered::{DiskHit, LookupMetrics, TieredStore};

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use pingora_cache::key::CacheHashKey;
 
 use super::respond::{self, Answer};
 use super::TollgateProxy;
@@ -29,7 +28,7 @@ use crate::admission::{self, Handover, Headers, Refused, RequestFacts};
 use crate::auth::Claims;
 use crate::cache::body_file::BodyFile;
 use crate::cache::memory::FreshObject;
-use crate::cache::{cache_key, Variant};
+use crate::cache::{hit_hash, Variant};
 use crate::http1::{self, Body, Refusal};
 use crate::request::strip_query_params;
 use crate::viewer::Viewer;
@@ -542,13 +541,13 @@ impl TollgateProxy {
         let object = admitted
             .cacheable
             .then(|| {
-                let key = cache_key(
+                let hash = hit_hash(
                     &admitted.host,
                     &admitted.path,
                     &admitted.query,
                     admitted.variant,
                 );
-                edge.store.memory().fresh(&key.combined_bin(), now)
+                edge.store.memory().fresh(&hash, now)
             })
             .flatten();
         let Some((object, stored_head)) =
