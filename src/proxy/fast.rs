@@ -214,14 +214,34 @@ fn hit_request<'a>(req: &httparse::Request<'_, 'a>) -> Option<HitRequest<'a>> {
 
 /// The bytes HTTP/2's `:path` may carry for this path to answer: what every URI parser reads
 /// alike (RFC 3986 unreserved, sub-delims, `:@/?%`). Others go to the proxy, which refuses
-/// what Pingora's HTTP/2 session refuses.
+/// what Pingora's HTTP/2 session refuses. [`plain_byte`] is this set, computed.
+#[cfg(test)]
 const PLAIN_PATH_BYTES: [bool; 256] = crate::request::alnum_and(b"-._~!$&'()*+,;=:@/?%");
 
-/// Every byte of `path` is a [`PLAIN_PATH_BYTES`] one. Without branches per byte: a signed or
-/// token-bearing path is 200 bytes and more.
+/// A [`PLAIN_PATH_BYTES`] byte: the visible ASCII bytes but the twelve RFC 3986 leaves out.
+/// Comparisons rather than the table, so that [`plain_path`] compiles to vector compares.
+#[inline(always)]
+fn plain_byte(b: u8) -> bool {
+    (b.wrapping_sub(b'!') <= b'~' - b'!')
+        & (b != b'"')
+        & (b != b'#')
+        & (b != b'<')
+        & (b != b'>')
+        & (b != b'[')
+        & (b != b'\\')
+        & (b != b']')
+        & (b != b'^')
+        & (b != b'`')
+        & (b != b'{')
+        & (b != b'|')
+        & (b != b'}')
+}
+
+/// Every byte of `path` is a [`plain_byte`]. Without branches per byte: a signed or
+/// token-bearing path is 200 bytes and more. Against the table lookup per byte, on the HTTP/2
+/// rotating-token row (8 interleaved restarts x 3 cells): 3.38 -> 3.33 µs a request (means).
 fn plain_path(path: &[u8]) -> bool {
-    path.iter()
-        .fold(true, |plain, &b| plain & PLAIN_PATH_BYTES[b as usize])
+    path.iter().fold(true, |plain, &b| plain & plain_byte(b))
 }
 
 /// Fields HTTP/2 forbids, or that make a request more than a stored object's answer: the

@@ -167,3 +167,24 @@ fn forwarding_headers_are_kept_for_the_viewer() {
     assert_eq!(r.forwarded_for, Some(&b"203.0.113.7"[..]));
     assert_eq!(r.forwarded_proto, Some(&b"https"[..]));
 }
+
+#[test]
+fn plain_byte_is_the_plain_path_table() {
+    use super::{plain_byte, plain_path, PLAIN_PATH_BYTES};
+    for b in 0..=255u8 {
+        assert_eq!(plain_byte(b), PLAIN_PATH_BYTES[usize::from(b)], "{b:#04x}");
+    }
+    assert!(plain_path(
+        b"/premium/article?token=a.b-c_d~e%2F&x=(1)*+,;=:@!$'"
+    ));
+    for bad in [
+        &b"/a b"[..],
+        b"/a#b",
+        b"/a\x7f",
+        b"/\xc3\xa9",
+        b"/a\\b",
+        b"/a{b}",
+    ] {
+        assert!(!plain_path(bad), "{bad:?}");
+    }
+}
