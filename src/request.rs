@@ -228,7 +228,7 @@ pub fn query_pairs(query: &str) -> impl Iterator<Item = &str> {
 }
 
 /// A query pair's name: what precedes its first `=`, or all of it.
-fn pair_name(pair: &str) -> &str {
+pub fn pair_name(pair: &str) -> &str {
     pair.split_once('=').map_or(pair, |(k, _)| k)
 }
 

@@ -351,7 +351,7 @@ pub fn canonical_path_and_query(input: &str, s3: bool) -> Result<String, SigV4Er
         out.push_str(path);
     }
     let mut first = true;
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+    for pair in crate::request::query_pairs(query.unwrap_or("")).filter(|p| !p.is_empty()) {
         out.push(if first { '?' } else { '&' });
         first = false;
         match pair.split_once('=') {

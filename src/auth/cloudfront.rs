@@ -43,6 +43,7 @@ use percent_encoding::percent_decode_str;
 mod keys;
 mod policy;
 use crate::cidr::Cidr;
+use crate::request::{pair_name, query_pairs};
 use keys::RememberedGrant;
 pub use keys::{SignedKey, SignedKeyError, SignedKeyKind, SignedKeys};
 use policy::{canned_policy, parse_policy, wildcard_match};
@@ -394,9 +395,8 @@ pub fn strip_signing_params(query: &str) -> Cow<'_, str> {
     if !has_signing_params(query) {
         return Cow::Borrowed(query);
     }
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|seg| !SIGNING_PARAMS.contains(&param_name(seg)))
+    let kept: Vec<&str> = query_pairs(query)
+        .filter(|seg| !SIGNING_PARAMS.contains(&pair_name(seg)))
         .collect();
     Cow::Owned(kept.join("&"))
 }
@@ -432,8 +432,8 @@ impl<'a> Fields<'a> {
         if query.is_empty() {
             return f;
         }
-        for seg in query.split('&') {
-            let name = param_name(seg);
+        for seg in query_pairs(query) {
+            let name = pair_name(seg);
             if let Some(i) = SIGNING_PARAMS.iter().position(|p| *p == name) {
                 let value = seg.get(name.len() + 1..).unwrap_or("");
                 f.conflict |= f.values[i].is_some();
@@ -463,10 +463,6 @@ impl<'a> Fields<'a> {
     fn any(&self) -> bool {
         self.conflict || self.values.iter().any(Option::is_some)
     }
-}
-
-fn param_name(seg: &str) -> &str {
-    seg.split_once('=').map_or(seg, |(name, _)| name)
 }
 
 /// `name=value` from one `;`-separated cookie pair: whitespace trimmed and a

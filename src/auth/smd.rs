@@ -461,8 +461,7 @@ fn form_decode(s: &str) -> Vec<u8> {
 
 /// The first value of query parameter `name` (names compared after form-decoding).
 fn query_param(query: &str, name: &str) -> Option<Vec<u8>> {
-    query
-        .split('&')
+    crate::request::query_pairs(query)
         .filter(|pair| !pair.is_empty())
         .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
         .find(|(k, _)| form_decode(k) == name.as_bytes())

@@ -218,23 +218,17 @@ fn hit_request<'a>(req: &httparse::Request<'_, 'a>) -> Option<HitRequest<'a>> {
 #[cfg(test)]
 const PLAIN_PATH_BYTES: [bool; 256] = crate::request::alnum_and(b"-._~!$&'()*+,;=:@/?%");
 
-/// A [`PLAIN_PATH_BYTES`] byte: the visible ASCII bytes but the twelve RFC 3986 leaves out.
-/// Comparisons rather than the table, so that [`plain_path`] compiles to vector compares.
+/// The visible ASCII bytes RFC 3986 leaves out of a URI.
+const NOT_IN_URIS: [u8; 12] = *b"\"#<>[\\]^`{|}";
+
+/// A [`PLAIN_PATH_BYTES`] byte: visible ASCII, and none of [`NOT_IN_URIS`]. Comparisons rather
+/// than the table, so that [`plain_path`] compiles to vector compares.
 #[inline(always)]
 fn plain_byte(b: u8) -> bool {
-    (b.wrapping_sub(b'!') <= b'~' - b'!')
-        & (b != b'"')
-        & (b != b'#')
-        & (b != b'<')
-        & (b != b'>')
-        & (b != b'[')
-        & (b != b'\\')
-        & (b != b']')
-        & (b != b'^')
-        & (b != b'`')
-        & (b != b'{')
-        & (b != b'|')
-        & (b != b'}')
+    let visible = b.wrapping_sub(b'!') <= b'~' - b'!';
+    NOT_IN_URIS
+        .iter()
+        .fold(visible, |plain, &x| plain & (b != x))
 }
 
 /// Every byte of `path` is a [`plain_byte`]. Without branches per byte: a signed or

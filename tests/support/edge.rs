@@ -312,9 +312,10 @@ pub(super) fn spawn_edge(
                 break; // maybe a port race: retry with fresh ports
             }
             // Pingora retries a taken port for as long as it runs: a port chosen free and taken
-            // meanwhile (say, as another connection's local port) would hold this start up to
-            // the deadline, so stop at the first such warning and retry with fresh ports (given
-            // ports are waited for, as before: they may still be being released)
+            // meanwhile by another process on the machine ([`super::ports`] keeps the kernel and
+            // this process's other tests off it) would hold this start up to the deadline, so
+            // stop at the first such warning and retry with fresh ports (given ports are waited
+            // for, as before: they may still be being released)
             let log = match ports {
                 None => std::fs::read_to_string(stderr_path).unwrap_or_default(),
                 Some(_) => String::new(),
