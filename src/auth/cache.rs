@@ -105,6 +105,15 @@ impl std::hash::Hasher for SuffixHasher {
 /// 10,000 readers in turn each pointer followed is a cache miss (`perf` on the rotating-token
 /// benchmark after a flood of never-seen tokens: 15 % of the node's time went to the lookup
 /// when the hit read `exp`, `nbf` and `kid` from the claims).
+///
+/// Tried for that row and not kept (issue 20 closing note, eleventh session; TLS rows of
+/// `benches/peers/run.sh` by hand, builds interleaved): the token, its claims and this slot in
+/// one allocation, the map holding a pointer to it, changed nothing (8.85 against 8.80 µs of
+/// server CPU per request); with a per-thread memo of 32,768 such pointers in front of the map
+/// as well, the map's two misses became the memo's and the block's, and the row's ratio to the
+/// public hit moved by 0.00 to 0.05 over three sets, within the noise. Answering every lookup
+/// with one fixed token (a build for measuring only) made the row as fast as the one-token row:
+/// what is left is the cold memory that a returning reader among 10,000 touches.
 struct Entry {
     claims: Arc<Claims>,
     /// `exp + leeway` at insert time: a hit after it is stale; [`TokenCache::sweep`] drops it.
