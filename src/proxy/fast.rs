@@ -212,17 +212,17 @@ fn hit_request<'a>(req: &httparse::Request<'_, 'a>) -> Option<HitRequest<'a>> {
     (!out.host.is_empty()).then_some(out)
 }
 
-/// The bytes HTTP/2's `:path` may carry for this path to answer: what every URI parser reads
-/// alike (RFC 3986 unreserved, sub-delims, `:@/?%`). Others go to the proxy, which refuses
-/// what Pingora's HTTP/2 session refuses. [`plain_byte`] is this set, computed.
+/// [`plain_byte`]'s set as a table, which its test holds it equal to.
 #[cfg(test)]
 const PLAIN_PATH_BYTES: [bool; 256] = crate::request::alnum_and(b"-._~!$&'()*+,;=:@/?%");
 
 /// The visible ASCII bytes RFC 3986 leaves out of a URI.
 const NOT_IN_URIS: [u8; 12] = *b"\"#<>[\\]^`{|}";
 
-/// A [`PLAIN_PATH_BYTES`] byte: visible ASCII, and none of [`NOT_IN_URIS`]. Comparisons rather
-/// than the table, so that [`plain_path`] compiles to vector compares.
+/// A byte HTTP/2's `:path` may carry for this path to answer: what every URI parser reads alike
+/// (RFC 3986 unreserved, sub-delims, `:@/?%`), that is visible ASCII and none of
+/// [`NOT_IN_URIS`]. Others go to the proxy, which refuses what Pingora's HTTP/2 session refuses.
+/// Comparisons rather than a table, so that [`plain_path`] compiles to vector compares.
 #[inline(always)]
 fn plain_byte(b: u8) -> bool {
     let visible = b.wrapping_sub(b'!') <= b'~' - b'!';
