@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::auth::cloudfront::SignedDenial;
 use crate::auth::htpasswd::BasicDenial;
-use crate::auth::{Claims, Denial};
+use crate::auth::{Claims, Denial, Verified};
 use crate::cache::Variant;
 
 /// The outcome of the token check, as counted in `tollgate_auth_decisions_total{result}`.
@@ -99,7 +99,9 @@ pub struct Decision {
     pub variant: Option<Variant>,
     /// The token check, if the route checks tokens.
     pub result: Option<AuthResult>,
-    /// The verified claims, when a token verified.
+    /// The verified claims, when a token verified and the cache answered with them (its
+    /// front answers a token without a session id with its subscriptions only:
+    /// [`Verified::Plain`]).
     pub claims: Option<Arc<Claims>>,
 }
 
@@ -135,7 +137,7 @@ pub fn granted() -> Decision {
 /// A token that verified, and the request facts its claims are checked against.
 pub struct Presented<'a> {
     /// The verification outcome.
-    pub verified: Result<Arc<Claims>, Denial>,
+    pub verified: Result<Verified, Denial>,
     /// Whether the token's `sid` is revoked.
     pub revoked: bool,
     /// The normalized request path (for `paths`).
@@ -145,18 +147,15 @@ pub struct Presented<'a> {
 }
 
 /// Check a presented token against the route's `require` and the token's own restrictions.
-fn check(
-    require: &[String],
-    p: Presented<'_>,
-) -> Result<Arc<Claims>, (AuthResult, Option<Arc<Claims>>)> {
+fn check(require: &[String], p: Presented<'_>) -> Result<Verified, (AuthResult, Option<Verified>)> {
     let claims = p.verified.map_err(|d| (AuthResult::Denied(d), None))?;
     if p.revoked {
         return Err((AuthResult::Revoked, Some(claims)));
     }
-    if !media::paths_allow(&claims.paths, p.path) {
+    if !media::paths_allow(claims.paths(), p.path) {
         return Err((AuthResult::OutOfScope, Some(claims)));
     }
-    if let Some(bound) = &claims.ip {
+    if let Some(bound) = claims.ip() {
         if !media::ip_allows(bound, p.client) {
             return Err((AuthResult::WrongIp, Some(claims)));
         }
@@ -181,13 +180,13 @@ pub fn paywall(require: &[String], presented: Option<Presented<'_>>) -> Decision
         Ok(claims) => Decision {
             variant: Some(Variant::Subscriber),
             result: Some(AuthResult::Valid),
-            claims: Some(claims),
+            claims: claims.into_claims(),
         },
         Err((result, claims)) => Decision {
             // a throttled reader is refused (429), not shown the teaser
             variant: (!result.throttled()).then_some(Variant::Anonymous),
             result: Some(result),
-            claims,
+            claims: claims.and_then(Verified::into_claims),
         },
     }
 }
@@ -206,12 +205,12 @@ pub fn token(require: &[String], presented: Option<Presented<'_>>) -> Decision {
         Ok(claims) => Decision {
             variant: Some(Variant::Subscriber),
             result: Some(AuthResult::Valid),
-            claims: Some(claims),
+            claims: claims.into_claims(),
         },
         Err((result, claims)) => Decision {
             variant: None,
             result: Some(result),
-            claims,
+            claims: claims.and_then(Verified::into_claims),
         },
     }
 }

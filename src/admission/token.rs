@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::{Headers, RequestFacts};
 use crate::access::{self, AuthResult, Decision};
-use crate::auth::{Claims, Denial, PackedNames};
+use crate::auth::{Claims, Denial, PackedNames, Verified};
 use crate::cache::Variant;
 use crate::config::{AccessMode, TokenSource};
 use crate::edge::{unix_secs, Edge};
@@ -126,14 +126,14 @@ fn present<'p>(
     // The `<sid>.` prefix of a path token is outside the signature: it may only repeat the
     // signed `sid`, never replace it (revocation is keyed on the signed one).
     if let (Ok(claims), Some(prefix)) = (&verified, &found.path_sid) {
-        if claims.sid.as_deref().is_some_and(|sid| sid != *prefix) {
+        if claims.sid().is_some_and(|sid| sid != *prefix) {
             verified = Err(Denial::Malformed);
         }
     }
     let revoked = verified
         .as_ref()
         .ok()
-        .and_then(|c| c.sid.as_deref())
+        .and_then(Verified::sid)
         .is_some_and(|sid| edge.revocations.is_revoked(sid, now));
     access::Presented {
         verified,
@@ -152,7 +152,7 @@ fn smd_verify(
     now: u64,
     headers: Headers<'_>,
     query: &str,
-) -> Option<Result<Arc<Claims>, Denial>> {
+) -> Option<Result<Verified, Denial>> {
     use crate::auth::smd;
     let token = match &found.path_sid {
         Some(sid) => Cow::Owned(format!("{sid}.{}", found.token)),
@@ -174,7 +174,7 @@ fn smd_verify(
         query,
     };
     match smd::verify(&token, secrets, &facts, now) {
-        Ok(c) => Some(Ok(Arc::new(Claims {
+        Ok(c) => Some(Ok(Verified::Claims(Arc::new(Claims {
             kid: c.kid,
             key_id: 0,
             exp: c.exp,
@@ -187,7 +187,7 @@ fn smd_verify(
             // scope and viewer binding were enforced by the SMD rules themselves
             paths: Vec::new(),
             ip: None,
-        }))),
+        })))),
         Err(Denial::UnknownKid) => None,
         Err(d) => Some(Err(d)),
     }

@@ -53,6 +53,11 @@ use dashmap::DashMap;
 
 use crate::auth::jwt::{self, Claims, Denial, Policy};
 use crate::auth::keys::KeySet;
+use crate::auth::Verified;
+
+mod front;
+
+use front::{Fingerprint, Front, Held};
 
 /// An eviction pass drops one in this many of its segment's unmarked entries (expired ones
 /// aside).
@@ -113,9 +118,15 @@ impl std::hash::Hasher for SuffixHasher {
 /// as well, the map's two misses became the memo's and the block's, and the row's ratio to the
 /// public hit moved by 0.00 to 0.05 over three sets, within the noise. Answering every lookup
 /// with one fixed token (a build for measuring only) made the row as fast as the one-token row:
-/// what is left is the cold memory that a returning reader among 10,000 touches.
+/// what is left is the cold memory that a returning reader among 10,000 touches. Kept instead,
+/// twelfth session: the [`front`], which decides such a reader from one slot found by a keyed
+/// fingerprint of the token, with no exact comparison to load the stored token for.
 struct Entry {
     claims: Arc<Claims>,
+    /// The token's fingerprint: its slot in the [`front`], which its removal forgets.
+    fp: Fingerprint,
+    /// Whether a slot may answer for it ([`Verified::plain_enough`]).
+    plain: bool,
     /// `exp + leeway` at insert time: a hit after it is stale; [`TokenCache::sweep`] drops it.
     expires_at: u64,
     /// `nbf - leeway` at insert time (0 without `nbf`): a hit before it is stale.
@@ -179,6 +190,8 @@ impl Default for CacheCounters {
 
 /// A bounded, concurrent cache of verified tokens.
 pub struct TokenCache {
+    /// In front of the map: a returning reader's token decided by one slot ([`front`]).
+    front: Front,
     segments: Box<[Segment]>,
     /// The segment the next eviction pass covers.
     next_evict: AtomicUsize,
@@ -210,6 +223,7 @@ impl TokenCache {
     /// [`TokenCache::new`], counting into `counters`.
     pub fn with_counters(capacity: usize, counters: CacheCounters) -> TokenCache {
         TokenCache {
+            front: Front::new(capacity),
             segments: (0..SEGMENTS)
                 .map(|_| DashMap::with_hasher(SuffixHash::default()))
                 .collect(),
@@ -222,18 +236,19 @@ impl TokenCache {
         }
     }
 
-    /// Returns cached claims if present, still within exp(+leeway)/nbf at
+    /// Returns the cached token if present, still within exp(+leeway)/nbf at
     /// `now`, and the key that verified it is still in `keys` with the same
     /// `id`; otherwise verifies with [`jwt::verify`] and, on success, inserts.
     ///
-    /// A hit takes no allocation: a `&str` lookup and an `Arc` clone.
+    /// A hit takes no allocation: a slot's copy of the subscriptions ([`Verified::Plain`],
+    /// for a token that restricts nothing else), or a `&str` lookup and an `Arc` clone.
     pub fn verify(
         &self,
         token: &str,
         keys: &KeySet,
         policy: &Policy,
         now_unix: u64,
-    ) -> Result<Arc<Claims>, Denial> {
+    ) -> Result<Verified, Denial> {
         self.verify_gated(token, keys, policy, now_unix, || true)
     }
 
@@ -247,24 +262,47 @@ impl TokenCache {
         policy: &Policy,
         now_unix: u64,
         may_verify: impl FnOnce() -> bool,
-    ) -> Result<Arc<Claims>, Denial> {
+    ) -> Result<Verified, Denial> {
+        let fp = self.front.fingerprint(token.as_bytes());
+        if let Some(names) = self.front.find(fp, now_unix, keys.generation()) {
+            self.counters.hits.inc();
+            return Ok(Verified::Plain(names));
+        }
         let map = self.segment(token);
         let found = map.view(token, |_, e| {
             let valid = still_valid(e, keys, now_unix);
             if valid && !e.used.load(Ordering::Relaxed) {
                 e.used.store(true, Ordering::Relaxed);
             }
+            if valid && e.plain {
+                // under the shard's read lock: no removal can come between (`front`)
+                self.front.fill(
+                    e.fp,
+                    &Held {
+                        expires_at: e.expires_at,
+                        valid_from: e.valid_from,
+                        keys_generation: keys.generation(),
+                        names: e.claims.subs_packed.clone(),
+                    },
+                );
+            }
             (Arc::clone(&e.claims), valid)
         });
         if let Some((claims, valid)) = found {
             if valid {
                 self.counters.hits.inc();
-                return Ok(claims);
+                return Ok(Verified::Claims(claims));
             }
             // Stale: drop exactly this entry (not one a racing thread just
             // re-inserted), then fall through to a full verification.
             if map
-                .remove_if(token, |_, e| Arc::ptr_eq(&e.claims, &claims))
+                .remove_if(token, |_, e| {
+                    let stale = Arc::ptr_eq(&e.claims, &claims);
+                    if stale {
+                        self.front.forget(e.fp);
+                    }
+                    stale
+                })
                 .is_some()
             {
                 self.reserved.fetch_sub(1, Ordering::AcqRel);
@@ -275,17 +313,27 @@ impl TokenCache {
             return Err(Denial::Throttled);
         }
         let claims = Arc::new(jwt::verify(token, keys, policy, now_unix)?);
-        self.insert(token, &claims, keys, policy, now_unix);
-        Ok(claims)
+        self.insert(token, fp, &claims, keys, policy, now_unix);
+        Ok(Verified::Claims(claims))
     }
 
-    fn insert(&self, token: &str, claims: &Arc<Claims>, keys: &KeySet, policy: &Policy, now: u64) {
+    fn insert(
+        &self,
+        token: &str,
+        fp: Fingerprint,
+        claims: &Arc<Claims>,
+        keys: &KeySet,
+        policy: &Policy,
+        now: u64,
+    ) {
         let reserved = self.reserve_slot() || (self.evict(now) && self.reserve_slot());
         if !reserved {
             return;
         }
         let entry = Entry {
             claims: Arc::clone(claims),
+            fp,
+            plain: Verified::plain_enough(claims),
             expires_at: claims.exp.saturating_add(policy.leeway_secs),
             valid_from: claims
                 .nbf
@@ -293,8 +341,9 @@ impl TokenCache {
             keys_generation: AtomicU64::new(keys.generation()),
             used: AtomicBool::new(false),
         };
-        if self.segment(token).insert(token.into(), entry).is_some() {
+        if let Some(old) = self.segment(token).insert(token.into(), entry) {
             // Replaced a concurrent insert of the same token: one slot freed.
+            self.front.forget(old.fp);
             self.reserved.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -330,9 +379,11 @@ impl TokenCache {
             segment.retain(|_, e| {
                 if now > e.expires_at {
                     expired += 1;
+                    self.front.forget(e.fp);
                     return false;
                 }
-                if std::mem::take(e.used.get_mut()) {
+                // hit through the map or through its slot (both marks cleared)
+                if std::mem::take(e.used.get_mut()) | (e.plain && self.front.take_used(e.fp)) {
                     return true;
                 }
                 unmarked += 1;
@@ -340,6 +391,7 @@ impl TokenCache {
                     return true;
                 }
                 dropped += 1;
+                self.front.forget(e.fp);
                 false
             });
             if expired + dropped > 0 {
@@ -371,6 +423,7 @@ impl TokenCache {
     /// Drop every entry (e.g. after a policy change).
     pub fn clear(&self) {
         self.remove_where(|_| true);
+        self.front.clear();
     }
 
     /// Remove entries whose `exp` (plus the leeway in force when they were
@@ -417,6 +470,7 @@ impl TokenCache {
         map.retain(|_, e| {
             if pred(e) {
                 removed += 1;
+                self.front.forget(e.fp);
                 false
             } else {
                 true

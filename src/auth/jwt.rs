@@ -130,7 +130,7 @@ const PACKED_BYTES: usize = 47;
 /// the claims, each a cache miss when 10,000 readers take turns (the rotating-token rows of
 /// `benches/peers/run.sh`; issue 20 closing note).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PackedNames {
+pub struct PackedNames {
     /// Bytes of `names` in use; [`PackedNames::DID_NOT_FIT`] if the names did not fit.
     used: u8,
     names: [u8; PACKED_BYTES],
@@ -158,6 +158,41 @@ impl PackedNames {
             packed.used = end as u8;
         }
         packed
+    }
+
+    /// Whether every name fit, so that [`PackedNames::contains`] always answers.
+    pub fn fits(&self) -> bool {
+        self.used != Self::DID_NOT_FIT
+    }
+
+    /// The names as six words (the token cache's front holds them so, [`super::cache`]):
+    /// `used`, then the name bytes, little-endian.
+    pub fn to_words(&self) -> [u64; 6] {
+        let mut bytes = [0u8; 48];
+        bytes[0] = self.used;
+        bytes[1..].copy_from_slice(&self.names);
+        std::array::from_fn(|i| {
+            u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+        })
+    }
+
+    /// Names from [`PackedNames::to_words`]; `None` unless they fit and every length stays
+    /// inside them, so that [`PackedNames::contains`] cannot read past its array.
+    pub fn from_words(words: [u64; 6]) -> Option<PackedNames> {
+        let mut bytes = [0u8; 48];
+        for (i, w) in words.iter().enumerate() {
+            bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        let packed = PackedNames {
+            used: bytes[0],
+            names: bytes[1..].try_into().expect("47 bytes"),
+        };
+        let used = usize::from(packed.used);
+        let mut at = 0;
+        while at < used && at < PACKED_BYTES {
+            at += 1 + usize::from(packed.names[at]);
+        }
+        (used <= PACKED_BYTES && at == used).then_some(packed)
     }
 
     /// Whether `name` is one of the names; `None` if they did not fit (ask the list).

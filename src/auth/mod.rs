@@ -10,9 +10,11 @@
 //! - [`mint`]: key generation and token signing for the CLI, the demo and tests.
 //! - [`pem`]: the small PEM/DER reader the key loaders share.
 //!
+//! - [`verified`]: what a verified token lets the edge check ([`Verified`]).
+//!
 //! Typical request path: `cache.verify(token, &keys.load(), &policy, now)`,
-//! then the caller checks `claims.sid` against revocations and
-//! `claims.entitled(&route.require)`.
+//! then the caller checks `verified.sid()` against revocations and
+//! `verified.entitled(&route.require)`.
 
 pub mod cache;
 pub mod cloudfront;
@@ -24,9 +26,10 @@ pub mod keys;
 pub mod mint;
 pub mod pem;
 pub mod smd;
+pub mod verified;
 
 pub use cache::{CacheCounters, CacheStats, TokenCache};
-pub(crate) use jwt::PackedNames;
-pub use jwt::{verify, verify_with_key, Claims, Denial, Policy};
+pub use jwt::{verify, verify_with_key, Claims, Denial, PackedNames, Policy};
 pub use keys::{Alg, KeyError, KeySet, PemKeySpec, VerifyKey};
 pub use mint::{MintError, SigningKey, TokenSpec};
+pub use verified::Verified;
