@@ -365,3 +365,75 @@ fn names_survive_the_slot_and_bad_words_are_refused() {
     words[0] = (words[0] & !0xffff) | 2 | (60 << 8); // used 2, first length 60
     assert_eq!(PackedNames::from_words(words), None);
 }
+
+/// Threads verifying readers of two subscriptions through a small cache (evictions all the
+/// time, so fills and forgets race), while another clears and sweeps it: every answer, from
+/// the front or the map, carries the reader's own subscriptions.
+#[test]
+fn racing_readers_evictions_and_clears_never_mix_up_readers() {
+    let k = es("k1");
+    let keys = set(&[&k]);
+    let p = Policy::default();
+    let cache = TokenCache::new(32);
+    let readers: Vec<(String, bool)> = (0..96)
+        .map(|i| {
+            let subs = if i % 2 == 0 { "premium" } else { "basic" };
+            let t = k
+                .sign(&json!({"sub": format!("r{i}"), "exp": NOW + 600, "subs": [subs]}))
+                .unwrap();
+            (t, i % 2 == 0)
+        })
+        .collect();
+    let premium = ["premium".to_string()];
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let plain_answers = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..3)
+            .map(|w| {
+                let (cache, keys, p, readers, premium) = (&cache, &keys, &p, &readers, &premium);
+                let plain_answers = &plain_answers;
+                s.spawn(move || {
+                    for round in 0..6 {
+                        // each worker walks its own third, then all of them, hot first
+                        for (t, entitled) in readers
+                            .iter()
+                            .skip(w * 32)
+                            .take(32)
+                            .chain(readers.iter().skip((round * 7) % 96))
+                        {
+                            for _ in 0..2 {
+                                let v = cache.verify(t, keys, p, NOW).unwrap();
+                                assert_eq!(v.entitled(premium), *entitled, "a reader's own answer");
+                                if matches!(v, Verified::Plain(_)) {
+                                    plain_answers
+                                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        s.spawn(|| {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                if i.is_multiple_of(50) {
+                    cache.clear();
+                } else {
+                    cache.sweep_step(NOW);
+                }
+                std::thread::yield_now();
+            }
+        });
+        for w in workers {
+            w.join().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert!(cache.len() <= 32);
+    assert!(
+        plain_answers.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "the front answered some"
+    );
+}
