@@ -6,13 +6,13 @@ use crate::auth::keys::{Alg, KeySet};
 use crate::auth::mint::{jwks_json, SigningKey};
 use serde_json::json;
 
-const NOW: u64 = 1_700_000_000;
+pub(super) const NOW: u64 = 1_700_000_000;
 
-fn es(kid: &str) -> SigningKey {
+pub(super) fn es(kid: &str) -> SigningKey {
     SigningKey::generate(Alg::ES256, kid).unwrap()
 }
 
-fn set(keys: &[&SigningKey]) -> KeySet {
+pub(super) fn set(keys: &[&SigningKey]) -> KeySet {
     KeySet::from_jwks_json(&jwks_json(keys)).unwrap()
 }
 
@@ -30,9 +30,7 @@ fn settled_len(cache: &TokenCache) -> usize {
 /// The claims of a map hit or a verification (these tests' tokens carry a `sid`, so the front
 /// never answers them).
 fn full(v: Verified) -> Arc<Claims> {
-    v.claims()
-        .cloned()
-        .expect("claims, not a front slot's answer")
+    v.into_claims().expect("claims, not a front slot's answer")
 }
 
 fn token(key: &SigningKey, exp: u64, extra: &str) -> String {

@@ -112,13 +112,17 @@ pub struct Claims {
 impl Claims {
     /// Entitled iff `require` is empty or shares a name with `subs`.
     pub fn entitled(&self, require: &[String]) -> bool {
-        require.is_empty()
-            || require.iter().any(|r| {
-                self.subs_packed
-                    .contains(r)
-                    .unwrap_or_else(|| self.subs.iter().any(|s| s == r))
-            })
+        entitled_by(require, |r| {
+            self.subs_packed
+                .contains(r)
+                .unwrap_or_else(|| self.subs.iter().any(|s| s == r))
+        })
     }
+}
+
+/// The entitlement rule: `require` is empty, or `has` one of its names.
+pub(crate) fn entitled_by(require: &[String], has: impl Fn(&str) -> bool) -> bool {
+    require.is_empty() || require.iter().any(|r| has(r))
 }
 
 /// Bytes of names a [`PackedNames`] holds.

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::jwt::{Claims, PackedNames};
+use super::jwt::{entitled_by, Claims, PackedNames};
 
 /// A verified token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,22 +56,12 @@ impl Verified {
     pub fn entitled(&self, require: &[String]) -> bool {
         match self {
             Verified::Claims(c) => c.entitled(require),
-            Verified::Plain(names) => {
-                require.is_empty() || require.iter().any(|r| names.contains(r) == Some(true))
-            }
+            Verified::Plain(names) => entitled_by(require, |r| names.contains(r) == Some(true)),
         }
     }
 
     /// The claims, when this is not the front's answer.
     pub fn into_claims(self) -> Option<Arc<Claims>> {
-        match self {
-            Verified::Claims(c) => Some(c),
-            Verified::Plain(_) => None,
-        }
-    }
-
-    /// The claims, when this is not the front's answer.
-    pub fn claims(&self) -> Option<&Arc<Claims>> {
         match self {
             Verified::Claims(c) => Some(c),
             Verified::Plain(_) => None,

@@ -89,15 +89,14 @@ impl Front {
     /// The front of a cache of `capacity` tokens: a slot per token, rounded up to a power of
     /// two, at most [`MAX_SLOTS`] (none for 0).
     pub fn new(capacity: usize) -> Front {
-        let n = if capacity == 0 {
+        let mut key = [0u8; 16];
+        let random = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key);
+        // Without a random key the fingerprint would be a plain hash: no front then.
+        let n = if capacity == 0 || random.is_err() {
             0
         } else {
             capacity.min(MAX_SLOTS).next_power_of_two()
         };
-        let mut key = [0u8; 16];
-        // Without a random key the fingerprint would be a plain hash: no front then.
-        let random = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key);
-        let n = if random.is_ok() { n } else { 0 };
         let half = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
         Front {
             slots: (0..n).map(|_| Slot::default()).collect(),
@@ -119,41 +118,21 @@ impl Front {
     }
 
     /// What the slot of `fp` holds for it, read consistently; `None` if it holds another
-    /// fingerprint or is being written.
+    /// fingerprint or is being written (for tests: the cache asks [`Front::find`]).
+    #[cfg(test)]
     pub fn read(&self, fp: Fingerprint) -> Option<Held> {
-        let slot = self.slot(fp)?;
-        let seq = slot.seq.load(Ordering::Acquire);
-        if seq & 1 == 1
-            || slot.fp[0].load(Ordering::Relaxed) != fp.0
-            || slot.fp[1].load(Ordering::Relaxed) != fp.1
-        {
-            return None;
-        }
-        let expires_at = slot.expires_at.load(Ordering::Relaxed);
-        let valid_from = slot.valid_from.load(Ordering::Relaxed);
-        let keys_generation = slot.keys_generation.load(Ordering::Relaxed);
-        let words = std::array::from_fn(|i| slot.names[i].load(Ordering::Relaxed));
-        fence(Ordering::Acquire);
-        if slot.seq.load(Ordering::Relaxed) != seq {
-            return None;
-        }
-        Some(Held {
-            expires_at,
-            valid_from,
-            keys_generation,
-            names: PackedNames::from_words(words)?,
-        })
+        read(self.slot(fp)?, fp)
     }
 
     /// The subscriptions of `fp`'s token if its slot answers at `now` under key set
     /// `keys_generation`; marks the slot hit.
     pub fn find(&self, fp: Fingerprint, now: u64, keys_generation: u64) -> Option<PackedNames> {
-        let held = self.read(fp)?;
+        let slot = self.slot(fp)?;
+        let held = read(slot, fp)?;
         if now > held.expires_at || now < held.valid_from || held.keys_generation != keys_generation
         {
             return None;
         }
-        let slot = self.slot(fp)?;
         if !slot.used.load(Ordering::Relaxed) {
             slot.used.store(true, Ordering::Relaxed);
         }
@@ -198,34 +177,59 @@ impl Front {
         let seq = lock(slot);
         if slot.fp[0].load(Ordering::Relaxed) == fp.0 && slot.fp[1].load(Ordering::Relaxed) == fp.1
         {
-            // no fingerprint is (0, 0) but by a 2^-128 chance, and then it is expired
-            slot.fp[0].store(0, Ordering::Relaxed);
-            slot.fp[1].store(0, Ordering::Relaxed);
-            slot.expires_at.store(0, Ordering::Relaxed);
-            slot.valid_from.store(u64::MAX, Ordering::Relaxed);
+            empty(slot);
         }
         slot.seq.store(seq + 2, Ordering::Release);
     }
 
     /// Whether `fp`'s slot holds it and was hit since the last call; clears the mark.
     pub fn take_used(&self, fp: Fingerprint) -> bool {
-        self.read(fp).is_some()
-            && self
-                .slot(fp)
-                .is_some_and(|s| s.used.swap(false, Ordering::Relaxed))
+        self.slot(fp)
+            .is_some_and(|s| read(s, fp).is_some() && s.used.swap(false, Ordering::Relaxed))
     }
 
     /// Empty every slot.
     pub fn clear(&self) {
         for slot in self.slots.iter() {
             let seq = lock(slot);
-            slot.fp[0].store(0, Ordering::Relaxed);
-            slot.fp[1].store(0, Ordering::Relaxed);
-            slot.expires_at.store(0, Ordering::Relaxed);
-            slot.valid_from.store(u64::MAX, Ordering::Relaxed);
+            empty(slot);
             slot.seq.store(seq + 2, Ordering::Release);
         }
     }
+}
+
+/// What `slot` holds for `fp`, read consistently (the seqlock's reader side).
+fn read(slot: &Slot, fp: Fingerprint) -> Option<Held> {
+    let seq = slot.seq.load(Ordering::Acquire);
+    if seq & 1 == 1
+        || slot.fp[0].load(Ordering::Relaxed) != fp.0
+        || slot.fp[1].load(Ordering::Relaxed) != fp.1
+    {
+        return None;
+    }
+    let expires_at = slot.expires_at.load(Ordering::Relaxed);
+    let valid_from = slot.valid_from.load(Ordering::Relaxed);
+    let keys_generation = slot.keys_generation.load(Ordering::Relaxed);
+    let words = std::array::from_fn(|i| slot.names[i].load(Ordering::Relaxed));
+    fence(Ordering::Acquire);
+    if slot.seq.load(Ordering::Relaxed) != seq {
+        return None;
+    }
+    Some(Held {
+        expires_at,
+        valid_from,
+        keys_generation,
+        names: PackedNames::from_words(words)?,
+    })
+}
+
+/// Empty a `slot` its writer holds: no fingerprint is (0, 0) but by a 2^-128 chance, and then
+/// its window is empty.
+fn empty(slot: &Slot) {
+    slot.fp[0].store(0, Ordering::Relaxed);
+    slot.fp[1].store(0, Ordering::Relaxed);
+    slot.expires_at.store(0, Ordering::Relaxed);
+    slot.valid_from.store(u64::MAX, Ordering::Relaxed);
 }
 
 /// Take `slot`'s sequence for writing, waiting while another writer holds it (a fill is a

@@ -5,12 +5,11 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use super::super::tests::{es, set, NOW};
 use super::*;
-use crate::auth::keys::{Alg, KeySet};
-use crate::auth::mint::{jwks_json, SigningKey};
+use crate::auth::keys::KeySet;
+use crate::auth::mint::SigningKey;
 use crate::auth::{CacheStats, Denial, Policy, TokenCache, Verified};
-
-const NOW: u64 = 1_700_000_000;
 
 fn held(v: u64, names: &[&str]) -> Held {
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
@@ -131,18 +130,24 @@ fn racing_fills_and_forgets_never_show_a_torn_slot() {
 
 // --- through the token cache -----------------------------------------------------------------
 
-fn es(kid: &str) -> SigningKey {
-    SigningKey::generate(Alg::ES256, kid).unwrap()
-}
-
-fn set(keys: &[&SigningKey]) -> KeySet {
-    KeySet::from_jwks_json(&jwks_json(keys)).unwrap()
-}
-
 /// A token that restricts nothing but its subscriptions: the front may answer it.
 fn plain(key: &SigningKey, exp: u64, sub: &str) -> String {
     key.sign(&json!({"sub": sub, "exp": exp, "subs": ["premium"]}))
         .unwrap()
+}
+
+/// A cache holding one plain reader's token in its front (verified, hit in the map, then
+/// answered by the front: three lookups).
+fn one_reader_in_the_front() -> (KeySet, Policy, TokenCache, String) {
+    let k = es("k1");
+    let keys = set(&[&k]);
+    let p = Policy::default();
+    let cache = TokenCache::new(100);
+    let t = plain(&k, NOW + 600, "u1");
+    for _ in 0..3 {
+        cache.verify(&t, &keys, &p, NOW).unwrap();
+    }
+    (keys, p, cache, t)
 }
 
 fn stats(hits: u64, misses: u64) -> CacheStats {
@@ -208,14 +213,7 @@ fn restricted_tokens_never_get_a_front_answer() {
 /// answered by the front: it is verified, and refused.
 #[test]
 fn a_forged_neighbour_of_a_front_token_is_verified_and_refused() {
-    let k = es("k1");
-    let keys = set(&[&k]);
-    let p = Policy::default();
-    let cache = TokenCache::new(100);
-    let t = plain(&k, NOW + 600, "u1");
-    for _ in 0..3 {
-        cache.verify(&t, &keys, &p, NOW).unwrap();
-    }
+    let (keys, p, cache, t) = one_reader_in_the_front();
     let at = t.find('.').unwrap() + 5;
     let mut forged = t.clone().into_bytes();
     forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
@@ -272,14 +270,7 @@ fn the_front_refuses_what_the_map_refuses() {
 /// is a verification.
 #[test]
 fn removal_from_the_map_forgets_the_slot() {
-    let k = es("k1");
-    let keys = set(&[&k]);
-    let p = Policy::default();
-    let cache = TokenCache::new(100);
-    let t = plain(&k, NOW + 600, "u1");
-    for _ in 0..3 {
-        cache.verify(&t, &keys, &p, NOW).unwrap();
-    }
+    let (keys, p, cache, t) = one_reader_in_the_front();
     cache.clear();
     assert!(matches!(
         cache.verify(&t, &keys, &p, NOW),
