@@ -36,12 +36,16 @@ fn verification(c: &mut Criterion) {
     });
 }
 
-/// ES256 tokens of distinct readers, signed by `key`.
-fn readers(key: &mint::SigningKey, from: usize, n: usize) -> Vec<String> {
+/// ES256 tokens of distinct readers, signed by `key`; with `sid`, each names its session (as
+/// tokens that can be revoked do), which the token cache's front does not hold.
+fn readers(key: &mint::SigningKey, from: usize, n: usize, sid: bool) -> Vec<String> {
     (from..from + n)
         .map(|i| {
-            let claims =
+            let mut claims =
                 serde_json::json!({"sub": format!("u{i}"), "subs": ["premium"], "exp": NOW + 3600});
+            if sid {
+                claims["sid"] = format!("s{i}").into();
+            }
             key.sign(&claims).expect("sign")
         })
         .collect()
@@ -49,8 +53,9 @@ fn readers(key: &mint::SigningKey, from: usize, n: usize) -> Vec<String> {
 
 /// 10,000 returning readers in turn (the rotating-token row of `benches/peers/run.sh`), in a
 /// cache holding only them, and in one first filled by a flood of tokens seen once (the state
-/// `run.sh` leaves after its never-seen row: 100,000 entries, evictions). Under `cargo test`
-/// (no `--bench`) a tenth of each, so that the suite does not sign 130,000 tokens unoptimized.
+/// `run.sh` leaves after its never-seen row: 100,000 entries, evictions); and 10,000 more
+/// readers whose tokens carry a `sid`, in the same two caches. Under `cargo test` (no
+/// `--bench`) a tenth of each, so that the suite does not sign 140,000 tokens unoptimized.
 fn rotating(c: &mut Criterion) {
     let scale = if std::env::args().any(|a| a == "--bench") {
         1
@@ -61,8 +66,9 @@ fn rotating(c: &mut Criterion) {
     let policy = Policy::default();
     let key = mint::SigningKey::generate(Alg::ES256, "k1").expect("keygen");
     let keys = KeySet::from_jwks_json(&mint::jwks_json(&[&key])).expect("jwks");
-    let hot = readers(&key, 0, hot_n);
-    let flood = readers(&key, hot_n, flood_n);
+    let hot = readers(&key, 0, hot_n, false);
+    let hot_sid = readers(&key, hot_n, hot_n, true);
+    let flood = readers(&key, 2 * hot_n, flood_n, false);
     let quiet = TokenCache::new(capacity);
     let flooded = TokenCache::new(capacity);
     for t in &flood {
@@ -74,14 +80,19 @@ fn rotating(c: &mut Criterion) {
     for cache in [&quiet, &flooded] {
         let warm = (0..10).any(|_| {
             let misses = cache.stats().misses;
-            for t in &hot {
+            for t in hot.iter().chain(&hot_sid) {
                 assert!(cache.verify(t, &keys, &policy, NOW).is_ok());
             }
             cache.stats().misses == misses
         });
         assert!(warm, "every reader cached within ten passes");
     }
-    for (name, cache) in [("quiet", &quiet), ("flooded", &flooded)] {
+    for (name, cache, hot) in [
+        ("quiet", &quiet, &hot),
+        ("flooded", &flooded, &hot),
+        ("sid_quiet", &quiet, &hot_sid),
+        ("sid_flooded", &flooded, &hot_sid),
+    ] {
         let before = cache.stats().misses;
         let mut i = 0;
         c.bench_function(&format!("token_cache_rotating_10k_{name}"), |b| {
