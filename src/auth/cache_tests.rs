@@ -63,11 +63,11 @@ fn hit_skips_verification() {
     assert_eq!(a.subs, ["premium"]);
 }
 
-/// The map hashes only a token's length and last bytes: a token that shares both with a cached
-/// one (same signature, one payload character changed) lands on the same hash and must still
-/// be told apart by the full comparison: a miss, verified and refused.
+/// The map is keyed by fingerprint: a token that differs from a cached one in one payload
+/// character and keeps its signature (what a forger can send) has another fingerprint, under
+/// a key each cache draws for itself, so it misses, is verified and is refused.
 #[test]
-fn same_length_and_signature_suffix_is_not_a_hit() {
+fn a_forgery_with_the_same_signature_is_not_a_hit() {
     let k = es("k1");
     let keys = set(&[&k]);
     let p = Policy::default();
@@ -83,17 +83,17 @@ fn same_length_and_signature_suffix_is_not_a_hit() {
     };
     let forged = String::from_utf8(forged).unwrap();
     assert_eq!(forged.len(), t.len());
-    assert_eq!(forged[forged.len() - 32..], t[t.len() - 32..]);
-    let (a, b) = (SuffixHash::default(), SuffixHash::default());
     assert_eq!(
-        std::hash::BuildHasher::hash_one(&a, forged.as_str()),
-        std::hash::BuildHasher::hash_one(&a, t.as_str()),
-        "same length and suffix: same hash (the case under test)"
+        forged[forged.len() - 86..],
+        t[t.len() - 86..],
+        "same signature"
     );
+    let fp = |c: &TokenCache, s: &str| c.front.fingerprint(s.as_bytes());
+    assert_ne!(fp(&cache, &forged), fp(&cache, &t));
     assert_ne!(
-        std::hash::BuildHasher::hash_one(&a, t.as_str()),
-        std::hash::BuildHasher::hash_one(&b, t.as_str()),
-        "each map's hasher is keyed at random"
+        fp(&cache, &t),
+        fp(&TokenCache::new(100), &t),
+        "each cache keys its fingerprints at random"
     );
     assert!(cache.verify(&forged, &keys, &p, NOW).is_err());
     assert!(Arc::ptr_eq(
@@ -415,9 +415,10 @@ fn a_reload_rechecks_the_key_once_per_entry() {
     assert_ne!(reloaded.generation(), keys.generation());
     assert!(cache.verify(&t, &reloaded, &p, NOW).is_ok());
     let remembered = |cache: &TokenCache| {
+        let fp = cache.front.fingerprint(t.as_bytes());
         cache
-            .segment(&t)
-            .view(t.as_str(), |_, e| e.keys_generation.load(Ordering::Relaxed))
+            .segment(fp)
+            .view(&fp, |_, e| e.keys_generation.load(Ordering::Relaxed))
             .unwrap()
     };
     assert_eq!(remembered(&cache), reloaded.generation());

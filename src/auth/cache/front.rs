@@ -8,8 +8,9 @@
 //! by the token's **fingerprint**, SipHash-2-4 with a 128-bit output under a key drawn from
 //! the system's random source for each cache and never shown; a slot answers only the exact
 //! fingerprint it was filled with. A token that is not byte for byte a cached one matches a
-//! slot with probability 2^-128 per slot, so the exact comparison of the map is replaced by a
-//! keyed PRF, the way a MAC replaces a comparison with a stored secret.
+//! slot with probability 2^-128 per slot: an exact comparison of tokens is replaced by a keyed
+//! PRF, the way a MAC replaces a comparison with a stored secret. The map behind the front is
+//! keyed by the same fingerprint (thirteenth session; before, by the token, compared in full).
 //!
 //! A slot is only an accelerator of the map, and never answers for a token the map does not
 //! hold (as of its last removal):
@@ -46,9 +47,54 @@ use crate::auth::PackedNames;
 /// slots (the last one filled answers), and those that lose theirs are answered by the map.
 pub const MAX_SLOTS: usize = 1 << 17;
 
-/// A token's fingerprint: its keyed 128-bit SipHash.
+/// A token's fingerprint: its keyed 128-bit SipHash. It is the map's key too, hashed as its
+/// second half ([`FingerprintHash`]; the first picks the slot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Fingerprint(u64, u64);
+
+impl std::hash::Hash for Fingerprint {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.1);
+    }
+}
+
+impl Fingerprint {
+    /// Which of `n` parts (segments of the map) the fingerprint falls in.
+    pub fn part(self, n: usize) -> usize {
+        (self.1 >> 32) as usize % n
+    }
+}
+
+/// The map's hasher: a fingerprint is already a keyed PRF's output, uniformly spread and
+/// unknown to clients, so its bits are its hash; hashing them again (the map hashed the
+/// token's last 32 bytes with a keyed `ahash`) would only cost time.
+#[derive(Clone, Copy, Default)]
+pub(super) struct FingerprintHash;
+
+impl std::hash::BuildHasher for FingerprintHash {
+    type Hasher = FingerprintHasher;
+    fn build_hasher(&self) -> FingerprintHasher {
+        FingerprintHasher(0)
+    }
+}
+
+/// See [`FingerprintHash`].
+pub(super) struct FingerprintHasher(u64);
+
+impl std::hash::Hasher for FingerprintHasher {
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+    /// (not used by [`Fingerprint`]'s `Hash`; folds any other input all the same)
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// What a slot holds of its token's entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +129,8 @@ struct Slot {
 pub(super) struct Front {
     slots: Box<[Slot]>,
     key: (u64, u64),
+    /// The key was drawn from the system's random source.
+    keyed: bool,
 }
 
 impl Front {
@@ -91,7 +139,8 @@ impl Front {
     pub fn new(capacity: usize) -> Front {
         let mut key = [0u8; 16];
         let random = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key);
-        // Without a random key the fingerprint would be a plain hash: no front then.
+        // Without a random key the fingerprint would be a plain hash: no front then (and the
+        // cache, whose map it keys too, holds nothing: `keyed`).
         let n = if capacity == 0 || random.is_err() {
             0
         } else {
@@ -101,7 +150,13 @@ impl Front {
         Front {
             slots: (0..n).map(|_| Slot::default()).collect(),
             key: (half(&key[..8]), half(&key[8..])),
+            keyed: random.is_ok(),
         }
+    }
+
+    /// Whether fingerprints are keyed at random, as the map's keys must be.
+    pub fn keyed(&self) -> bool {
+        self.keyed
     }
 
     /// The token's fingerprint.
