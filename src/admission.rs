@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use http::{HeaderMap, Method};
 
 use crate::access::{self, AuthResult, Decision};
-use crate::auth::Claims;
+use crate::auth::{Claims, TokenMemo};
 use crate::cache::Variant;
 use crate::config::{AccessMode, Behaviour, QueryPolicy, Route, RouteCache, ViewerProtocol};
 use crate::edge::Edge;
@@ -95,6 +95,9 @@ pub struct RequestFacts<'a> {
     /// When the request is decided: the one clock read that the credential checks' validity
     /// windows and the hit path's freshness share.
     pub now: SystemTime,
+    /// The connection's memory of its last token's fingerprint, where the connection loop
+    /// keeps one ([`crate::auth::TokenMemo`]).
+    pub token_memo: Option<&'a TokenMemo>,
 }
 
 /// A request let in: what the cache key, the origin request and the access log are made of.

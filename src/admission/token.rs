@@ -111,11 +111,14 @@ fn present<'p>(
     facts: &RequestFacts<'_>,
     query: &str,
 ) -> access::Presented<'p> {
-    let mut verified =
-        edge.tokens
-            .verify_gated(&found.token, &edge.keys.load(), &edge.policy, now, || {
-                edge.may_verify(client)
-            });
+    let mut verified = edge.tokens.verify_remembering(
+        &found.token,
+        facts.token_memo,
+        &edge.keys.load(),
+        &edge.policy,
+        now,
+        || edge.may_verify(client),
+    );
     // Not one of ours: maybe a token of the AWS Secure Media Delivery service (HS256 with its
     // own kids), if the publisher migrates with its token service unchanged.
     if let (Err(Denial::UnknownKid | Denial::AlgMismatch), Some(secrets)) = (&verified, &edge.smd) {

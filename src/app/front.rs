@@ -327,6 +327,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
         let mut watch = shutdown.clone();
         let mut head = Vec::new();
         let mut settings = None;
+        let token_memo = crate::auth::TokenMemo::default();
         loop {
             let parsed = match self.next_head(&mut stream, &mut buf, &mut watch).await {
                 Next::Request(parsed) => parsed,
@@ -340,7 +341,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                         || req.forwarded_for.into_iter().collect(),
                         || req.forwarded_proto,
                     );
-                    match self.fast.fast_hit(&req, viewer).await {
+                    match self.fast.fast_hit(&req, viewer, &token_memo).await {
                         Fast::Hit(hit) => Ok((hit, len, req.close, viewer)),
                         Fast::Throttled(t) => {
                             let close = req.close || *watch.borrow();

@@ -141,6 +141,8 @@ struct Conn<'f, A> {
     out: BytesMut,
     unflushed: bool,
     decoder: hpack::Decoder,
+    /// The fingerprint of the last token the connection presented.
+    token_memo: crate::auth::TokenMemo,
     /// Decoded fields of the current block: bytes, and (name, value) spans into them.
     arena: Vec<u8>,
     spans: Vec<(Range<usize>, Range<usize>)>,
@@ -193,6 +195,7 @@ pub(super) async fn serve<A>(
         out: BytesMut::with_capacity(16 * 1024),
         unflushed: false,
         decoder: hpack::Decoder::new(http2::DEFAULT_TABLE_SIZE),
+        token_memo: crate::auth::TokenMemo::default(),
         arena: Vec::new(),
         spans: Vec::new(),
         scratch: BytesMut::new(),

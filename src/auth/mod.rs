@@ -28,7 +28,7 @@ pub mod pem;
 pub mod smd;
 pub mod verified;
 
-pub use cache::{CacheCounters, CacheStats, TokenCache};
+pub use cache::{CacheCounters, CacheStats, TokenCache, TokenMemo};
 pub use jwt::{verify, verify_with_key, Claims, Denial, PackedNames, Policy};
 pub use keys::{Alg, KeyError, KeySet, PemKeySpec, VerifyKey};
 pub use mint::{MintError, SigningKey, TokenSpec};

@@ -112,6 +112,8 @@ impl TollgateProxy {
                     headers: Headers::Map(&req.headers),
                     viewer: ctx.viewer,
                     now: SystemTime::now(),
+                    // (Pingora's sessions keep no state of ours from request to request)
+                    token_memo: None,
                 };
                 admission::admit(edge, &facts).await
             }

@@ -25,7 +25,7 @@ use super::respond::{self, Answer};
 use super::TollgateProxy;
 use crate::access::AuthResult;
 use crate::admission::{self, Handover, Headers, Refused, RequestFacts};
-use crate::auth::Claims;
+use crate::auth::{Claims, TokenMemo};
 use crate::cache::body_file::BodyFile;
 use crate::cache::memory::FreshObject;
 use crate::cache::{hit_hash, Variant};
@@ -507,7 +507,12 @@ impl TollgateProxy {
     /// Admit `req` ([`crate::admission::admit`], the proxy's own admission) and answer it
     /// from the memory tier if a fresh object is there; anything else goes to the proxy with
     /// the admission. Nothing is counted or logged here but the admission's own decision.
-    pub async fn fast_hit(&self, req: &HitRequest<'_>, viewer: Viewer) -> Fast {
+    pub async fn fast_hit(
+        &self,
+        req: &HitRequest<'_>,
+        viewer: Viewer,
+        token_memo: &TokenMemo,
+    ) -> Fast {
         let start = Instant::now();
         let now = SystemTime::now();
         let edge = &*self.edge;
@@ -524,6 +529,7 @@ impl TollgateProxy {
             headers: Headers::List(&req.headers),
             viewer,
             now,
+            token_memo: Some(token_memo),
         };
         let admitted = match admission::admit(edge, &facts).await {
             Ok(admitted) => admitted,

@@ -341,7 +341,8 @@ where
                         || req.forwarded_for.into_iter().collect(),
                         || req.forwarded_proto,
                     );
-                    Some((fast.fast_hit(&req, viewer).await, viewer.addr))
+                    let hit = fast.fast_hit(&req, viewer, &self.token_memo).await;
+                    Some((hit, viewer.addr))
                 }
                 None => None,
             }
