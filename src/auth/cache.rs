@@ -177,16 +177,15 @@ pub struct TokenMemo(Mutex<Remembered>);
 
 #[derive(Debug, Default)]
 struct Remembered {
-    /// The [`TokenCache::id`] whose key `fp` was taken under (0: nothing remembered).
-    cache: u64,
     token: Vec<u8>,
-    fp: Option<Fingerprint>,
+    /// `token`'s fingerprint, and the [`TokenCache::id`] whose key it was taken under.
+    fp: Option<(u64, Fingerprint)>,
 }
 
 /// Longest token a [`TokenMemo`] keeps (an ES256 token is ~250 bytes, RS256 ~600).
 const MEMO_MAX: usize = 2048;
 
-/// Where [`TokenCache::id`]s come from (never 0).
+/// Where [`TokenCache::id`]s come from.
 static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A bounded, concurrent cache of verified tokens.
@@ -510,14 +509,16 @@ impl TokenCache {
         let Some(mut m) = memo.and_then(|m| m.0.try_lock().ok()) else {
             return self.front.fingerprint(token);
         };
-        if let Some(fp) = m.fp.filter(|_| m.cache == self.id && *m.token == *token) {
+        if let Some((_, fp)) =
+            m.fp.filter(|&(cache, _)| cache == self.id && *m.token == *token)
+        {
             return fp;
         }
         let fp = self.front.fingerprint(token);
         if token.len() <= MEMO_MAX {
             m.token.clear();
             m.token.extend_from_slice(token);
-            (m.cache, m.fp) = (self.id, Some(fp));
+            m.fp = Some((self.id, fp));
         }
         fp
     }

@@ -120,7 +120,11 @@ fn a_memo_gives_only_its_own_tokens_fingerprint_under_its_own_cache() {
     let memo = TokenMemo::default();
     let held = |memo: &TokenMemo| {
         let m = memo.0.lock().unwrap();
-        (m.cache, m.token.clone(), m.fp)
+        (
+            m.fp.map_or(0, |(cache, _)| cache),
+            m.token.clone(),
+            m.fp.map(|(_, fp)| fp),
+        )
     };
     let a = one.front.fingerprint(b"token-a");
     assert_eq!(one.fingerprint(b"token-a", Some(&memo)), a);
