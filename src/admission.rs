@@ -43,24 +43,25 @@ pub enum Headers<'a> {
 
 impl<'a> Headers<'a> {
     /// Every value of the field `name` (lower-case), in order.
-    pub fn all(self, name: &'static str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let (map, list) = match self {
-            Headers::Map(m) => (Some(m.get_all(name).iter().map(|v| v.as_bytes())), None),
-            Headers::List(l) => (
-                None,
-                Some(
-                    l.iter()
-                        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-                        .map(|(_, v)| *v),
-                ),
-            ),
-        };
-        map.into_iter().flatten().chain(list.into_iter().flatten())
+    pub fn all(self, name: &'static str) -> Values<'a> {
+        match self {
+            Headers::Map(m) => Values::Map(m.get_all(name).iter()),
+            Headers::List(l) => Values::List(l.iter(), name),
+        }
     }
 
-    /// The first value of the field `name` (lower-case).
+    /// The first value of the field `name` (lower-case). A loop over the list, not
+    /// `all(name).next()`: a token hit looks up `Authorization` and `Cookie`, and iterators
+    /// chained over either kind of headers cost ~450 instructions a request in `Option::or_else`
+    /// and `and_then_or_clear` (callgrind, HTTP/2 bearer hit, benches/peers/instructions.sh).
     pub fn first(self, name: &'static str) -> Option<&'a [u8]> {
-        self.all(name).next()
+        match self {
+            Headers::Map(m) => m.get(name).map(|v| v.as_bytes()),
+            Headers::List(l) => l
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| *v),
+        }
     }
 
     /// Every field as `(name, value)`; names as sent (HTTP/1) or lower-case (Pingora's map).
@@ -73,6 +74,27 @@ impl<'a> Headers<'a> {
             Headers::List(l) => (None, Some(l.iter().copied())),
         };
         map.into_iter().flatten().chain(list.into_iter().flatten())
+    }
+}
+
+/// The values of one field ([`Headers::all`]).
+pub enum Values<'a> {
+    /// From Pingora's map.
+    Map(http::header::ValueIter<'a, http::HeaderValue>),
+    /// From the connection loop's list: the fields left, and the name looked for.
+    List(std::slice::Iter<'a, (&'a str, &'a [u8])>, &'static str),
+}
+
+impl<'a> Iterator for Values<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        match self {
+            Values::Map(values) => values.next().map(http::HeaderValue::as_bytes),
+            Values::List(fields, name) => fields
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| *v),
+        }
     }
 }
 
@@ -90,6 +112,9 @@ pub struct RequestFacts<'a> {
     pub host: &'a str,
     /// Every header field.
     pub headers: Headers<'a>,
+    /// `Authorization`, found by whoever parsed the request (the first, where the proxy
+    /// allows more than one; the connection loops hand a request with two to the proxy).
+    pub authorization: Option<&'a [u8]>,
     /// The client's address and scheme ([`crate::viewer`]).
     pub viewer: Viewer,
     /// When the request is decided: the one clock read that the credential checks' validity
@@ -214,20 +239,18 @@ pub async fn admit(edge: &Edge, facts: &RequestFacts<'_>) -> Result<Admitted, Re
         (Some(variant), _) => access::decided_by_peer(variant),
         (None, AccessMode::Public) => access::public(),
         (None, AccessMode::Paywall | AccessMode::Token) => {
-            let cookies: Vec<&[u8]> = facts.headers.all("cookie").collect();
             let parts = RequestParts {
                 path_token,
                 query: facts.query,
-                authorization: facts.headers.first("authorization"),
-                cookies: &cookies,
+                authorization: facts.authorization,
+                headers: facts.headers,
             };
             let query = token_query.insert(stripped());
             token_decision(edge, *access, require, &parts, path, query, facts)
         }
         (None, AccessMode::Basic) => {
             let realm = realm.as_deref().unwrap_or_default();
-            let authorization = facts.headers.first("authorization");
-            match basic_check(edge, realm, authorization, client).await {
+            match basic_check(edge, realm, facts.authorization, client).await {
                 Ok(_user) => access::granted(),
                 Err(label) => {
                     let result = AuthResult::Refused(label);

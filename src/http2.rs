@@ -222,13 +222,22 @@ pub fn unpadded(head: &Head, payload: &[u8]) -> Option<core::ops::Range<usize>> 
     (start <= end).then_some(start..end)
 }
 
-/// A field name HTTP/2 allows: a token, in lower case.
+/// A field name HTTP/2 allows: a token, in lower case. By table (one load a byte): the
+/// `tchar` tests per byte were ~10 instructions a byte of every name of every request.
 pub fn field_name(name: &[u8]) -> bool {
-    !name.is_empty()
-        && name
-            .iter()
-            .all(|&b| crate::request::tchar(b) && !b.is_ascii_uppercase())
+    !name.is_empty() && name.iter().all(|&b| FIELD_NAME[usize::from(b)])
 }
+
+/// The bytes of [`field_name`]: `tchar` without the upper-case letters.
+static FIELD_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = crate::request::tchar(b as u8) && !(b as u8).is_ascii_uppercase();
+        b += 1;
+    }
+    table
+};
 
 /// A field value `http::HeaderValue` takes as it is: no control byte but tab.
 pub fn field_value(value: &[u8]) -> bool {
@@ -302,6 +311,28 @@ mod tests {
         let v: Vec<_> = settings(&s[9..]).unwrap().collect();
         assert_eq!(v, vec![(setting::MAX_CONCURRENT_STREAMS, 100)]);
         assert!(settings(&[0; 5]).is_none());
+    }
+
+    #[test]
+    fn field_names_are_lower_case_tokens() {
+        for good in [&b"authorization"[..], b"x-a_b.c~1!#$%&'*+^`|", b"0"] {
+            assert!(field_name(good), "{good:?}");
+        }
+        for bad in [
+            &b""[..],
+            b"Authorization",
+            b"a b",
+            b"a:b",
+            b"x\xff",
+            b"a\tb",
+            b"(x)",
+        ] {
+            assert!(!field_name(bad), "{bad:?}");
+        }
+        for b in 0..=255u8 {
+            let expected = crate::request::tchar(b) && !b.is_ascii_uppercase();
+            assert_eq!(field_name(&[b]), expected, "{b:#04x}");
+        }
     }
 
     #[test]

@@ -32,10 +32,11 @@ pub struct RequestParts<'a> {
     pub path_token: Option<(&'a str, Option<&'a str>)>,
     /// The raw query string.
     pub query: &'a str,
-    /// `Authorization` header values.
+    /// The `Authorization` field.
     pub authorization: Option<&'a [u8]>,
-    /// `Cookie` header values.
-    pub cookies: &'a [&'a [u8]],
+    /// The request's fields, for `Cookie`: looked up only when a cookie source's turn comes
+    /// (a bearer hit never reads its cookies).
+    pub headers: Headers<'a>,
 }
 
 /// Find the token by the configured precedence. The first source that carries a token decides;
@@ -62,8 +63,8 @@ pub fn find_token<'a>(sources: &[TokenSource], parts: &RequestParts<'a>) -> Opti
                     path_sid: None,
                 }),
             TokenSource::Cookie(name) => parts
-                .cookies
-                .iter()
+                .headers
+                .all("cookie")
                 .find_map(|c| cookie_value(c, name))
                 .map(|t| FoundToken {
                     token: Cow::Borrowed(t),
@@ -240,12 +241,13 @@ mod tests {
             TokenSource::Bearer,
             TokenSource::Cookie("token".into()),
         ];
-        let cookies: Vec<&[u8]> = vec![b"token=fromcookie"];
+        let fields: [(&str, &[u8]); 2] =
+            [("Cookie", b"token=fromcookie"), ("cookie", b"token=second")];
         let parts = RequestParts {
             path_token: None,
             query: "",
             authorization: Some(b"Bearer frombearer"),
-            cookies: &cookies,
+            headers: Headers::List(&fields),
         };
         let t = find_token(&sources, &parts).unwrap();
         assert_eq!((&*t.token, t.source), ("frombearer", "bearer"));
@@ -253,14 +255,29 @@ mod tests {
             path_token: None,
             query: "token=fromquery",
             authorization: Some(b"Bearer frombearer"),
-            cookies: &cookies,
+            headers: Headers::List(&fields),
         };
         assert_eq!(find_token(&sources, &parts).unwrap().token, "fromquery");
+        // no bearer (another scheme): the first Cookie field that carries the token
+        let parts = RequestParts {
+            path_token: None,
+            query: "",
+            authorization: Some(b"Basic dTpw"),
+            headers: Headers::List(&fields),
+        };
+        assert_eq!(find_token(&sources, &parts).unwrap().token, "fromcookie");
         let parts = RequestParts {
             path_token: None,
             query: "",
             authorization: None,
-            cookies: &[],
+            headers: Headers::List(&[("cookie", b"other=1"), ("COOKIE", b"token=later")]),
+        };
+        assert_eq!(find_token(&sources, &parts).unwrap().token, "later");
+        let parts = RequestParts {
+            path_token: None,
+            query: "",
+            authorization: None,
+            headers: Headers::List(&[("cookie", b"other=1")]),
         };
         assert!(find_token(&sources, &parts).is_none());
     }

@@ -110,6 +110,10 @@ impl TollgateProxy {
                     query: req.uri.query().unwrap_or(""),
                     host: request_host(req),
                     headers: Headers::Map(&req.headers),
+                    authorization: req
+                        .headers
+                        .get(http::header::AUTHORIZATION)
+                        .map(http::HeaderValue::as_bytes),
                     viewer: ctx.viewer,
                     now: SystemTime::now(),
                     // (Pingora's sessions keep no state of ours from request to request)

@@ -22,7 +22,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 use serde_json::Value;
 
-use tollgate::admission::{find_token, RequestParts};
+use tollgate::admission::{find_token, Headers, RequestParts};
 use tollgate::auth::cloudfront::{self, SignedDenial, SignedKey, SignedKeys, SignedRequest};
 use tollgate::auth::htpasswd::{self, BasicDenial, Htpasswd, HtpasswdError};
 use tollgate::auth::mint::{self, SigningKey};
@@ -430,11 +430,12 @@ pub fn token_sources(data: &[u8]) {
         .iter()
         .map(|&i| all[i].clone())
         .collect();
+    let fields: Vec<(&str, &[u8])> = cookies.iter().map(|c| ("cookie", &c[..])).collect();
     let parts = RequestParts {
         path_token: req::split_path_token(&path).map(|(t, sid, _)| (t, sid)),
         query: &query,
         authorization,
-        cookies: &cookies,
+        headers: Headers::List(&fields),
     };
     let found = find_token(&sources, &parts);
     let expected = sources.iter().find_map(|s| {
