@@ -106,8 +106,8 @@ fn authorized(session: &ServerSession, token: Option<&str>) -> bool {
         .headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| crate::request::bearer_token(v.as_bytes()))
-        .unwrap_or("");
-    bool::from(presented.as_bytes().ct_eq(token.as_bytes()))
+        .unwrap_or_default();
+    bool::from(presented.ct_eq(token.as_bytes()))
 }
 
 async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, String> {

@@ -282,28 +282,27 @@ pub fn host_name(host: &str) -> &str {
     host.split(':').next().unwrap_or("")
 }
 
-/// The token of an `Authorization: Bearer <token>` header value.
-pub fn bearer_token(value: &[u8]) -> Option<&str> {
-    // On bytes: the scheme and the blanks around the token are ASCII, and only the token
-    // itself needs UTF-8 validation (a `str` search for the space and a Unicode trim were
-    // ~190 of the ~2,000 instructions a token adds to a hit, callgrind).
+/// The token of an `Authorization: Bearer <token>` header value, as bytes (a token is checked
+/// for UTF-8 only when it is verified: [`crate::admission::FoundToken`]).
+pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    // On bytes: a `str` search for the space and a Unicode trim were ~190 of the ~2,000
+    // instructions a token adds to a hit, and the token's UTF-8 check ~150 (callgrind).
     let (scheme, rest) = value.split_at_checked(7)?;
     if !scheme[..6].eq_ignore_ascii_case(b"bearer") || scheme[6] != b' ' {
         return None;
     }
-    let token = std::str::from_utf8(rest.trim_ascii()).ok()?;
+    let token = rest.trim_ascii();
     (!token.is_empty()).then_some(token)
 }
 
 /// The value of cookie `name` in a `Cookie` header value: the first `name=value` pair (blanks
-/// around a pair and quotes around its value taken off). Only that value has to be UTF-8 —
-/// another cookie's bytes do not hide it.
+/// around a pair and quotes around its value taken off), as bytes, as [`bearer_token`].
 ///
 /// On bytes, pairs found with `memchr`: with `str::split(';')`, a Unicode trim and the whole
 /// header's UTF-8 check, and the Cookie fields gathered in a `Vec` before (`admission`), an
 /// HTTP/2 cookie hit cost ~1,300 instructions more (callgrind, as
 /// benches/peers/instructions.sh loads it; a 270-byte token cookie: 18,000 → 16,680).
-pub fn cookie_value<'a>(header: &'a [u8], name: &str) -> Option<&'a str> {
+pub fn cookie_value<'a>(header: &'a [u8], name: &str) -> Option<&'a [u8]> {
     let name = name.as_bytes();
     let mut rest = header;
     loop {
@@ -321,7 +320,7 @@ pub fn cookie_value<'a>(header: &'a [u8], name: &str) -> Option<&'a str> {
                 .iter()
                 .rposition(|&b| b != b'"')
                 .map_or(start, |i| i + 1);
-            return std::str::from_utf8(&value[start..end]).ok();
+            return Some(&value[start..end]);
         }
         rest = next?;
     }
@@ -446,30 +445,40 @@ mod tests {
         );
         assert_eq!(strip_query_params("token=xyz", &["token"]), "");
         assert_eq!(strip_query_params("a=1", &["token"]), "a=1");
-        assert_eq!(bearer_token(b"Bearer abc"), Some("abc"));
-        assert_eq!(bearer_token(b"bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"bearer  abc "), Some(&b"abc"[..]));
         assert_eq!(bearer_token(b"Basic abc"), None);
         assert_eq!(bearer_token(b"BEARER\tabc"), None);
         assert_eq!(bearer_token(b"Bearer "), None);
         assert_eq!(bearer_token(b"Bearer    "), None);
         assert_eq!(bearer_token(b"Bearerabc"), None);
         assert_eq!(bearer_token(b"Bearer"), None);
-        assert_eq!(bearer_token(b"Bearer \xff\xfe"), None);
-        assert_eq!(bearer_token(b"bEaReR a.b.c\r"), Some("a.b.c"));
-        assert_eq!(cookie_value(b"a=1; token=t1; b=2", "token"), Some("t1"));
+        // found as sent; a token that is not UTF-8 fails its verification (`Malformed`)
+        assert_eq!(bearer_token(b"Bearer \xff\xfe"), Some(&b"\xff\xfe"[..]));
+        assert_eq!(bearer_token(b"bEaReR a.b.c\r"), Some(&b"a.b.c"[..]));
+        assert_eq!(
+            cookie_value(b"a=1; token=t1; b=2", "token"),
+            Some(&b"t1"[..])
+        );
         assert_eq!(cookie_value(b"xtoken=1", "token"), None);
         assert_eq!(cookie_value(b"token", "token"), None);
-        assert_eq!(cookie_value(b"token =1; token=2", "token"), Some("2"));
+        assert_eq!(cookie_value(b"token =1; token=2", "token"), Some(&b"2"[..]));
         assert_eq!(
             cookie_value(b" a=1 ;\ttoken=\"t2\" ; b", "token"),
-            Some("t2")
+            Some(&b"t2"[..])
         );
-        assert_eq!(cookie_value(b"token=\"\"", "token"), Some(""));
-        assert_eq!(cookie_value(b"token=a=b;token=c", "token"), Some("a=b"));
-        assert_eq!(cookie_value(b";;token=;", "token"), Some(""));
-        // another cookie's bytes (not UTF-8) do not hide the token; its own must be UTF-8
-        assert_eq!(cookie_value(b"x=\xff; token=t3", "token"), Some("t3"));
-        assert_eq!(cookie_value(b"token=\xff; token=t4", "token"), None);
+        assert_eq!(cookie_value(b"token=\"\"", "token"), Some(&b""[..]));
+        assert_eq!(
+            cookie_value(b"token=a=b;token=c", "token"),
+            Some(&b"a=b"[..])
+        );
+        assert_eq!(cookie_value(b";;token=;", "token"), Some(&b""[..]));
+        // another cookie's bytes (not UTF-8) do not hide the token; the first pair decides
+        assert_eq!(cookie_value(b"x=\xff; token=t3", "token"), Some(&b"t3"[..]));
+        assert_eq!(
+            cookie_value(b"token=\xff; token=t4", "token"),
+            Some(&b"\xff"[..])
+        );
         assert_eq!(
             strip_cookies(b"a=1; token=t1; b=2", &["token"]).as_deref(),
             Some("a=1; b=2")

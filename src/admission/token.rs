@@ -18,8 +18,9 @@ use crate::request::{bearer_token, cookie_value, query_param};
 /// for a percent-encoded query value (a hit with a bearer token allocates nothing here).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundToken<'a> {
-    /// The compact JWS.
-    pub token: Cow<'a, str>,
+    /// The compact JWS, as sent: bytes, checked for UTF-8 only if it has to be verified (a
+    /// cached token's bytes are those of a token that verified, [`crate::auth::TokenCache`]).
+    pub token: Cow<'a, [u8]>,
     /// The source label (`path`, `query`, `bearer`, `cookie`).
     pub source: &'static str,
     /// The session id prefix of a path token (`<sid>.<jwt>`), if any.
@@ -45,12 +46,15 @@ pub fn find_token<'a>(sources: &[TokenSource], parts: &RequestParts<'a>) -> Opti
     for source in sources {
         let found = match source {
             TokenSource::Path => parts.path_token.map(|(t, sid)| FoundToken {
-                token: Cow::Borrowed(t),
+                token: Cow::Borrowed(t.as_bytes()),
                 source: "path",
                 path_sid: sid,
             }),
             TokenSource::Query(name) => query_param(parts.query, name).map(|t| FoundToken {
-                token: t,
+                token: match t {
+                    Cow::Borrowed(t) => Cow::Borrowed(t.as_bytes()),
+                    Cow::Owned(t) => Cow::Owned(t.into_bytes()),
+                },
                 source: "query",
                 path_sid: None,
             }),
@@ -158,9 +162,11 @@ fn smd_verify(
     query: &str,
 ) -> Option<Result<Verified, Denial>> {
     use crate::auth::smd;
+    // (it failed as a JWT before this: an SMD token is ASCII too)
+    let token = std::str::from_utf8(&found.token).ok()?;
     let token = match &found.path_sid {
-        Some(sid) => Cow::Owned(format!("{sid}.{}", found.token)),
-        None => Cow::Borrowed(&*found.token),
+        Some(sid) => Cow::Owned(format!("{sid}.{token}")),
+        None => Cow::Borrowed(token),
     };
     // CloudFront adds trusted `cloudfront-viewer-*` geo headers; here they could only come from
     // the client, so they are never believed.
@@ -250,14 +256,17 @@ mod tests {
             headers: Headers::List(&fields),
         };
         let t = find_token(&sources, &parts).unwrap();
-        assert_eq!((&*t.token, t.source), ("frombearer", "bearer"));
+        assert_eq!((&*t.token, t.source), (&b"frombearer"[..], "bearer"));
         let parts = RequestParts {
             path_token: None,
             query: "token=fromquery",
             authorization: Some(b"Bearer frombearer"),
             headers: Headers::List(&fields),
         };
-        assert_eq!(find_token(&sources, &parts).unwrap().token, "fromquery");
+        assert_eq!(
+            find_token(&sources, &parts).unwrap().token,
+            &b"fromquery"[..]
+        );
         // no bearer (another scheme): the first Cookie field that carries the token
         let parts = RequestParts {
             path_token: None,
@@ -265,14 +274,17 @@ mod tests {
             authorization: Some(b"Basic dTpw"),
             headers: Headers::List(&fields),
         };
-        assert_eq!(find_token(&sources, &parts).unwrap().token, "fromcookie");
+        assert_eq!(
+            find_token(&sources, &parts).unwrap().token,
+            &b"fromcookie"[..]
+        );
         let parts = RequestParts {
             path_token: None,
             query: "",
             authorization: None,
             headers: Headers::List(&[("cookie", b"other=1"), ("COOKIE", b"token=later")]),
         };
-        assert_eq!(find_token(&sources, &parts).unwrap().token, "later");
+        assert_eq!(find_token(&sources, &parts).unwrap().token, &b"later"[..]);
         let parts = RequestParts {
             path_token: None,
             query: "",

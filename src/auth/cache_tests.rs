@@ -29,11 +29,11 @@ fn settled_len(cache: &TokenCache) -> usize {
 
 /// The claims of a map hit or a verification (these tests' tokens carry a `sid`, so the front
 /// never answers them).
-fn full(v: Verified) -> Arc<Claims> {
+pub(super) fn full(v: Verified) -> Arc<Claims> {
     v.into_claims().expect("claims, not a front slot's answer")
 }
 
-fn token(key: &SigningKey, exp: u64, extra: &str) -> String {
+pub(super) fn token(key: &SigningKey, exp: u64, extra: &str) -> String {
     key.sign(&json!({"sub": extra, "exp": exp, "sid": format!("s-{extra}"), "subs": ["premium"]}))
         .unwrap()
 }
@@ -109,73 +109,6 @@ fn a_forgery_with_the_same_signature_is_not_a_hit() {
         }
     );
     assert_eq!(cache.len(), 1);
-}
-
-/// A connection's memo hands back the fingerprint of the very token it holds, under the
-/// cache that took it, and nothing else: another token, or the same token under another
-/// cache's key, is fingerprinted afresh (and then remembered).
-#[test]
-fn a_memo_gives_only_its_own_tokens_fingerprint_under_its_own_cache() {
-    let (one, other) = (TokenCache::new(10), TokenCache::new(10));
-    let memo = TokenMemo::default();
-    let held = |memo: &TokenMemo| {
-        let m = memo.0.lock().unwrap();
-        (
-            m.fp.map_or(0, |(cache, _)| cache),
-            m.token.clone(),
-            m.fp.map(|(_, fp)| fp),
-        )
-    };
-    let a = one.front.fingerprint(b"token-a");
-    assert_eq!(one.fingerprint(b"token-a", Some(&memo)), a);
-    assert_eq!(held(&memo), (one.id, b"token-a".to_vec(), Some(a)));
-    assert_eq!(one.fingerprint(b"token-a", Some(&memo)), a, "from the memo");
-    // one byte off: its own fingerprint, which the memo now holds
-    let b = one.front.fingerprint(b"token-b");
-    assert_ne!(a, b);
-    assert_eq!(one.fingerprint(b"token-b", Some(&memo)), b);
-    assert_eq!(held(&memo), (one.id, b"token-b".to_vec(), Some(b)));
-    // the same token under another cache's key
-    let b2 = other.front.fingerprint(b"token-b");
-    assert_ne!(b, b2);
-    assert_eq!(other.fingerprint(b"token-b", Some(&memo)), b2);
-    assert_eq!(held(&memo), (other.id, b"token-b".to_vec(), Some(b2)));
-    // a token longer than MEMO_MAX is fingerprinted and not kept
-    let long = vec![b'x'; MEMO_MAX + 1];
-    assert_eq!(
-        other.fingerprint(&long, Some(&memo)),
-        other.front.fingerprint(&long)
-    );
-    assert_eq!(held(&memo).1, b"token-b".to_vec());
-}
-
-/// Verified through a connection's memo, a token is answered as without it: a miss, then
-/// hits; a forgery on the same connection (one payload character changed) is verified and
-/// refused; the cached token is a hit again after it.
-#[test]
-fn verifying_through_a_memo_answers_as_without_one() {
-    let k = es("k1");
-    let keys = set(&[&k]);
-    let p = Policy::default();
-    let (cache, memo) = (TokenCache::new(100), TokenMemo::default());
-    let t = token(&k, NOW + 600, "u1");
-    let verify = |t: &str| cache.verify_remembering(t, Some(&memo), &keys, &p, NOW, || true);
-    let first = full(verify(&t).unwrap());
-    assert!(Arc::ptr_eq(&full(verify(&t).unwrap()), &first));
-    let at = t.find('.').unwrap() + 5;
-    let mut forged = t.clone().into_bytes();
-    forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
-    let forged = String::from_utf8(forged).unwrap();
-    assert!(verify(&forged).is_err());
-    assert!(Arc::ptr_eq(&full(verify(&t).unwrap()), &first));
-    assert_eq!(
-        cache.stats(),
-        CacheStats {
-            hits: 2,
-            misses: 2,
-            evictions: 0
-        }
-    );
 }
 
 #[test]

@@ -444,9 +444,12 @@ pub fn token_sources(data: &[u8]) {
     });
     assert_eq!(found, expected, "precedence");
     if let Some(f) = &found {
-        let direct: Option<Cow<'_, str>> = match f.source {
-            "path" => parts.path_token.map(|(t, _)| Cow::Borrowed(t)),
-            "query" => req::query_param(&query, "token"),
+        let direct: Option<Cow<'_, [u8]>> = match f.source {
+            "path" => parts.path_token.map(|(t, _)| Cow::Borrowed(t.as_bytes())),
+            "query" => req::query_param(&query, "token").map(|t| match t {
+                Cow::Borrowed(t) => Cow::Borrowed(t.as_bytes()),
+                Cow::Owned(t) => Cow::Owned(t.into_bytes()),
+            }),
             "bearer" => authorization.and_then(req::bearer_token).map(Cow::Borrowed),
             "cookie" => cookies
                 .iter()
