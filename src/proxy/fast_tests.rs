@@ -188,3 +188,18 @@ fn plain_byte_is_the_plain_path_table() {
         assert!(!plain_path(bad), "{bad:?}");
     }
 }
+
+#[test]
+fn an_http1_target_is_visible_ascii_without_a_fragment() {
+    use super::visible_ascii;
+    for b in 0..=255u8 {
+        let expected = (0x21..=0x7e).contains(&b) && b != b'#';
+        assert_eq!(visible_ascii(&[b'/', b, b'a']), expected, "{b:#04x}");
+    }
+    assert!(visible_ascii(
+        format!("/p?token={}", "aB9-_.".repeat(50)).as_bytes()
+    ));
+    assert!(!visible_ascii(
+        format!("/p?token={} ", "a".repeat(250)).as_bytes()
+    ));
+}
