@@ -226,6 +226,8 @@ enum Str {
     Raw(usize, usize),
     /// In the decoder's buffer.
     Decoded,
+    /// A value decoded before, in this slot of the remembered ones (not copied again).
+    Repeated(usize),
 }
 
 impl Decoder {
@@ -287,10 +289,13 @@ impl Decoder {
                 let value = match value {
                     Str::Raw(a, b) => &block[a..b],
                     Str::Decoded => &self.value[..],
+                    Str::Repeated(slot) => &self.repeated[slot].1[..],
                 };
                 let name: &[u8] = match name {
                     Some(Str::Raw(a, b)) => &block[a..b],
                     Some(Str::Decoded) => &self.name[..],
+                    // (names are never remembered)
+                    Some(Str::Repeated(slot)) => &self.repeated[slot].1[..],
                     None => self.entry(name_index)?.0,
                 };
                 field(name, value);
@@ -329,20 +334,19 @@ impl Decoder {
         if !huffman {
             return Ok(Str::Raw(start, end));
         }
+        let sent = &block[start..end];
+        let remember = !name && (REPEATED_MIN..=REPEATED_MAX).contains(&sent.len());
+        if remember {
+            if let Some(slot) = self.repeated.iter().position(|(s, _)| s[..] == *sent) {
+                return Ok(Str::Repeated(slot));
+            }
+        }
         let buf = if name {
             &mut self.name
         } else {
             &mut self.value
         };
         buf.clear();
-        let sent = &block[start..end];
-        let remember = !name && (REPEATED_MIN..=REPEATED_MAX).contains(&sent.len());
-        if remember {
-            if let Some((_, decoded)) = self.repeated.iter().find(|(s, _)| s[..] == *sent) {
-                buf.extend_from_slice(decoded);
-                return Ok(Str::Decoded);
-            }
-        }
         huffman::decode(sent, buf).map_err(|_| Invalid("a bad Huffman string"))?;
         if !remember {
             return Ok(Str::Decoded);

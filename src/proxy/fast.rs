@@ -408,8 +408,6 @@ pub struct FastHit {
     /// The object's stored head ([`crate::cache::head`]), shared
     pub(super) stored_head: Bytes,
     pub(super) age: u64,
-    /// The decision took longer than [`SLOW_DECISION`] (a signature was checked).
-    pub(super) slow: bool,
 }
 
 impl FastHit {
@@ -481,10 +479,12 @@ impl FastHit {
         self.start
     }
 
-    /// Whether the decision was slow (see [`SLOW_DECISION`]): the connection loop then lets
-    /// the other ready connections run before it writes this answer.
+    /// Whether the answer took longer than [`SLOW_DECISION`] to decide (a signature was
+    /// checked): the HTTP/1 loop then lets the other ready connections run before it writes
+    /// it. Read when asked, so that only that loop reads the clock for it; only a credential
+    /// check can be slow, and a public hit reads no clock here.
     pub fn slow(&self) -> bool {
-        self.slow
+        self.auth.is_some() && self.start.elapsed() > SLOW_DECISION
     }
 
     /// Body bytes this answer carries (0 for HEAD).
@@ -588,8 +588,6 @@ impl TollgateProxy {
                 };
             }
         };
-        // only a credential check can be slow; a public hit reads no clock for it
-        let slow = admitted.auth.is_some() && start.elapsed() > SLOW_DECISION;
         let object = admitted
             .cacheable
             .then(|| {
@@ -620,7 +618,6 @@ impl TollgateProxy {
             age: object.age(now),
             object,
             stored_head,
-            slow,
         })
     }
 }
