@@ -12,6 +12,7 @@
 //! ([`crate::http1::one_request`]), and each decision is counted once, here.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -123,6 +124,24 @@ pub struct RequestFacts<'a> {
     /// The connection's memory of its last token's fingerprint, where the connection loop
     /// keeps one ([`crate::auth::TokenMemo`]).
     pub token_memo: Option<&'a TokenMemo>,
+    /// Set by admission when it lets a credential be checked in full (a signature or a
+    /// password no cache of verified ones knew): the HTTP/1 loop writes such an answer after
+    /// the other ready connections' ([`crate::proxy::fast::FastHit::checked_in_full`]).
+    pub checked_in_full: AtomicBool,
+}
+
+impl RequestFacts<'_> {
+    /// Whether a credential not known good may be checked in full for this client
+    /// ([`Edge::may_verify`], the failed-credential budget); noted in
+    /// [`RequestFacts::checked_in_full`] when it may. Asked by the credential caches exactly
+    /// when they are about to check one in full.
+    fn may_check_in_full(&self, edge: &Edge) -> bool {
+        let may = edge.may_verify(self.viewer.addr);
+        if may {
+            self.checked_in_full.store(true, Ordering::Relaxed);
+        }
+        may
+    }
 }
 
 /// A request let in: what the cache key, the origin request and the access log are made of.
@@ -250,7 +269,7 @@ pub async fn admit(edge: &Edge, facts: &RequestFacts<'_>) -> Result<Admitted, Re
         }
         (None, AccessMode::Basic) => {
             let realm = realm.as_deref().unwrap_or_default();
-            match basic_check(edge, realm, facts.authorization, client).await {
+            match basic_check(edge, realm, facts).await {
                 Ok(_user) => access::granted(),
                 Err(label) => {
                     let result = AuthResult::Refused(label);

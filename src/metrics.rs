@@ -69,7 +69,7 @@ pub struct Metrics {
     /// `sendfile` from the memory tier's sealed files.
     pub fast_sendfile_bytes: IntCounter,
     /// `tollgate_fast_path_yields_total`: hit-path answers whose decision checked a signature,
-    /// written after the other ready connections' turn (`proxy::fast::SLOW_DECISION`).
+    /// written after the other ready connections' turn (`proxy::fast::FastHit::checked_in_full`).
     pub fast_yields: IntCounter,
     /// `tollgate_refused_requests_total{reason}`: requests (and PROXY connections) refused
     /// before anything acted on them (SPEC §10), by [`crate::http1::Refusal`] label.

@@ -1,26 +1,24 @@
 //! The credentials of `basic` routes (htpasswd, bcrypt off the request path) and `signed`
 //! routes (CloudFront signed URLs and cookies).
 
-use std::net::IpAddr;
-
 use super::RequestFacts;
 use crate::edge::{unix_secs, Edge};
 
 /// HTTP Basic credentials against the realm's file. bcrypt costs milliseconds, so a check the
-/// file's cache of verified credentials cannot answer runs on the blocking pool — unless
-/// `client` has spent its failed-credential budget ("throttled").
+/// file's cache of verified credentials cannot answer runs on the blocking pool — unless the
+/// client has spent its failed-credential budget ("throttled").
 pub(super) async fn basic_check(
     edge: &Edge,
     realm: &str,
-    authorization: Option<&[u8]>,
-    client: Option<IpAddr>,
+    facts: &RequestFacts<'_>,
 ) -> Result<String, &'static str> {
     let Some(file) = edge.realms.get(realm).map(|f| f.load_full()) else {
         return Err("unknown_realm");
     };
+    let authorization = facts.authorization;
     let verdict = match file.check_cached(authorization) {
         Some(verdict) => verdict,
-        None if !edge.may_verify(client) => return Err("throttled"),
+        None if !facts.may_check_in_full(edge) => return Err("throttled"),
         None => {
             let header = authorization.map(<[u8]>::to_vec);
             tokio::task::spawn_blocking(move || file.check(header.as_deref()))
@@ -48,7 +46,7 @@ pub(super) fn signed_check(edge: &Edge, facts: &RequestFacts<'_>) -> Result<(), 
         cookie_headers: &cookies,
         client_ip: facts.viewer.addr,
     };
-    let may_verify = || edge.may_verify(facts.viewer.addr);
+    let may_verify = || facts.may_check_in_full(edge);
     cloudfront::verify_gated(
         &signed,
         &edge.signed_keys.load(),

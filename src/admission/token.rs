@@ -122,7 +122,7 @@ fn present<'p>(
         &edge.keys.load(),
         &edge.policy,
         now,
-        || edge.may_verify(client),
+        || facts.may_check_in_full(edge),
     );
     // Not one of ours: maybe a token of the AWS Secure Media Delivery service (HS256 with its
     // own kids), if the publisher migrates with its token service unchanged.

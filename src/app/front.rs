@@ -367,9 +367,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
             };
             match hit {
                 Ok((hit, len, client_close, viewer)) => {
-                    if hit.slow() {
+                    if hit.checked_in_full() {
                         // answers that each cost a signature check go out together: see
-                        // `fast::SLOW_DECISION`
+                        // `FastHit::checked_in_full`
                         edge.metrics.fast_yields.inc();
                         tokio::task::yield_now().await;
                     }

@@ -118,6 +118,7 @@ impl TollgateProxy {
                     now: SystemTime::now(),
                     // (Pingora's sessions keep no state of ours from request to request)
                     token_memo: None,
+                    checked_in_full: std::sync::atomic::AtomicBool::new(false),
                 };
                 admission::admit(edge, &facts).await
             }

@@ -170,7 +170,7 @@ fn forwarding_headers_are_kept_for_the_viewer() {
 
 #[test]
 fn plain_byte_is_the_plain_path_table() {
-    use super::{plain_byte, plain_path, PLAIN_PATH_BYTES};
+    use super::eligible::{plain_byte, plain_path, PLAIN_PATH_BYTES};
     for b in 0..=255u8 {
         assert_eq!(plain_byte(b), PLAIN_PATH_BYTES[usize::from(b)], "{b:#04x}");
     }
@@ -191,7 +191,7 @@ fn plain_byte_is_the_plain_path_table() {
 
 #[test]
 fn an_http1_target_is_visible_ascii_without_a_fragment() {
-    use super::visible_ascii;
+    use super::eligible::visible_ascii;
     for b in 0..=255u8 {
         let expected = (0x21..=0x7e).contains(&b) && b != b'#';
         assert_eq!(visible_ascii(&[b'/', b, b'a']), expected, "{b:#04x}");
