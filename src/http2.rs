@@ -241,10 +241,8 @@ static FIELD_NAME: [bool; 256] = {
 
 /// A field value `http::HeaderValue` takes as it is: no control byte but tab.
 pub fn field_value(value: &[u8]) -> bool {
-    // without branches per byte, so that it vectorizes (a bearer token is 250 bytes)
-    value.iter().fold(true, |ok, &b| {
-        ok & ((b >= 0x20) & (b != 0x7f) | (b == b'\t'))
-    })
+    // in vectors (a bearer token is 250 bytes)
+    crate::request::every_byte(value, b'a', |b| (b >= 0x20) & (b != 0x7f) | (b == b'\t'))
 }
 
 pub mod hpack;

@@ -185,6 +185,26 @@ pub const fn tchar(b: u8) -> bool {
         )
 }
 
+/// Whether `ok` holds for every byte of `bytes`, without a branch per byte: the multiple of 16
+/// folded as one slice (which compiles to vector compares), the rest copied into a 16-byte array
+/// padded with `pad`, a byte `ok` accepts, and folded whole. A `fold` over the slice alone takes
+/// its last `len % 16` bytes, and all of an input shorter than 16, one at a time. Per call
+/// (callgrind, a standalone loop of the three shapes): 15 bytes 149 -> 64 instructions,
+/// 17 bytes 86 -> 94, 251 bytes 303 -> 270; folding each 16-byte chunk as an array instead
+/// was 707 at 251 bytes.
+#[inline(always)]
+pub fn every_byte(bytes: &[u8], pad: u8, ok: impl Fn(u8) -> bool + Copy) -> bool {
+    debug_assert!(ok(pad));
+    let (chunks, rest) = bytes.as_chunks::<16>();
+    let bulk = chunks
+        .as_flattened()
+        .iter()
+        .fold(true, |all, &b| all & ok(b));
+    let mut last = [pad; 16];
+    last[..rest.len()].copy_from_slice(rest);
+    bulk & last.iter().fold(true, |all, &b| all & ok(b))
+}
+
 /// A lookup table of the ASCII letters and digits and the bytes of `others`, for checks that
 /// run over every byte of a request line or field.
 pub const fn alnum_and(others: &[u8]) -> [bool; 256] {
@@ -431,6 +451,20 @@ mod tests {
         assert_eq!(split_path_token("/news/a.b.c"), None);
         assert_eq!(split_path_token("/a.b.c/x"), None);
         assert_eq!(split_path_token("/.eyJa.b.c/x"), None);
+    }
+
+    #[test]
+    fn every_byte_is_all_at_every_length_and_position() {
+        let ok = |b: u8| b.is_ascii_lowercase();
+        for len in 0..50 {
+            let good = vec![b'q'; len];
+            assert!(every_byte(&good, b'a', ok), "{len}");
+            for at in 0..len {
+                let mut bad = good.clone();
+                bad[at] = b'Q';
+                assert!(!every_byte(&bad, b'a', ok), "{len} {at}");
+            }
+        }
     }
 
     #[test]
