@@ -240,6 +240,19 @@ fn watch_session(
 mod tests {
     use super::*;
 
+    fn carrying<'a>(
+        query: &'a str,
+        authorization: Option<&'a [u8]>,
+        fields: &'a [(&'a str, &'a [u8])],
+    ) -> RequestParts<'a> {
+        RequestParts {
+            path_token: None,
+            query,
+            authorization,
+            headers: Headers::List(fields),
+        }
+    }
+
     #[test]
     fn first_source_with_a_token_decides() {
         let sources = vec![
@@ -249,48 +262,27 @@ mod tests {
         ];
         let fields: [(&str, &[u8]); 2] =
             [("Cookie", b"token=fromcookie"), ("cookie", b"token=second")];
-        let parts = RequestParts {
-            path_token: None,
-            query: "",
-            authorization: Some(b"Bearer frombearer"),
-            headers: Headers::List(&fields),
-        };
+        let parts = carrying("", Some(b"Bearer frombearer"), &fields);
         let t = find_token(&sources, &parts).unwrap();
         assert_eq!((&*t.token, t.source), (&b"frombearer"[..], "bearer"));
-        let parts = RequestParts {
-            path_token: None,
-            query: "token=fromquery",
-            authorization: Some(b"Bearer frombearer"),
-            headers: Headers::List(&fields),
-        };
+        let parts = carrying("token=fromquery", Some(b"Bearer frombearer"), &fields);
         assert_eq!(
             find_token(&sources, &parts).unwrap().token,
             &b"fromquery"[..]
         );
         // no bearer (another scheme): the first Cookie field that carries the token
-        let parts = RequestParts {
-            path_token: None,
-            query: "",
-            authorization: Some(b"Basic dTpw"),
-            headers: Headers::List(&fields),
-        };
+        let parts = carrying("", Some(b"Basic dTpw"), &fields);
         assert_eq!(
             find_token(&sources, &parts).unwrap().token,
             &b"fromcookie"[..]
         );
-        let parts = RequestParts {
-            path_token: None,
-            query: "",
-            authorization: None,
-            headers: Headers::List(&[("cookie", b"other=1"), ("COOKIE", b"token=later")]),
-        };
+        let parts = carrying(
+            "",
+            None,
+            &[("cookie", b"other=1"), ("COOKIE", b"token=later")],
+        );
         assert_eq!(find_token(&sources, &parts).unwrap().token, &b"later"[..]);
-        let parts = RequestParts {
-            path_token: None,
-            query: "",
-            authorization: None,
-            headers: Headers::List(&[("cookie", b"other=1")]),
-        };
+        let parts = carrying("", None, &[("cookie", b"other=1")]);
         assert!(find_token(&sources, &parts).is_none());
     }
 }
