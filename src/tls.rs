@@ -1,5 +1,6 @@
 //! TLS listeners: Pingora's openssl acceptor (Mozilla intermediate settings) with the default
-//! certificate, more certificates chosen by SNI, and HTTP/2 offered by ALPN.
+//! certificate, more certificates chosen by SNI, and HTTP/2 offered by ALPN; their
+//! connections are read and written through [`quiet`].
 
 use anyhow::Context;
 use openssl::ssl::{
@@ -8,6 +9,8 @@ use openssl::ssl::{
 use pingora_core::listeners::tls::TlsSettings;
 
 use crate::config::{CertPair, ListenerTls};
+
+pub mod quiet;
 
 /// ALPN protocol lists in wire format.
 const H2_H1: &[u8] = b"\x02h2\x08http/1.1";

@@ -485,9 +485,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
     async fn process_new(
         self: &Arc<Self>,
-        mut stream: Stream,
+        stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let mut stream = crate::tls::quiet::quiet(stream);
         let edge = self.fast.edge();
         let mut buf = BytesMut::with_capacity(4096);
         let tls = stream.get_ssl_digest().is_some();
