@@ -37,6 +37,8 @@ fn sni_context(pair: &CertPair, http2: bool) -> anyhow::Result<SslContext> {
     // The ALPN callback is looked up on the context in force, so each SNI context needs it.
     b.set_alpn_select_callback(alpn_select(http2));
     keep_buffers(&b);
+    // (as the listener's context: `settings`)
+    b.set_read_ahead(true);
     Ok(b.build().into_context())
 }
 
@@ -47,6 +49,11 @@ pub fn settings(tls: &ListenerTls) -> anyhow::Result<TlsSettings> {
         .map_err(|e| anyhow::anyhow!("TLS certificate {}: {e}", tls.default.cert.display()))?;
     settings.set_alpn_select_callback(alpn_select(tls.http2));
     keep_buffers(&settings);
+    // OpenSSL reads what the socket holds at once instead of each record's 5-byte header and
+    // then its body, each through the BIO (tokio-openssl, Pingora's buffered stream): a TLS
+    // hit 26,593 -> 26,294 instructions (callgrind, `h2load --h1 -c10`, 1 KiB hit; with
+    // [`quiet`] as well, an HTTP/2 hit 14,499 -> 14,337 with `h2load -c10 -m10`).
+    settings.set_read_ahead(true);
     let contexts: Vec<(CertPair, SslContext)> = tls
         .sni
         .iter()
