@@ -36,10 +36,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A TLS connection of one of our listeners, as Pingora's listener made it.
 type Tls = SslStream<L4Stream>;
+/// The `tokio-openssl` stream inside it, which does no sweep of its own.
+type Inner = pingora_core::tls::tokio_ssl::SslStream<L4Stream>;
 
 /// See the module: Pingora's server TLS stream, read and written without the sweep.
 #[derive(Debug)]
-pub struct Quiet(Box<Tls>);
+pub struct Quiet(Tls);
 
 /// `stream` as a [`Quiet`] one if it is a TLS connection of a listener; otherwise as it was.
 pub fn quiet(stream: Stream) -> Stream {
@@ -48,7 +50,7 @@ pub fn quiet(stream: Stream) -> Stream {
     }
     let stream: Box<dyn Any> = stream.into_any();
     match stream.downcast::<Tls>() {
-        Ok(tls) => Box::new(Quiet(tls)),
+        Ok(tls) => Box::new(Quiet(*tls)),
         // (`is` said it is one)
         Err(_) => unreachable!("a stream that is a TLS stream did not downcast to one"),
     }
@@ -66,7 +68,7 @@ fn sweep() {
 /// once more.
 fn quietly<T>(
     tls: &mut Tls,
-    mut call: impl FnMut(Pin<&mut <Tls as std::ops::Deref>::Target>) -> Poll<io::Result<T>>,
+    mut call: impl FnMut(Pin<&mut Inner>) -> Poll<io::Result<T>>,
 ) -> Poll<io::Result<T>> {
     match call(Pin::new(&mut **tls)) {
         Poll::Ready(Err(_)) => {
@@ -108,20 +110,21 @@ impl AsyncWrite for Quiet {
         self.0.is_write_vectored()
     }
 
+    /// (a flush only writes out the socket's buffer: no OpenSSL call, so no retry)
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        quietly(&mut self.0, |tls| tls.poll_flush(cx))
+        Pin::new(&mut *self.0).poll_flush(cx)
     }
 
     /// Pingora's own (once a connection, with the sweep).
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0).poll_shutdown(cx)
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
 
 #[async_trait]
 impl Shutdown for Quiet {
     async fn shutdown(&mut self) {
-        Shutdown::shutdown(&mut *self.0).await
+        Shutdown::shutdown(&mut self.0).await
     }
 }
 
