@@ -225,7 +225,7 @@ async fn a_head_over_http2_that_misses_ends_cleanly() {
 }
 
 /// One HTTP/1.1 response from `tls`: the head, and a body read to its `Content-Length`.
-fn read_response(tls: &mut openssl::ssl::SslStream<TcpStream>) -> (String, Vec<u8>) {
+fn read_response(tls: &mut impl Read) -> (String, Vec<u8>) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -284,4 +284,104 @@ async fn a_keep_alive_tls_connection_serves_after_idling_past_its_buffer_release
     }
     assert_eq!(rig.origin.hits("/news/kept"), 1);
     let _ = &rig.edge;
+}
+
+/// A client socket that holds back what is written to it until told to send it.
+#[derive(Debug)]
+struct Held {
+    tcp: TcpStream,
+    hold: bool,
+    held: Vec<u8>,
+}
+
+impl Read for Held {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for Held {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.hold {
+            self.held.extend_from_slice(buf);
+            return Ok(buf.len());
+        }
+        self.tcp.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
+/// Three requests, each its own TLS record, reach the edge in one TCP segment: OpenSSL reads
+/// them all at once (it reads ahead) and hands out one record a read, so the second and third
+/// are read with nothing new on the socket. All three are answered, in order: a hit (the
+/// edge's own loop), a miss (Pingora's proxy, on the same connection), a hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_tls_records_that_arrive_together_are_all_answered() {
+    let rig = tls_rig(false, "");
+    let port = rig.port;
+    let ca = rig.ca.clone();
+    let answers = tokio::task::spawn_blocking(move || {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut connector = SslConnector::builder(SslMethod::tls()).unwrap();
+        connector.set_ca_file(&ca).unwrap();
+        let held = Held {
+            tcp,
+            hold: false,
+            held: Vec::new(),
+        };
+        let mut tls = connector
+            .build()
+            .connect("a.test", held)
+            .expect("handshake");
+        let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: a.test\r\n\r\n");
+        tls.write_all(get("/news/together").as_bytes()).unwrap();
+        let warm = read_response(&mut tls);
+        assert!(warm.0.starts_with("HTTP/1.1 200"), "{}", warm.0);
+        // (the first answer was a miss: wait until it is stored)
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            tls.write_all(get("/news/together").as_bytes()).unwrap();
+            let (head, _) = read_response(&mut tls);
+            if head
+                .to_ascii_lowercase()
+                .contains("cache-status: tollgate; hit")
+            {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never a hit: {head}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tls.get_mut().hold = true;
+        for path in ["/news/together", "/news/together-miss", "/news/together"] {
+            tls.write_all(get(path).as_bytes()).unwrap();
+        }
+        let held = std::mem::take(&mut tls.get_mut().held);
+        tls.get_mut().hold = false;
+        assert!(held.len() > 3 * 22, "three records: {} bytes", held.len());
+        tls.get_mut().tcp.write_all(&held).unwrap();
+        (0..3).map(|_| read_response(&mut tls)).collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let heads: Vec<String> = answers.iter().map(|a| a.0.to_ascii_lowercase()).collect();
+    for h in &heads {
+        assert!(h.starts_with("http/1.1 200"), "{heads:?}");
+    }
+    assert!(
+        heads[0].contains("cache-status: tollgate; hit"),
+        "{heads:?}"
+    );
+    assert!(!heads[1].contains("; hit"), "{heads:?}");
+    assert!(
+        heads[2].contains("cache-status: tollgate; hit"),
+        "{heads:?}"
+    );
+    assert_eq!(answers[0].1, answers[2].1);
+    assert_ne!(answers[1].1, answers[0].1);
+    assert_eq!(rig.origin.hits("/news/together"), 1);
+    assert_eq!(rig.origin.hits("/news/together-miss"), 1);
 }

@@ -17,6 +17,14 @@
 //! session is broken) fails again. A failed call consumed nothing and wrote nothing, so making
 //! it again is what OpenSSL asks of a caller anyway. Everything else (digests, shutdown, ALPN)
 //! is Pingora's stream's own.
+//!
+//! A read also skips OpenSSL when OpenSSL holds no bytes: it waits at the socket instead. A
+//! keep-alive connection used to make two `SSL_read`s a request, one for the request and one
+//! that went down to the socket only to learn it would block; now it makes one. That was 730
+//! instructions of a 26,264-instruction TLS public hit (the same callgrind method). The read
+//! of no bytes it waits with fills the connection's read buffer (Pingora's listeners give
+//! each connection one, 64 KiB), so it makes no system call of its own; over a connection
+//! without a read buffer it would be a `recv` of no bytes: still correct, not cheaper.
 
 use std::any::Any;
 use std::io;
@@ -25,6 +33,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use async_trait::async_trait;
+use foreign_types_shared::ForeignTypeRef as _;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, SslStream, TlsRef};
@@ -79,12 +88,40 @@ fn quietly<T>(
     }
 }
 
+extern "C" {
+    // In every OpenSSL since 1.1.0 (and the vendored one we link); `openssl-sys` does not
+    // declare it.
+    fn SSL_has_pending(ssl: *const openssl_sys::SSL) -> std::ffi::c_int;
+}
+
+/// Whether OpenSSL holds bytes it has read and not yet handed out: decrypted data, or records
+/// it read ahead and has not opened. (Once the peer's close_notify is read it says so too, and
+/// a read ends at once: `after_the_peers_close_notify_a_read_ends_at_once`.)
+fn holds_bytes(tls: &Tls) -> bool {
+    // SAFETY: the pointer is the live `SSL` of `tls`, borrowed for the call, which only reads
+    // it.
+    unsafe { SSL_has_pending(tls.ssl().as_ptr()) == 1 }
+}
+
 impl AsyncRead for Quiet {
+    /// When OpenSSL holds nothing, only new bytes from the socket can make a read progress:
+    /// wait for them at the socket (a read of no bytes, which fills the connection's read
+    /// buffer), not through an `SSL_read` that goes down to the same socket to learn it would
+    /// block. That is the second `SSL_read` of every keep-alive request.
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !holds_bytes(&self.0) {
+            let socket = Pin::new(self.0.get_mut());
+            match socket.poll_read(cx, &mut ReadBuf::new(&mut [])) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                // bytes buffered, or the end of the stream: `SSL_read` takes either
+                Poll::Ready(Ok(())) => {}
+            }
+        }
         quietly(&mut self.0, |tls| tls.poll_read(cx, buf))
     }
 }
