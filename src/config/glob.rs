@@ -76,6 +76,11 @@ impl Glob {
             steps.step();
             if let Some(&pc) = p.get(pi) {
                 if pc == b'*' {
+                    if pi + 1 == p.len() {
+                        // a final `*` takes whatever is left: the usual `/prefix/*` route
+                        // matches here, without a step per remaining character
+                        return true;
+                    }
                     star = Some((pi + 1, ti));
                     pi += 1;
                     continue;
@@ -225,6 +230,19 @@ mod tests {
             longer <= 2 * steps + 64,
             "{steps} steps, then {longer} for twice the path"
         );
+    }
+
+    #[test]
+    fn a_final_star_ends_the_match_at_once() {
+        let glob = Glob::new("/premium/*").expect("glob");
+        let path = format!("/premium/{}", "a".repeat(1000));
+        let mut steps = 0usize;
+        assert!(glob.run(&path, &mut steps));
+        assert_eq!(steps, "/premium/*".len());
+        // a star before the end still searches
+        let mut steps = 0usize;
+        assert!(Glob::new("/*a").expect("glob").run(&path, &mut steps));
+        assert!(steps > path.len(), "{steps}");
     }
 
     #[test]
