@@ -203,3 +203,21 @@ fn an_http1_target_is_visible_ascii_without_a_fragment() {
         format!("/p?token={} ", "a".repeat(250)).as_bytes()
     ));
 }
+
+#[test]
+fn a_host_is_taken_as_a_str_only_when_it_is_ascii() {
+    use super::eligible::ascii_str;
+    for b in 0..=255u8 {
+        // every length around the word-at-a-time reads, the byte first, inside and last
+        for len in [1, 7, 8, 9, 15, 16, 17, 31] {
+            for at in [0, len / 2, len - 1] {
+                let mut v = vec![b'a'; len];
+                v[at] = b;
+                let want = std::str::from_utf8(&v).ok().filter(|s| s.is_ascii());
+                assert_eq!(ascii_str(&v), want, "{b:#04x} at {at} of {len}");
+            }
+        }
+    }
+    assert_eq!(ascii_str(b""), Some(""));
+    assert_eq!(ascii_str("caf\u{e9}.test".as_bytes()), None);
+}

@@ -152,7 +152,7 @@ fn hit_request<'a>(req: &httparse::Request<'_, 'a>) -> Option<HitRequest<'a>> {
         out.headers.push((h.name, value));
         if is("host") {
             // valid and alone: checked by `http1::framing`
-            out.host = std::str::from_utf8(value).ok()?;
+            out.host = ascii_str(value)?;
         } else if is("authorization") {
             if out.authorization.replace(value).is_some() {
                 return None;
@@ -323,6 +323,16 @@ where
     if !http1::valid_host(host) {
         return None;
     }
-    out.host = std::str::from_utf8(host).ok()?;
+    out.host = ascii_str(host)?;
     Some(out)
+}
+
+/// `bytes` as a `str` if they are ASCII. `str::from_utf8` takes a byte at a time below 16
+/// bytes: ~130 instructions for a `Host` such as `127.0.0.1:18080`, on every request
+/// (callgrind); `is_ascii` reads a word at a time.
+pub(super) fn ascii_str(bytes: &[u8]) -> Option<&str> {
+    // SAFETY: ASCII is UTF-8, and that is checked first.
+    bytes
+        .is_ascii()
+        .then(|| unsafe { std::str::from_utf8_unchecked(bytes) })
 }
