@@ -15,7 +15,6 @@
 //! the variant decided. Anything else goes to the proxy ([`Parse::Proxy`], or
 //! [`Fast::Proxy`] with the admission already decided, which the proxy does not decide again).
 
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -105,8 +104,10 @@ impl FastHit {
         out.clear();
         out.reserve(stored.len() + 160 + self.inline_body().len());
         out.extend_from_slice(stored);
-        // io::Write on a Vec cannot fail; formats the number without a String
-        let _ = write!(out, "Age: {}", self.age);
+        // (`write!` went through `fmt::write`: ~280 instructions of a hit, callgrind)
+        let mut digits = [0u8; 20];
+        out.extend_from_slice(b"Age: ");
+        out.extend_from_slice(decimal(self.age, &mut digits));
         out.extend_from_slice(b"\r\ncache-status: ");
         out.extend_from_slice(respond::HIT.as_bytes());
         out.extend_from_slice(b"\r\nDate: ");

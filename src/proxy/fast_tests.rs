@@ -221,3 +221,11 @@ fn a_host_is_taken_as_a_str_only_when_it_is_ascii() {
     assert_eq!(ascii_str(b""), Some(""));
     assert_eq!(ascii_str("caf\u{e9}.test".as_bytes()), None);
 }
+
+#[test]
+fn ages_are_written_in_decimal() {
+    let mut digits = [0u8; 20];
+    for n in [0, 1, 9, 10, 99, 100, 86_400, 1 << 32, u64::MAX] {
+        assert_eq!(super::decimal(n, &mut digits), n.to_string().as_bytes());
+    }
+}
