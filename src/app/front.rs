@@ -272,17 +272,18 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                 Read::TimedOut | Read::Closed => return Next::Done,
             }
         }
-        // when the head began, as far as a clock was read for it (for a refusal's record)
-        let head_start = head_deadline.map_or_else(Instant::now, |d| d - limits.header_timeout);
+        // when the head began, as far as a clock was read for it (for a refusal's record;
+        // read only for one: the eager read was a second clock read on every request)
+        let head_start = || head_deadline.map_or_else(Instant::now, |d| d - limits.header_timeout);
         match fast::parse(buf) {
             Parse::Refuse(refusal) => {
-                self.refuse(stream, refusal, buf, head_start).await;
+                self.refuse(stream, refusal, buf, head_start()).await;
                 Next::Done
             }
             Parse::Partial => {
                 // `head_end_seen` rules this out; refuse rather than wait on a reading we
                 // do not understand
-                self.refuse(stream, Refusal::Malformed, buf, head_start)
+                self.refuse(stream, Refusal::Malformed, buf, head_start())
                     .await;
                 Next::Done
             }
