@@ -114,12 +114,10 @@ impl AsyncRead for Quiet {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         if !holds_bytes(&self.0) {
-            let socket = Pin::new(self.0.get_mut());
-            match socket.poll_read(cx, &mut ReadBuf::new(&mut [])) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                // bytes buffered, or the end of the stream: `SSL_read` takes either
-                Poll::Ready(Ok(())) => {}
+            let waited = Pin::new(self.0.get_mut()).poll_read(cx, &mut ReadBuf::new(&mut []));
+            // on bytes buffered, or the end of the stream, `SSL_read` takes over
+            if !matches!(waited, Poll::Ready(Ok(()))) {
+                return waited;
             }
         }
         quietly(&mut self.0, |tls| tls.poll_read(cx, buf))

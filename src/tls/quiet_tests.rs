@@ -152,6 +152,7 @@ async fn an_error_left_on_the_queue_fails_neither_a_read_nor_a_write() {
     client.write_all(b"ping").unwrap();
     let n = stream.read(&mut byte).await.unwrap();
     assert_eq!(&byte[..n], b"ping");
+    // (a read that succeeds leaves the queue alone: empty it for the write below)
     let _ = openssl::error::ErrorStack::get();
 
     // A write with an error left behind.
@@ -208,8 +209,7 @@ async fn records_read_ahead_are_read_without_new_bytes_from_the_socket() {
 
 #[tokio::test]
 async fn after_the_peers_close_notify_a_read_ends_at_once() {
-    // The client closes the TLS session and keeps the TCP connection open; both records come
-    // in one segment.
+    // The client closes the TLS session and keeps the TCP connection open.
     let (tls, mut client) = connection().await;
     let mut stream = quiet(tls);
     client.write_all(b"last").unwrap();
