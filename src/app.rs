@@ -10,6 +10,7 @@ mod drain;
 mod front;
 mod h2;
 pub mod proxy_protocol;
+mod waits;
 
 use anyhow::Context;
 use async_trait::async_trait;

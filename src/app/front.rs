@@ -12,9 +12,11 @@
 //! answered (with `Connection: close`) instead of reset. On a `proxy_protocol` listener a
 //! plain connection first yields its PROXY header ([`super::proxy_protocol`]).
 
+use std::future::Future;
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,6 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::proxy_protocol;
+use super::waits::Waits;
 use crate::admission::Handover;
 use crate::cache::body_file::BodyFile;
 use crate::http1::chunked::Chunked;
@@ -82,46 +85,60 @@ enum Read {
     Closed,
 }
 
+/// What woke a wait for more of a request.
+enum Woke {
+    Read(std::io::Result<usize>),
+    Timer,
+    Shutdown,
+}
+
 /// Read more of the next request into `buf`, waiting at most until `deadline` — or, once
 /// shutdown begins, at most `linger` more. A connection still waiting at `release_at` gives
 /// back its TLS buffers ([`crate::tls::free_buffers`]): the one timer wakes for both, so a
-/// busy connection pays for no second one.
+/// busy connection pays for no second one. The socket is polled first: bytes that are there
+/// are read even when a deadline has passed too.
 async fn read_more(
     stream: &mut Stream,
     buf: &mut BytesMut,
-    shutdown: &mut ShutdownWatch,
+    waits: &mut Waits,
     mut deadline: Instant,
     mut release_at: Option<Instant>,
     linger: Duration,
 ) -> Read {
-    if *shutdown.borrow() {
+    // Watch for shutdown until it begins, or until the watch's sender is gone (the server is
+    // exiting): then the linger applies and the watch is not polled again.
+    let mut watching = !waits.shutting_down();
+    if !watching {
         deadline = deadline.min(Instant::now() + linger);
     }
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(4096);
     }
-    // Watch for shutdown until it begins, or until the watch's sender is gone (the server is
-    // exiting): then the linger applies and the watch is not polled again.
-    let mut watching = !*shutdown.borrow();
     loop {
-        tokio::select! {
-            r = stream.read_buf(buf) => {
-                return match r {
-                    Ok(0) | Err(_) => Read::Closed,
-                    Ok(_) => Read::More,
-                };
-            }
-            () = tokio::time::sleep_until(release_at.map_or(deadline, |r| r.min(deadline))) => {
-                match release_at.take() {
-                    Some(r) if r < deadline => crate::tls::free_buffers(stream.get_ssl()),
-                    _ => return Read::TimedOut,
+        let wake_at = release_at.map_or(deadline, |r| r.min(deadline));
+        let woke = {
+            let mut read = std::pin::pin!(stream.read_buf(buf));
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = read.as_mut().poll(cx) {
+                    return Poll::Ready(Woke::Read(r));
                 }
-            }
-            changed = shutdown.changed(), if watching => {
-                if changed.is_err() || *shutdown.borrow() {
-                    watching = false;
-                    deadline = deadline.min(Instant::now() + linger);
+                if watching && waits.poll_shutdown(cx).is_ready() {
+                    return Poll::Ready(Woke::Shutdown);
                 }
+                waits.poll_until(wake_at, cx).map(|()| Woke::Timer)
+            })
+            .await
+        };
+        match woke {
+            Woke::Read(Ok(0) | Err(_)) => return Read::Closed,
+            Woke::Read(Ok(_)) => return Read::More,
+            Woke::Timer => match release_at.take() {
+                Some(r) if r < deadline => crate::tls::free_buffers(stream.get_ssl()),
+                _ => return Read::TimedOut,
+            },
+            Woke::Shutdown => {
+                watching = false;
+                deadline = deadline.min(Instant::now() + linger);
             }
         }
     }
@@ -219,6 +236,13 @@ async fn write_answer(
         stream.flush().await?;
         Ok(from_file)
     };
+    // Most answers are written at once: only one that must wait makes a timer for the
+    // deadline (making one clones the runtime's handle: an atomic on a line every core shares).
+    let mut write = std::pin::pin!(write);
+    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    if let Poll::Ready(r) = first {
+        return r;
+    }
     match tokio::time::timeout_at(deadline, write).await {
         Ok(r) => r,
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
@@ -241,7 +265,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
         &self,
         stream: &mut Stream,
         buf: &'b mut BytesMut,
-        watch: &mut ShutdownWatch,
+        waits: &mut Waits,
     ) -> Next<'b> {
         let limits = &self.fast.edge().config.limits;
         // Deadlines are taken when a read must wait, not before: a head already in the buffer
@@ -260,7 +284,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                     now + limits.idle_timeout
                 })
             };
-            match read_more(stream, buf, watch, deadline, release_at.take(), self.linger).await {
+            match read_more(stream, buf, waits, deadline, release_at.take(), self.linger).await {
                 Read::More => head_started = true,
                 Read::TimedOut if head_started && !buf.is_empty() => {
                     let since =
@@ -325,12 +349,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
         let peer = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let mut watch = shutdown.clone();
+        let mut waits = Waits::new(shutdown);
         let mut head = Vec::new();
         let mut settings = None;
         let token_memo = crate::auth::TokenMemo::default();
         loop {
-            let parsed = match self.next_head(&mut stream, &mut buf, &mut watch).await {
+            let parsed = match self.next_head(&mut stream, &mut buf, &mut waits).await {
                 Next::Request(parsed) => parsed,
                 Next::Done => return,
             };
@@ -345,7 +369,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                     match self.fast.fast_hit(&req, viewer, &token_memo).await {
                         Fast::Hit(hit) => Ok((hit, len, req.close, viewer)),
                         Fast::Throttled(t) => {
-                            let close = req.close || *watch.borrow();
+                            let close = req.close || waits.shutting_down();
                             let answer = Answer::Throttled(t.retry_after);
                             let (bytes, body) = respond::answer_h1(&answer, t.head_only, close);
                             let by = Instant::now() + WRITE_TIMEOUT;
@@ -374,7 +398,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Front<A> {
                         edge.metrics.fast_yields.inc();
                         tokio::task::yield_now().await;
                     }
-                    let close = client_close || *watch.borrow();
+                    let close = client_close || waits.shutting_down();
                     hit.write_head(close, &mut head);
                     let body = hit.trailing_body().cloned().unwrap_or_default();
                     // measured from the request's start: no extra clock read

@@ -46,6 +46,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::time::Instant;
 use tokio_util::io::poll_read_buf;
 
+use super::waits::Waits;
 use crate::http2::{self, code, hpack, setting};
 use crate::proxy::TollgateProxy;
 
@@ -125,6 +126,10 @@ enum Woke {
     Io,
     Closed,
     InnerClosed,
+    /// The connection's deadline passed.
+    Timer,
+    /// The server's shutdown began.
+    Shutdown,
 }
 
 struct Conn<'f, A> {
@@ -232,8 +237,8 @@ where
                 (setting::MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST),
             ],
         );
-        let mut watch = self.shutdown.clone();
-        let mut watching = !*watch.borrow();
+        let mut waits = Waits::new(&self.shutdown);
+        let mut watching = !waits.shutting_down();
         if !watching {
             self.go_away();
         }
@@ -264,13 +269,22 @@ where
                 // open streams: their own timeouts are the proxy's
                 self.last_active + WRITE_TIMEOUT.max(idle_timeout)
             };
-            tokio::select! {
-                woke = poll_fn(|cx| self.poll_io(cx)) => match woke {
-                    Woke::Io => {}
-                    Woke::Closed => return,
-                    Woke::InnerClosed => self.inner_closed(),
-                },
-                () = tokio::time::sleep_until(deadline) => {
+            // the sockets first, then the shutdown, then the connection's one timer
+            let woke = poll_fn(|cx| {
+                if let Poll::Ready(woke) = self.poll_io(cx) {
+                    return Poll::Ready(woke);
+                }
+                if watching && waits.poll_shutdown(cx).is_ready() {
+                    return Poll::Ready(Woke::Shutdown);
+                }
+                waits.poll_until(deadline, cx).map(|()| Woke::Timer)
+            })
+            .await;
+            match woke {
+                Woke::Io => {}
+                Woke::Closed => return,
+                Woke::InnerClosed => self.inner_closed(),
+                Woke::Timer => {
                     if !self.out.is_empty() {
                         return; // the client stopped reading
                     }
@@ -286,11 +300,9 @@ where
                     }
                     self.last_active = Instant::now();
                 }
-                changed = watch.changed(), if watching => {
-                    if changed.is_err() || *watch.borrow() {
-                        watching = false;
-                        self.go_away();
-                    }
+                Woke::Shutdown => {
+                    watching = false;
+                    self.go_away();
                 }
             }
         }
