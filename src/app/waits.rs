@@ -14,8 +14,11 @@
 //!   polled again only when the task's waker changes or the watch says it changed — an atomic
 //!   load ([`tokio::sync::watch::Receiver::has_changed`]) instead of the watch's `RwLock`.
 //!
-//! callgrind, 20,000 keep-alive requests over 10 connections (`h2load --h1`), plaintext public
-//! hit: see the commit that added this module.
+//! `benches/peers/instructions.sh 20000` (callgrind, 20,000 keep-alive requests a row), instructions
+//! a request before and after: HTTP/1.1 public hit 9,935 -> 9,060, bearer 11,260 -> 10,412; over
+//! TLS 23,322 -> 22,476 and 25,302 -> 24,433; HTTP/2 public hit 12,374 -> 12,223. (Leaving the
+//! timer in place for a deadline less than 10 ms later than its own, to save the `reset`, saved
+//! nothing: the comparison cost what the reset did.)
 
 use std::future::Future;
 use std::pin::Pin;
