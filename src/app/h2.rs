@@ -269,8 +269,13 @@ where
                 // open streams: their own timeouts are the proxy's
                 self.last_active + WRITE_TIMEOUT.max(idle_timeout)
             };
-            // the sockets first, then the shutdown, then the connection's one timer
+            // the sockets first, then the shutdown, then the connection's one timer; a
+            // shutdown that has begun is seen first, by a load, so that a connection whose
+            // sockets are ready at every poll still gets its GOAWAY
             let woke = poll_fn(|cx| {
+                if watching && waits.shutting_down() {
+                    return Poll::Ready(Woke::Shutdown);
+                }
                 if let Poll::Ready(woke) = self.poll_io(cx) {
                     return Poll::Ready(woke);
                 }
