@@ -269,18 +269,15 @@ where
                 // open streams: their own timeouts are the proxy's
                 self.last_active + WRITE_TIMEOUT.max(idle_timeout)
             };
-            // the sockets first, then the shutdown, then the connection's one timer; a
-            // shutdown that has begun is seen first, by a load, so that a connection whose
-            // sockets are ready at every poll still gets its GOAWAY
+            // the shutdown first (a load once registered), so that a connection whose
+            // sockets are ready at every poll still gets its GOAWAY; then the sockets, then
+            // the connection's one timer
             let woke = poll_fn(|cx| {
-                if watching && waits.shutting_down() {
+                if watching && waits.poll_shutdown(cx).is_ready() {
                     return Poll::Ready(Woke::Shutdown);
                 }
                 if let Poll::Ready(woke) = self.poll_io(cx) {
                     return Poll::Ready(woke);
-                }
-                if watching && waits.poll_shutdown(cx).is_ready() {
-                    return Poll::Ready(Woke::Shutdown);
                 }
                 waits.poll_until(deadline, cx).map(|()| Woke::Timer)
             })

@@ -24,11 +24,22 @@ fn woken(c: &Counting) -> usize {
     c.0.load(Ordering::SeqCst)
 }
 
+/// A connection's waits on a fresh shutdown watch (its sender), and a counting waker.
+fn watched() -> (
+    tokio::sync::watch::Sender<bool>,
+    Waits,
+    Arc<Counting>,
+    Waker,
+) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let waits = Waits::new(&rx);
+    let (count, waker) = counting();
+    (tx, waits, count, waker)
+}
+
 #[test]
 fn a_shutdown_wakes_a_connection_that_registered_once() {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let mut waits = Waits::new(&rx);
-    let (count, waker) = counting();
+    let (tx, mut waits, count, waker) = watched();
     let mut cx = Context::from_waker(&waker);
     assert!(!waits.shutting_down());
     // one registration, then polls that find it in place
@@ -69,9 +80,7 @@ fn a_new_waker_is_registered_in_place_of_the_old() {
 
 #[test]
 fn a_server_exiting_counts_as_shutdown() {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let mut waits = Waits::new(&rx);
-    let (count, waker) = counting();
+    let (tx, mut waits, count, waker) = watched();
     let mut cx = Context::from_waker(&waker);
     assert!(waits.poll_shutdown(&mut cx).is_pending());
     drop(tx);
@@ -96,9 +105,7 @@ fn a_connection_made_after_shutdown_began_sees_it_at_once() {
 
 #[test]
 fn a_change_that_is_not_shutdown_is_waited_past() {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let mut waits = Waits::new(&rx);
-    let (count, waker) = counting();
+    let (tx, mut waits, count, waker) = watched();
     let mut cx = Context::from_waker(&waker);
     assert!(waits.poll_shutdown(&mut cx).is_pending());
     tx.send(false).unwrap();
